@@ -1,0 +1,3 @@
+from birdkeras.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,351 @@
+"""Typed, validated run configuration.
+
+Defaults and types live here, in frozen dataclasses. A YAML file states only what
+differs from them, may name one `base:` file to start from (one level, no chains),
+and `--set a.b=c` overrides win over both. Every value is checked against its field's
+type at load time; unknown keys fail with the nearest valid key.
+
+    cfg = load_config("configs/demo_pre.yaml", ["data.num_folds=3"])
+    cfg.audio.sample_rate_hz  # 32000
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+SOURCES = (
+    "birdclef-2020",
+    "birdclef-2021",
+    "birdclef-2022",
+    "birdclef-2023",
+    "birdclef-2024",
+    "birdclef-2025",
+    "xeno-canto",
+)
+
+
+class ConfigError(ValueError):
+    """A configuration file or override is invalid; the message names the key."""
+
+
+@dataclasses.dataclass(frozen=True)
+class AudioConfig:
+    """How audio is decoded, stored and turned into features."""
+
+    sample_rate_hz: int = 32000
+    window_s: float = 5.0
+    # Recordings longer than this are cropped (from the start) when TFRecords are built.
+    max_duration_s: float | None = None
+    num_mel_bins: int = 128
+    fmin_hz: float = 50.0
+    fmax_hz: float = 14000.0
+    fft_length: int = 2048
+    hop_length: int = 512
+
+    def __post_init__(self):
+        if self.sample_rate_hz < 8000:
+            raise ConfigError(f"audio.sample_rate_hz={self.sample_rate_hz} must be >= 8000")
+        if self.window_s <= 0:
+            raise ConfigError(f"audio.window_s={self.window_s} must be > 0")
+        if self.max_duration_s is not None and self.max_duration_s < self.window_s:
+            raise ConfigError(
+                f"audio.max_duration_s={self.max_duration_s} must be >= "
+                f"audio.window_s={self.window_s}"
+            )
+        if self.fmax_hz > self.sample_rate_hz / 2:
+            raise ConfigError(
+                f"audio.fmax_hz={self.fmax_hz} must be <= sample_rate_hz / 2 = "
+                f"{self.sample_rate_hz / 2:g}"
+            )
+        if not 0 <= self.fmin_hz < self.fmax_hz:
+            raise ConfigError(
+                f"audio.fmin_hz={self.fmin_hz} must be >= 0 and < audio.fmax_hz={self.fmax_hz}"
+            )
+        if self.hop_length <= 0 or self.fft_length < self.hop_length:
+            raise ConfigError(
+                f"audio.fft_length={self.fft_length} must be >= "
+                f"audio.hop_length={self.hop_length} > 0"
+            )
+
+
+@dataclasses.dataclass(frozen=True)
+class BalanceConfig:
+    """Class balancing of the manifest, as the public pretraining notebooks do it.
+
+    filter: classes with fewer than `filter_min_samples` rows get `cv=False` (they are
+        kept in every training fold and never used for validation).
+    upsample: rows of classes with fewer than `upsample_min_samples` are repeated.
+    downsample: classes with more than `downsample_max_samples` rows are cut.
+    """
+
+    filter_min_samples: int = 0
+    upsample_min_samples: int = 0
+    downsample_max_samples: int = 0
+
+    def __post_init__(self):
+        for name in ("filter_min_samples", "upsample_min_samples", "downsample_max_samples"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"data.balance.{name}={getattr(self, name)} must be >= 0")
+        if self.downsample_max_samples and (
+            self.upsample_min_samples > self.downsample_max_samples
+        ):
+            raise ConfigError(
+                f"data.balance.upsample_min_samples={self.upsample_min_samples} must be <= "
+                f"data.balance.downsample_max_samples={self.downsample_max_samples}"
+            )
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+    """Which metadata feeds a run and how the manifest is cleaned and split."""
+
+    # Folder holding the Kaggle downloads (birdclef-2021/, xeno-canto-extended/, ...).
+    root: str = "data/synth"
+    sources: tuple[str, ...] = ("birdclef-2024",)
+    # The competition year being trained for: pretraining rows whose xc_id appears in
+    # it are dropped (leakage), and its taxonomy defines the fine-tuning classes.
+    target_source: str = "birdclef-2024"
+    drop_target_xc_ids: bool = True
+    dedupe: bool = True
+    # JSON list of paths (relative to the source folder, as the metadata names them).
+    corrupt_files: str | None = None
+    min_rating: float = 0.0
+    num_folds: int = 5
+    balance: BalanceConfig = BalanceConfig()
+    # Manifest and label map are written here.
+    manifest_dir: str = "work/manifest"
+
+    def __post_init__(self):
+        for name in self.sources:
+            if name not in SOURCES:
+                raise ConfigError(_unknown_choice("data.sources", name, SOURCES))
+        if not self.sources:
+            raise ConfigError("data.sources must name at least one source")
+        if self.target_source not in SOURCES:
+            raise ConfigError(_unknown_choice("data.target_source", self.target_source, SOURCES))
+        if self.num_folds < 2:
+            raise ConfigError(f"data.num_folds={self.num_folds} must be >= 2")
+
+
+@dataclasses.dataclass(frozen=True)
+class TFRecordConfig:
+    """Where and how TFRecord shards are written."""
+
+    # A local folder or a gs:// URL.
+    dir: str = "tfrecords/demo"
+    shard_size_mb: float = 100.0
+    workers: int = 2
+
+    def __post_init__(self):
+        if self.shard_size_mb <= 0:
+            raise ConfigError(f"tfrecords.shard_size_mb={self.shard_size_mb} must be > 0")
+        if self.workers < 1:
+            raise ConfigError(f"tfrecords.workers={self.workers} must be >= 1")
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """A whole run: what data, how it is stored, and where outputs go."""
+
+    name: str = "run"
+    workdir: str = "work/run"
+    seed: int = 0
+    audio: AudioConfig = AudioConfig()
+    data: DataConfig = DataConfig()
+    tfrecords: TFRecordConfig = TFRecordConfig()
+
+    def __post_init__(self):
+        if self.data.target_source == "birdclef-2020" and self.audio.sample_rate_hz < 22050:
+            raise ConfigError("birdclef-2020 audio needs audio.sample_rate_hz >= 22050")
+
+
+# ----------------------------------------------------------------------------------
+# Loading.
+
+
+def load_config(path: str | Path | None = None, overrides: typing.Sequence[str] = ()) -> Config:
+    """Loads `path` (or the defaults), applies `a.b=c` overrides, validates, returns."""
+    raw: dict[str, Any] = {}
+    if path is not None:
+        raw = _read_yaml_with_base(Path(path))
+    for item in overrides:
+        key, value = _parse_override(item)
+        _set_dotted(raw, key, value)
+    return from_dict(raw)
+
+
+def from_dict(raw: dict[str, Any]) -> Config:
+    """Builds a validated `Config` from nested plain values."""
+    return _build(Config, raw, prefix="")
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    """Plain nested dict (tuples as lists), suitable for YAML or JSON."""
+
+    def plain(value):
+        if isinstance(value, tuple):
+            return [plain(v) for v in value]
+        if isinstance(value, dict):
+            return {k: plain(v) for k, v in value.items()}
+        return value
+
+    return plain(dataclasses.asdict(cfg))
+
+
+def save_config(cfg: Config, path: str | Path) -> Path:
+    """Writes the resolved config as YAML (every field, defaults included)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(
+        "# Resolved birdkeras config: every field, defaults included.\n"
+        + yaml.safe_dump(to_dict(cfg), sort_keys=False)
+    )
+    return path
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise ConfigError(f"config file {path} is not valid YAML: {err}") from err
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config file {path} must hold a mapping, got {type(raw).__name__}")
+    return raw
+
+
+def _read_yaml_with_base(path: Path) -> dict[str, Any]:
+    raw = _read_yaml(path)
+    base = raw.pop("base", None)
+    if base is None:
+        return raw
+    base_path = (path.parent / str(base)).resolve()
+    base_raw = _read_yaml(base_path)
+    if "base" in base_raw:
+        raise ConfigError(
+            f"{path}: base file {base_path} has a 'base:' of its own; "
+            "only one level of inheritance is allowed"
+        )
+    return _deep_merge(base_raw, raw)
+
+
+def _deep_merge(base: dict, over: dict) -> dict:
+    merged = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _parse_override(item: str) -> tuple[str, Any]:
+    key, sep, text = item.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"override {item!r} must look like 'section.key=value'")
+    try:
+        value = yaml.safe_load(text) if text.strip() else None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"override {item!r}: value is not valid YAML: {err}") from err
+    return key.strip(), value
+
+
+def _set_dotted(raw: dict, key: str, value: Any) -> None:
+    node = raw
+    parts = key.split(".")
+    for part in parts[:-1]:
+        child = node.get(part)
+        if not isinstance(child, dict):
+            child = node[part] = {}
+        node = child
+    node[parts[-1]] = value
+
+
+def _all_keys(cls, prefix: str = "") -> list[str]:
+    keys = []
+    for name, tp in _hints(cls).items():
+        keys.append(f"{prefix}{name}")
+        if dataclasses.is_dataclass(tp):
+            keys.extend(_all_keys(tp, f"{prefix}{name}."))
+    return keys
+
+
+def _hints(cls) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _unknown_choice(key: str, value: Any, choices: typing.Sequence[str]) -> str:
+    near = difflib.get_close_matches(str(value), list(choices), n=1, cutoff=0.5)
+    hint = f" (did you mean {near[0]!r}?)" if near else ""
+    return f"{key}={value!r} is not one of {list(choices)}{hint}"
+
+
+def _build(cls, raw: Any, prefix: str):
+    if not isinstance(raw, dict):
+        raise ConfigError(f"'{prefix.rstrip('.') or 'config'}' must be a mapping, got {raw!r}")
+    hints = _hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    for key in raw:
+        if key not in names:
+            valid = _all_keys(Config)
+            dotted = f"{prefix}{key}"
+            near = difflib.get_close_matches(dotted, valid, n=1, cutoff=0.6)
+            hint = f" (did you mean {near[0]!r}?)" if near else ""
+            raise ConfigError(f"unknown key {dotted!r}{hint}")
+    kwargs = {}
+    for f in dataclasses.fields(cls):
+        if f.name not in raw:
+            continue
+        kwargs[f.name] = _cast(hints[f.name], raw[f.name], f"{prefix}{f.name}")
+    return cls(**kwargs)
+
+
+def _cast(tp, value: Any, key: str):
+    """Casts a YAML value to `tp`, or raises naming `key`, the type and the value."""
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, value if value is not None else {}, key + ".")
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _cast(inner[0], value, key)
+    if origin is Literal:
+        if value not in args:
+            raise ConfigError(_unknown_choice(key, value, [str(a) for a in args]))
+        return value
+    if origin is tuple:
+        if isinstance(value, str):
+            value = [value]
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key} must be a list, got {value!r}")
+        return tuple(_cast(args[0], v, f"{key}[{i}]") for i, v in enumerate(value))
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+    elif tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+    elif tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif tp is str:
+        if isinstance(value, str):
+            return value
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return str(value)
+    else:  # pragma: no cover - a field type this loader does not know is a bug here.
+        raise TypeError(f"unsupported config field type {tp} for {key}")
+    raise ConfigError(f"{key} must be {tp.__name__}, got {value!r} ({type(value).__name__})")
