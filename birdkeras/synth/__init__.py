@@ -168,7 +168,7 @@ class _Planner:
             author = str(rng.choice(_AUTHORS))
             duration = self._duration()
             others = [o for o in pool if o.code != sp.code]
-            n_sec = int(rng.choice([0, 0, 1, 2]))
+            n_sec = min(int(rng.choice([0, 0, 1, 2])), len(others))
             secondaries = [others[i] for i in rng.choice(len(others), n_sec, replace=False)]
             seed = int(rng.integers(2**31))
         suffix = self._suffix(source)
@@ -194,6 +194,9 @@ class _Planner:
             "date": f"20{int(rng.integers(10, 24)):02d}-0{int(rng.integers(1, 10))}-1{int(rng.integers(0, 10))}",
             "time": f"{int(rng.integers(4, 20)):02d}:{int(rng.choice([0, 30])):02d}",
         }
+        if not any(c.source == source for c in self.clips):
+            # Every source shows the missing-coordinates quirk at least once.
+            clip.meta["latitude"] = clip.meta["longitude"] = ""
         self.clips.append(clip)
         self._by_species.setdefault(sp.code, []).append(clip)
 
@@ -266,7 +269,7 @@ def _render_soundscape(path: str, rel: str, pool: list, duration_s: float, seed:
             sp = pool[int(i)]
             start = w * 5 + float(rng.uniform(0.1, 2.0))
             end = min(start + float(rng.uniform(1.5, 3.0)), w * 5 + 4.9)
-            placed = voices.place_calls(track, sp, sr, rng, float(rng.uniform(0.15, 0.5)),
+            placed = voices.place_calls(track, sp, sr, rng, float(rng.uniform(0.3, 0.6)),
                                         start, end, float(rng.uniform(0.96, 1.04)), 1.0)
             calls += [(rel, sp.code, round(a, 3), round(b, 3)) for a, b in placed]
     track *= 0.8 / (np.max(np.abs(track)) + 1e-9)

@@ -1,0 +1,34 @@
+# birdkeras: the two commands a new user runs.
+#   make demo   create .venv, install birdkeras, run every stage on synthetic data
+#   make test   install dev dependencies and run the whole test suite
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip -q --disable-pip-version-check
+
+.PHONY: demo test install dev bench clean
+
+$(VENV)/.installed: setup.cfg pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -e .
+	touch $@
+
+$(VENV)/.dev: $(VENV)/.installed
+	$(PIP) install -e ".[dev]"
+	touch $@
+
+install: $(VENV)/.installed
+
+dev: $(VENV)/.dev
+
+demo: install
+	TF_CPP_MIN_LOG_LEVEL=2 $(VENV)/bin/birdkeras demo --workdir work/demo
+
+test: dev
+	TF_CPP_MIN_LOG_LEVEL=2 $(PY) -m pytest -q
+
+bench: dev
+	TF_CPP_MIN_LOG_LEVEL=2 $(PY) benchmarks/tfrecord_build.py
+
+clean:
+	rm -rf work .pytest_cache

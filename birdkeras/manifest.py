@@ -1,0 +1,202 @@
+"""The manifest: one cleaned table of recordings, its label map and folds.
+
+Steps, in order (each configurable, each counted in the report):
+ 1. read every configured source (`sources.read_source`);
+ 2. reject rows whose path would leave the data root ('..', absolute, symlinks out);
+ 3. drop files listed in the user's corrupt-file list;
+ 4. drop pretraining rows whose `xc_id` is also in the target year (leakage);
+ 5. drop duplicates on (`xc_id`, primary label, author), keeping the first source listed;
+ 6. drop rows below `min_rating`; build the label map; report unknown labels;
+ 7. balance: downsample, then `filter` (rare classes get cv=False), then folds,
+    then upsample (a `repeats` count: copies of a recording stay in its fold).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from sklearn.model_selection import StratifiedKFold
+
+from birdkeras import config as config_lib
+from birdkeras import sources
+
+TRAIN_ONLY_FOLD = -1  # fold of rows that are never used for validation (cv=False)
+
+
+def build(cfg: config_lib.Config) -> tuple[pd.DataFrame, dict[str, int], dict]:
+    """Runs steps 1-7 for `cfg.data`; returns (manifest, name2label, report)."""
+    data = cfg.data
+    root = Path(data.root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"data.root={data.root} is not a folder")
+    report: dict = {"read": {}, "rejected": []}
+    tables = []
+    for source in data.sources:
+        table, rejected = sources.read_source(root, source)
+        report["read"][source] = len(table)
+        report["rejected"] += rejected.to_dict("records")
+        tables.append(table)
+    table = pd.concat(tables, ignore_index=True)
+
+    table, unsafe = reject_unsafe_paths(table, root)
+    report["rejected"] += unsafe
+    if data.corrupt_files:
+        table, dropped = drop_listed(table, data.corrupt_files)
+        report["dropped_corrupt_list"] = dropped
+    if data.drop_target_xc_ids and data.target_source in data.sources:
+        table, dropped = drop_target_leaks(table, data.target_source)
+        report["dropped_target_xc_ids"] = dropped
+    elif data.drop_target_xc_ids:
+        target, _ = sources.read_source(root, data.target_source)
+        table, dropped = drop_target_leaks(
+            pd.concat([target.assign(_target=True), table.assign(_target=False)]),
+            data.target_source,
+        )
+        table = table[~table.pop("_target").astype(bool)]
+        report["dropped_target_xc_ids"] = dropped
+    if data.dedupe:
+        before = len(table)
+        table = dedupe(table)
+        report["dropped_duplicates"] = before - len(table)
+    before = len(table)
+    table = table[~(table["rating"] < data.min_rating)]
+    report["dropped_low_rating"] = before - len(table)
+
+    name2label = {name: i for i, name in enumerate(sorted(table["primary_label"].unique()))}
+    table, unknown = drop_unknown_secondaries(table, name2label)
+    report["unknown_secondary_labels"] = unknown
+
+    table = balance(table, data.balance, data.num_folds, cfg.seed)
+    report["rows"] = len(table)
+    report["classes"] = len(name2label)
+    return table.reset_index(drop=True), name2label, report
+
+
+def reject_unsafe_paths(table: pd.DataFrame, root: Path) -> tuple[pd.DataFrame, list]:
+    """Drops rows whose path is absolute, climbs with '..', or resolves outside root."""
+    root_real = root.resolve()
+    keep, rejected = [], []
+    for path in table["path"]:
+        reason = None
+        if Path(path).is_absolute() or path.startswith(("/", "\\")):
+            reason = "absolute path"
+        elif ".." in Path(path).parts:
+            reason = "path climbs out of the data root ('..')"
+        else:
+            try:
+                (root / path).resolve().relative_to(root_real)
+            except ValueError:
+                reason = "path resolves outside the data root (symlink)"
+        keep.append(reason is None)
+        if reason:
+            rejected.append({"path": path, "reason": reason})
+    return table[keep], rejected
+
+
+def drop_listed(table: pd.DataFrame, list_path: str) -> tuple[pd.DataFrame, int]:
+    """Drops rows whose path (relative to the data root) or file name is in the JSON list."""
+    path = Path(list_path)
+    if not path.is_file():
+        raise FileNotFoundError(f"data.corrupt_files={list_path} does not exist")
+    try:
+        listed = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(f"data.corrupt_files={list_path} is not valid JSON: {err}") from err
+    if not isinstance(listed, list):
+        raise ValueError(f"data.corrupt_files={list_path} must hold a JSON list of paths")
+    listed = {str(p).strip() for p in listed}
+    mask = table["path"].isin(listed) | table["path"].map(lambda p: Path(p).name).isin(listed)
+    return table[~mask], int(mask.sum())
+
+
+def drop_target_leaks(table: pd.DataFrame, target_source: str) -> tuple[pd.DataFrame, int]:
+    """Drops non-target rows whose xc_id also appears in the target source."""
+    target_ids = set(table.loc[table["source"] == target_source, "xc_id"].dropna())
+    mask = (table["source"] != target_source) & table["xc_id"].isin(target_ids)
+    return table[~mask], int(mask.sum())
+
+
+def dedupe(table: pd.DataFrame) -> pd.DataFrame:
+    """Drops repeats of (xc_id, primary label, author); rows without xc_id are kept."""
+    has_id = table["xc_id"].notna()
+    dup = table[has_id].duplicated(subset=["xc_id", "primary_label", "author"], keep="first")
+    return table.drop(index=dup[dup].index)
+
+
+def drop_unknown_secondaries(table, name2label) -> tuple[pd.DataFrame, dict[str, int]]:
+    """Removes secondary labels that are not classes; returns how often each was seen."""
+    unknown: dict[str, int] = {}
+
+    def known(labels):
+        for label in labels:
+            if label not in name2label:
+                unknown[label] = unknown.get(label, 0) + 1
+        return [label for label in labels if label in name2label]
+
+    table = table.assign(secondary_labels=table["secondary_labels"].map(known))
+    return table, dict(sorted(unknown.items()))
+
+
+def balance(table: pd.DataFrame, bal: config_lib.BalanceConfig, num_folds: int, seed: int):
+    """Downsample, filter, folds, upsample (see the module docstring)."""
+    rng = np.random.default_rng(seed)
+    table = table.reset_index(drop=True)
+    if bal.downsample_max_samples:
+        keep = []
+        for _, group in table.groupby("primary_label", sort=True):
+            idx = group.index.to_numpy()
+            if len(idx) > bal.downsample_max_samples:
+                idx = np.sort(rng.choice(idx, bal.downsample_max_samples, replace=False))
+            keep.extend(idx)
+        table = table.loc[sorted(keep)].reset_index(drop=True)
+    counts = table["primary_label"].map(table["primary_label"].value_counts())
+    # A class with fewer rows than folds cannot be stratified: it stays in training.
+    threshold = max(bal.filter_min_samples, num_folds)
+    table = table.assign(cv=(counts >= threshold).to_numpy(), fold=TRAIN_ONLY_FOLD)
+    cv_rows = table.index[table["cv"]]
+    if len(cv_rows):
+        splitter = StratifiedKFold(n_splits=num_folds, shuffle=True, random_state=seed)
+        labels = table.loc[cv_rows, "primary_label"].to_numpy()
+        for fold, (_, val) in enumerate(splitter.split(np.zeros(len(labels)), labels)):
+            table.loc[cv_rows[val], "fold"] = fold
+    table["repeats"] = 1
+    if bal.upsample_min_samples:
+        for _, group in table.groupby("primary_label", sort=True):
+            n = len(group)
+            if n < bal.upsample_min_samples:
+                base, extra = divmod(bal.upsample_min_samples, n)
+                repeats = np.full(n, base)
+                repeats[:extra] += 1
+                table.loc[group.index, "repeats"] = repeats
+    return table
+
+
+def save(out_dir: str | Path, table: pd.DataFrame, name2label: dict, report: dict) -> Path:
+    """Writes manifest.csv (lists as space-separated), name2label.json and report.json."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    flat = table.assign(secondary_labels=table["secondary_labels"].map(" ".join))
+    flat.to_csv(out / "manifest.csv", index=False)
+    (out / "name2label.json").write_text(json.dumps(name2label, indent=1) + "\n")
+    (out / "ingest_report.json").write_text(json.dumps(report, indent=1, default=str) + "\n")
+    return out
+
+
+def load(out_dir: str | Path) -> tuple[pd.DataFrame, dict[str, int]]:
+    """Reads what `save` wrote."""
+    out = Path(out_dir)
+    for name in ("manifest.csv", "name2label.json"):
+        if not (out / name).is_file():
+            raise FileNotFoundError(
+                f"{out / name} not found: run `birdkeras ingest` with this config first")
+    table = pd.read_csv(out / "manifest.csv", dtype={"secondary_labels": str},
+                        keep_default_na=False, na_values={"rating": [""], "latitude": [""],
+                                                           "longitude": [""],
+                                                           "duration_s": [""], "xc_id": [""]})
+    table["secondary_labels"] = table["secondary_labels"].map(lambda s: s.split() if s else [])
+    table["xc_id"] = table["xc_id"].astype("Int64")
+    table["cv"] = table["cv"].astype(str).eq("True")
+    return table, json.loads((out / "name2label.json").read_text())

@@ -1,0 +1,271 @@
+"""Building and verifying sharded TFRecords from a manifest.
+
+Build: the manifest is split into shards before any audio is decoded (by fold, then
+by estimated size, in recording-id order), so the plan is the same on every run. Each
+shard is written by one worker process to a temporary name, renamed when complete, and
+then marked done by a small JSON sidecar (renamed last). A re-run skips every shard
+whose sidecar exists and redoes the rest, so a build killed at any point and started
+again holds every good recording exactly once. Files that fail to decode are skipped
+and listed with their error in `failures.csv`; one bad file never stops the build.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import csv
+import dataclasses
+import io
+import json
+import math
+import multiprocessing
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import soundfile as sf
+from tqdm import tqdm
+
+from birdkeras import audio, tfrecord
+from birdkeras import config as config_lib
+
+CARD = "dataset_card.json"
+FAILURES = "failures.csv"
+_BYTES_PER_SAMPLE = 2
+
+
+@dataclasses.dataclass(frozen=True)
+class ShardJob:
+    name: str
+    rows: tuple  # dicts: recording_id, path, label, secondary ids, fold, repeats, rating...
+
+
+def plan_shards(table: pd.DataFrame, name2label: dict, cfg: config_lib.Config) -> list[ShardJob]:
+    """Assigns every manifest row to one shard: grouped by fold, about shard_size_mb each."""
+    root = Path(cfg.data.root)
+    target = cfg.tfrecords.shard_size_mb * 1e6
+    jobs = []
+    for fold, group in table.sort_values("recording_id").groupby("fold", sort=True):
+        shards, current, size = [], [], 0.0
+        for rec in group.to_dict("records"):
+            est = _estimated_bytes(root / rec["path"], cfg.audio)
+            if current and size + est > target:
+                shards.append(current)
+                current, size = [], 0.0
+            current.append(_row(rec, name2label))
+            size += est
+        if current:
+            shards.append(current)
+        prefix = "train" if fold == -1 else f"fold{fold}"
+        jobs += [ShardJob(f"{prefix}-{i:05d}-of-{len(shards):05d}{tfrecord.SHARD_SUFFIX}",
+                          tuple(rows)) for i, rows in enumerate(shards)]
+    return jobs
+
+
+def _estimated_bytes(path: Path, audio_cfg) -> float:
+    try:
+        duration = sf.info(str(path)).duration
+    except (sf.LibsndfileError, RuntimeError, OSError):
+        return 0.0  # it will fail properly, and be reported, when the shard is built
+    if audio_cfg.max_duration_s:
+        duration = min(duration, audio_cfg.max_duration_s)
+    return duration * audio_cfg.sample_rate_hz * _BYTES_PER_SAMPLE
+
+
+def _row(rec: dict, name2label: dict) -> dict:
+    return {
+        "recording_id": rec["recording_id"], "path": rec["path"], "source": rec["source"],
+        "label": name2label[rec["primary_label"]],
+        "secondary": [name2label[s] for s in rec["secondary_labels"] if s in name2label],
+        "fold": int(rec["fold"]), "repeats": int(rec["repeats"]),
+        "rating": float(rec["rating"]) if not pd.isna(rec["rating"]) else 0.0,
+        "duration_s": float(rec["duration_s"]) if not pd.isna(rec["duration_s"]) else None,
+    }
+
+
+def build(table: pd.DataFrame, name2label: dict, cfg: config_lib.Config,
+          progress: bool = True) -> dict:
+    """Builds (or finishes building) the shards of `table` in cfg.tfrecords.dir."""
+    out = cfg.tfrecords.dir
+    tfrecord.makedirs(out)
+    jobs = plan_shards(table, name2label, cfg)
+    todo = [j for j in jobs if not tfrecord.exists(_done_path(out, j.name))]
+    work = [(j, cfg.data.root, out, cfg.audio.sample_rate_hz, cfg.audio.max_duration_s)
+            for j in todo]
+    bar = tqdm(total=sum(len(j.rows) for j in todo), unit="rec", disable=not progress,
+               desc=f"tfrecords -> {out}")
+    # Spawned (not forked) workers: the parent may hold TensorFlow's threads.
+    context = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(cfg.tfrecords.workers, mp_context=context) as pool:
+        for done in pool.map(_write_shard, work):
+            bar.update(done["records"] + len(done["failures"]))
+    bar.close()
+    return write_card(jobs, name2label, cfg)
+
+
+def _done_path(out: str, shard_name: str) -> str:
+    return tfrecord.join(out, shard_name + ".done.json")
+
+
+def _write_shard(args) -> dict:
+    """Writes one shard; returns its record count, durations and failures."""
+    job, root, out, sample_rate_hz, max_duration_s = args
+    final = tfrecord.join(out, job.name)
+    tmp = f"{final}.tmp-{os.getpid()}"
+    records, failures, durations = 0, [], []
+    with tfrecord.open_file(tmp, "wb") as f:
+        for row in job.rows:
+            try:
+                wave = audio.load(Path(root) / row["path"], sample_rate_hz, max_duration_s)
+                _check_length(wave, sample_rate_hz, row, max_duration_s)
+            except (audio.AudioError, OSError) as err:
+                failures.append({"recording_id": row["recording_id"], "path": row["path"],
+                                 "error": str(err)})
+                continue
+            f.write(tfrecord.frame(tfrecord.encode_example({
+                tfrecord.AUDIO: audio.to_int16(wave).tobytes(),
+                tfrecord.SAMPLE_RATE: sample_rate_hz,
+                tfrecord.NUM_SAMPLES: len(wave),
+                tfrecord.LABEL: row["label"],
+                tfrecord.SECONDARY_LABELS: row["secondary"],
+                tfrecord.RECORDING_ID: row["recording_id"],
+                tfrecord.SOURCE: row["source"],
+                tfrecord.FOLD: row["fold"],
+                tfrecord.REPEATS: row["repeats"],
+                tfrecord.RATING: row["rating"],
+            })))
+            records += 1
+            durations.append(len(wave) / sample_rate_hz)
+    done = {"shard": job.name, "records": records, "failures": failures,
+            "seconds": durations, "recording_ids": [r["recording_id"] for r in job.rows]}
+    tfrecord.rename(tmp, final)
+    with tfrecord.open_file(_done_path(out, job.name) + ".tmp", "w") as f:
+        f.write(json.dumps(done))
+    tfrecord.rename(_done_path(out, job.name) + ".tmp", _done_path(out, job.name))
+    return done
+
+
+def _check_length(wave, sample_rate_hz, row, max_duration_s) -> None:
+    """Flags a file as truncated when it decodes much shorter than its metadata says."""
+    expected = row["duration_s"]
+    if expected is None or math.isnan(expected):
+        return
+    if max_duration_s:
+        expected = min(expected, max_duration_s)
+    got = len(wave) / sample_rate_hz
+    if got < expected - 1.5:
+        raise audio.AudioError(
+            f"{row['path']}: truncated: decodes to {got:.1f} s, metadata says {expected:.1f} s")
+
+
+def write_card(jobs: list[ShardJob], name2label: dict, cfg: config_lib.Config) -> dict:
+    """Collects the shards' sidecars into dataset_card.json and failures.csv."""
+    out = cfg.tfrecords.dir
+    label_names = {v: k for k, v in name2label.items()}
+    shards, failures, counts, seconds = [], [], {}, []
+    for job in jobs:
+        with tfrecord.open_file(_done_path(out, job.name), "r") as f:
+            done = json.loads(f.read())
+        failed = {x["recording_id"] for x in done["failures"]}
+        shards.append({"name": job.name, "records": done["records"],
+                       "failures": len(done["failures"])})
+        failures += done["failures"]
+        seconds += done["seconds"]
+        for row in job.rows:
+            if row["recording_id"] in failed:
+                continue
+            per_fold = counts.setdefault(label_names[row["label"]], {})
+            per_fold[str(row["fold"])] = per_fold.get(str(row["fold"]), 0) + 1
+    total_bytes = sum(seconds) * cfg.audio.sample_rate_hz * _BYTES_PER_SAMPLE
+    card = {
+        "name2label": name2label,
+        "sample_rate_hz": cfg.audio.sample_rate_hz,
+        "codec": "int16 little-endian PCM, mono",
+        "records": sum(s["records"] for s in shards),
+        "failures": len(failures),
+        "shards": shards,
+        "counts_per_class_per_fold": dict(sorted(counts.items())),
+        "durations_s": _duration_stats(seconds),
+        "bytes_per_audio_hour": cfg.audio.sample_rate_hz * _BYTES_PER_SAMPLE * 3600,
+        "approx_total_mb": round(total_bytes / 1e6, 1),
+        "config": config_lib.to_dict(cfg),
+    }
+    with tfrecord.open_file(tfrecord.join(out, CARD), "w") as f:
+        f.write(json.dumps(card, indent=1) + "\n")
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=["recording_id", "path", "error"])
+    writer.writeheader()
+    writer.writerows(failures)
+    with tfrecord.open_file(tfrecord.join(out, FAILURES), "w") as f:
+        f.write(buf.getvalue())
+    return card
+
+
+def _duration_stats(seconds: list[float]) -> dict:
+    if not seconds:
+        return {"total": 0.0}
+    arr = np.asarray(seconds)
+    return {"total": round(float(arr.sum()), 2), "min": round(float(arr.min()), 2),
+            "median": round(float(np.median(arr)), 2), "max": round(float(arr.max()), 2)}
+
+
+class ShardError(ValueError):
+    """A shard cannot be read or disagrees with the manifest; the message names it."""
+
+
+def verify(table: pd.DataFrame, name2label: dict, cfg: config_lib.Config) -> dict:
+    """Re-reads every shard; checks counts, labels and lengths against the manifest."""
+    import tensorflow as tf  # noqa: PLC0415
+
+    out = cfg.tfrecords.dir
+    card_path = tfrecord.join(out, CARD)
+    if not tfrecord.exists(card_path):
+        raise ShardError(f"{card_path} not found: build the TFRecords first")
+    with tfrecord.open_file(card_path, "r") as f:
+        card = json.loads(f.read())
+    if card["name2label"] != name2label:
+        raise ShardError(f"{card_path}: label map differs from the manifest's name2label.json")
+    expected = {r["recording_id"]: r for r in table.to_dict("records")}
+    seen: dict[str, str] = {}
+    for shard in card["shards"]:
+        path = tfrecord.join(out, shard["name"])
+        if not tfrecord.exists(path):
+            raise ShardError(f"shard {path} is missing")
+        count = 0
+        try:
+            for raw in tf.data.TFRecordDataset(path).map(tfrecord.parse_example):
+                count += 1
+                rid = raw[tfrecord.RECORDING_ID].numpy().decode()
+                _check_record(path, rid, raw, expected, name2label, cfg)
+                if rid in seen:
+                    raise ShardError(f"{rid} is in both {seen[rid]} and {path}")
+                seen[rid] = path
+        except (tf.errors.DataLossError, tf.errors.InvalidArgumentError) as err:
+            raise ShardError(f"shard {path} is corrupted: {err.message.splitlines()[0]}") from err
+        if count != shard["records"]:
+            raise ShardError(f"shard {path} holds {count} records, the card says "
+                             f"{shard['records']}")
+    return {"shards": len(card["shards"]), "records": len(seen),
+            "failures": card["failures"], "missing": len(expected) - len(seen)}
+
+
+def _check_record(path, rid, raw, expected, name2label, cfg) -> None:
+    row = expected.get(rid)
+    if row is None:
+        raise ShardError(f"shard {path}: record {rid} is not in the manifest")
+    if int(raw[tfrecord.LABEL]) != name2label[row["primary_label"]]:
+        raise ShardError(f"shard {path}: {rid} has label {int(raw[tfrecord.LABEL])}, "
+                         f"the manifest says {name2label[row['primary_label']]}")
+    num = int(raw[tfrecord.NUM_SAMPLES])
+    if num != int(tf_shape(raw[tfrecord.AUDIO])) or num == 0:
+        raise ShardError(f"shard {path}: {rid} stores {tf_shape(raw[tfrecord.AUDIO])} "
+                         f"samples but num_samples={num}")
+    if int(raw[tfrecord.SAMPLE_RATE]) != cfg.audio.sample_rate_hz:
+        raise ShardError(f"shard {path}: {rid} is at {int(raw[tfrecord.SAMPLE_RATE])} Hz, "
+                         f"audio.sample_rate_hz={cfg.audio.sample_rate_hz}")
+    if cfg.audio.max_duration_s and num > cfg.audio.max_duration_s * cfg.audio.sample_rate_hz + 1:
+        raise ShardError(f"shard {path}: {rid} is longer than audio.max_duration_s")
+
+
+def tf_shape(tensor) -> int:
+    return int(tensor.shape[0])

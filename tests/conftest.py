@@ -1,0 +1,35 @@
+"""Shared fixtures: a small synthetic BirdCLEF tree, made once per test session."""
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from birdkeras import synth  # noqa: E402
+
+REPO = Path(__file__).resolve().parent.parent
+REAL = REPO.parent / "shared" / "data" / "real"
+
+# Small, but with every source, quirk and kind of broken file of the demo size.
+SMALL = synth.SynthSpec(
+    seed=7, num_birds=8, num_textures=2, target_species=4, clips_per_species=2,
+    target_clips_per_species=2, median_duration_s=4.0, min_duration_s=1.5,
+    max_duration_s=20.0, long_fraction=0.05, labelled_soundscapes=2,
+    unlabelled_soundscapes=1, broken_fraction=0.05, workers=2,
+)
+
+
+@pytest.fixture(scope="session")
+def synth_root(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("synth") / "data"
+    synth.generate(root, SMALL)
+    return root
+
+
+@pytest.fixture(scope="session")
+def real_dir() -> Path:
+    if not REAL.is_dir():
+        pytest.fail(f"real test material not found at {REAL} (shared/ must sit beside the repo)")
+    return REAL

@@ -1,0 +1,101 @@
+import pytest
+import yaml
+
+from birdkeras import cli
+from birdkeras import config as config_lib
+from birdkeras.config import ConfigError, load_config
+
+from conftest import REPO
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "configs").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_config_file_loads(path):
+    cfg = load_config(path)
+    assert cfg.name == path.stem
+
+
+def test_defaults_then_base_then_file_then_overrides(tmp_path):
+    (tmp_path / "base.yaml").write_text("audio: {window_s: 10, num_mel_bins: 64}\nseed: 1\n")
+    (tmp_path / "child.yaml").write_text("base: base.yaml\naudio: {window_s: 7}\n")
+    cfg = load_config(tmp_path / "child.yaml", ["audio.window_s=3", "data.num_folds=4"])
+    assert cfg.audio.window_s == 3.0  # --set beats the file
+    assert cfg.audio.num_mel_bins == 64  # the base survives where the file is silent
+    assert cfg.seed == 1
+    assert cfg.data.num_folds == 4
+    assert cfg.audio.sample_rate_hz == 32000  # default
+
+
+def test_override_values_are_cast_to_the_field_type():
+    cfg = load_config(None, ["audio.window_s=5", "data.sources=[birdclef-2021, xeno-canto]",
+                             "audio.max_duration_s=null", "data.root=2024"])
+    assert isinstance(cfg.audio.window_s, float)
+    assert cfg.data.sources == ("birdclef-2021", "xeno-canto")
+    assert cfg.audio.max_duration_s is None
+    assert cfg.data.root == "2024"
+
+
+def test_unknown_key_names_the_nearest_valid_one():
+    with pytest.raises(ConfigError, match=r"unknown key 'audio\.sample_rate'.*'audio\.sample_rate_hz'"):
+        load_config(None, ["audio.sample_rate=32000"])
+
+
+def test_unknown_key_in_a_file(tmp_path):
+    (tmp_path / "c.yaml").write_text("data:\n  num_fold: 3\n")
+    with pytest.raises(ConfigError, match=r"'data\.num_fold'.*did you mean 'data\.num_folds'"):
+        load_config(tmp_path / "c.yaml")
+
+
+@pytest.mark.parametrize("override,match", [
+    ("audio.sample_rate_hz=fast", r"audio\.sample_rate_hz must be int, got 'fast'"),
+    ("audio.window_s=[1, 2]", r"audio\.window_s must be float"),
+    ("data.dedupe=3", r"data\.dedupe must be bool"),
+    ("data.sources=[birdclef-2032]", r"'birdclef-2032' is not one of .*did you mean"),
+    ("audio=5", r"'audio' must be a mapping"),
+])
+def test_wrong_types_fail_naming_the_key(override, match):
+    with pytest.raises(ConfigError, match=match):
+        load_config(None, [override])
+
+
+def test_cross_field_check_names_the_values():
+    with pytest.raises(ConfigError, match=r"audio\.fmax_hz=20000.0 must be <= sample_rate_hz / 2 = 16000"):
+        load_config(None, ["audio.sample_rate_hz=32000", "audio.fmax_hz=20000"])
+
+
+def test_only_one_level_of_base(tmp_path):
+    (tmp_path / "a.yaml").write_text("seed: 1\n")
+    (tmp_path / "b.yaml").write_text("base: a.yaml\n")
+    (tmp_path / "c.yaml").write_text("base: b.yaml\n")
+    with pytest.raises(ConfigError, match="only one level"):
+        load_config(tmp_path / "c.yaml")
+
+
+def test_bad_override_syntax_and_missing_file(tmp_path):
+    with pytest.raises(ConfigError, match="must look like 'section.key=value'"):
+        load_config(None, ["audio.window_s"])
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config(tmp_path / "nope.yaml")
+
+
+def test_saved_config_loads_back_equal(tmp_path):
+    cfg = load_config(REPO / "configs" / "demo_ft.yaml", ["seed=3"])
+    path = config_lib.save_config(cfg, tmp_path / "config.yaml")
+    assert load_config(path) == cfg
+    assert yaml.safe_load(path.read_text())["data"]["sources"] == ["birdclef-2024"]
+
+
+def test_cli_reports_config_errors_with_exit_2(capsys):
+    rc = cli.main(["config", "--cfg", str(REPO / "configs/demo_pre.yaml"),
+                   "--set", "tfrecords.workrs=2"])
+    assert rc == 2
+    assert "did you mean 'tfrecords.workers'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv", [[], ["synth"], ["ingest"], ["tfrecords"], ["config"], ["demo"]])
+def test_help_describes_options(argv, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main([*argv, "--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    assert "usage: birdkeras" in out and ("--cfg" in out or "--out" in out or "COMMAND" in out
+                                         or "--workdir" in out)
