@@ -116,6 +116,8 @@ def read_source(root: str | Path, source: str) -> tuple[pd.DataFrame, pd.DataFra
 
 def _audio_path(source: str, label: str, filename: str) -> str:
     """Audio path relative to the data root, by each source's folder convention."""
+    if Path(filename).is_absolute() or filename.startswith("\\"):
+        return filename  # kept as given, so that the manifest rejects and records it
     folder = layout.SOURCE_DIRS[source]
     if source == "xeno-canto":
         return f"{folder}/{layout.xc_folder(label)}/{label}/{filename}"
