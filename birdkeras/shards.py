@@ -19,6 +19,7 @@ import json
 import math
 import multiprocessing
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -94,8 +95,10 @@ def build(table: pd.DataFrame, name2label: dict, cfg: config_lib.Config,
             for j in todo]
     bar = tqdm(total=sum(len(j.rows) for j in todo), unit="rec", disable=not progress,
                desc=f"tfrecords -> {out}")
-    # Spawned (not forked) workers: the parent may hold TensorFlow's threads.
-    context = multiprocessing.get_context("spawn")
+    # Forked workers start in milliseconds; but a parent that holds TensorFlow (its
+    # threads do not survive a fork) or writes to gs:// (workers need TensorFlow) spawns.
+    spawn = "tensorflow" in sys.modules or tfrecord.is_remote(out)
+    context = multiprocessing.get_context("spawn" if spawn else "fork")
     with concurrent.futures.ProcessPoolExecutor(cfg.tfrecords.workers, mp_context=context) as pool:
         for done in pool.map(_write_shard, work):
             bar.update(done["records"] + len(done["failures"]))

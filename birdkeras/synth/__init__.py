@@ -206,6 +206,8 @@ class _Planner:
 
     def mark_broken(self) -> None:
         """Breaks a few files in three ways; at least one of each kind."""
+        if self.spec.broken_fraction <= 0:
+            return
         n = max(3, int(round(self.spec.broken_fraction * len(self.clips))))
         picks = self.rng.choice(len(self.clips), n, replace=False)
         for j, i in enumerate(picks):
