@@ -1,0 +1,109 @@
+"""Training-time augmentation inside the model: SpecAugment masks and MixUp.
+
+Every layer here is the identity at inference (`training=False`), draws its
+randomness from a `keras.random.SeedGenerator`, and round-trips through `get_config`.
+"""
+
+from __future__ import annotations
+
+import keras
+from keras import ops
+
+
+class _AxisMasking(keras.layers.Layer):
+    """Masks up to `num_masks` bands of width <= `max_width` along one axis.
+
+    Input shape: `(batch, mels, frames, channels)`. Output: the same. Each example gets
+    its own masks, applied with `probability`; masked cells take the example's mean.
+    """
+
+    axis = None  # 1: mel bins, 2: frames
+
+    def __init__(self, num_masks=2, max_width=10, probability=1.0, seed=None, **kwargs):
+        super().__init__(**kwargs)
+        if num_masks < 0:
+            raise ValueError(f"num_masks must be >= 0. Received: num_masks={num_masks}")
+        if max_width < 0:
+            raise ValueError(f"max_width must be >= 0. Received: max_width={max_width}")
+        if not 0.0 <= probability <= 1.0:
+            raise ValueError(f"probability must be in [0, 1]. Received: probability={probability}")
+        self.num_masks, self.max_width, self.probability, self.seed = (
+            num_masks, max_width, probability, seed)
+        self.seed_generator = keras.random.SeedGenerator(seed)
+
+    def call(self, inputs, training=False):
+        if not training or self.num_masks == 0 or self.max_width == 0 or self.probability == 0:
+            return inputs
+        shape = ops.shape(inputs)
+        batch, size = shape[0], shape[self.axis]
+        positions = ops.arange(size, dtype="int32")[None, :]
+        masked = ops.zeros((batch, size), dtype="bool")
+        for _ in range(self.num_masks):
+            width = keras.random.randint((batch, 1), 0, self.max_width + 1,
+                                         seed=self.seed_generator, dtype="int32")
+            width = ops.minimum(width, size)
+            start = ops.cast(keras.random.uniform((batch, 1), seed=self.seed_generator)
+                             * ops.cast(size - width + 1, "float32"), "int32")
+            masked = masked | ((positions >= start) & (positions < start + width))
+        apply = keras.random.uniform((batch, 1), seed=self.seed_generator) < self.probability
+        masked = masked & apply
+        # Broadcast (batch, size) over (batch, mels, frames, channels) along self.axis.
+        masked = ops.reshape(masked, (batch, size, 1, 1) if self.axis == 1 else (batch, 1, size, 1))
+        fill = ops.mean(inputs, axis=(1, 2, 3), keepdims=True)
+        return ops.where(masked, fill, inputs)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "num_masks": self.num_masks,
+                "max_width": self.max_width, "probability": self.probability, "seed": self.seed}
+
+
+@keras.saving.register_keras_serializable(package="birdkeras")
+class FrequencyMasking(_AxisMasking):
+    """SpecAugment frequency masks (bands of mel bins), applied only when training.
+
+    Args:
+        num_masks: masks per example.
+        max_width: widest mask, in mel bins.
+        probability: chance that an example is masked at all.
+        seed: seed for the layer's `SeedGenerator`.
+    """
+
+    axis = 1
+
+
+@keras.saving.register_keras_serializable(package="birdkeras")
+class TimeMasking(_AxisMasking):
+    """SpecAugment time masks (runs of frames), applied only when training.
+
+    Args:
+        num_masks: masks per example.
+        max_width: widest mask, in frames.
+        probability: chance that an example is masked at all.
+        seed: seed for the layer's `SeedGenerator`.
+    """
+
+    axis = 2
+
+
+def mixup(inputs, labels, alpha=0.4, probability=1.0, seed=None):
+    """MixUp of a batch with a shuffled copy of itself; labels mixed with the same factor.
+
+    `inputs`: `(batch, ...)` waveforms or spectrograms; `labels`: `(batch, classes)`.
+    Each example is mixed (with probability `probability`) with lambda ~ Beta(alpha,
+    alpha); unmixed examples keep lambda = 1. Returns (mixed inputs, mixed labels).
+    """
+    seed = seed if isinstance(seed, keras.random.SeedGenerator) else keras.random.SeedGenerator(seed)
+    batch = ops.shape(inputs)[0]
+    a = keras.random.gamma((batch,), alpha, seed=seed)
+    b = keras.random.gamma((batch,), alpha, seed=seed)
+    lam = a / (a + b)
+    lam = ops.where(keras.random.uniform((batch,), seed=seed) < probability, lam, 1.0)
+    order = keras.random.shuffle(ops.arange(batch), seed=seed)
+    lam_x = ops.reshape(lam, (-1,) + (1,) * (len(inputs.shape) - 1))
+    lam_y = ops.reshape(lam, (-1, 1))
+    mixed_x = lam_x * inputs + (1.0 - lam_x) * ops.take(inputs, order, axis=0)
+    mixed_y = lam_y * labels + (1.0 - lam_y) * ops.take(labels, order, axis=0)
+    return mixed_x, mixed_y

@@ -1,0 +1,148 @@
+"""In-model front end and augmentation layers."""
+
+import keras
+import librosa
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from birdkeras.augment import FrequencyMasking, TimeMasking, mixup
+from birdkeras.features import LogMelSpectrogram, SpectrogramToImage, mel_filterbank
+
+SR = 32000
+
+
+def chirp(gain=0.5, seconds=5.0, f0=1000.0, seed=0):
+    t = np.arange(int(SR * seconds)) / SR
+    noise = 0.01 * np.random.default_rng(seed).standard_normal(len(t))
+    return (gain * (np.sin(2 * np.pi * (f0 + 600 * t) * t) + noise)).astype(np.float32)
+
+
+def librosa_log_mel(y, top_db=80.0):
+    """The oracle: settings that must match are written out here."""
+    power = librosa.feature.melspectrogram(
+        y=y, sr=SR, n_fft=2048, hop_length=512, n_mels=128, fmin=50.0, fmax=14000.0,
+        htk=True, norm=None, power=2.0, center=True, pad_mode="reflect", window="hann")
+    return librosa.power_to_db(power, ref=1.0, amin=1e-10, top_db=top_db)
+
+
+def test_filterbank_equals_librosa_htk_without_norm():
+    ours = mel_filterbank(SR, 2048, 128, 50.0, 14000.0)
+    ref = librosa.filters.mel(sr=SR, n_fft=2048, n_mels=128, fmin=50.0, fmax=14000.0,
+                              htk=True, norm=None)
+    np.testing.assert_allclose(ours.T, ref, atol=1e-6)
+
+
+@pytest.mark.parametrize("gain,top_db", [(0.5, 80.0), (1e-3, 80.0), (0.5, None)])
+def test_log_mel_matches_librosa_to_0_05_db(gain, top_db):
+    y = chirp(gain)
+    ours = np.asarray(LogMelSpectrogram(top_db=top_db)(y[None]))[0, :, :, 0]
+    np.testing.assert_allclose(ours, librosa_log_mel(y, top_db), atol=0.05)
+
+
+def test_log_mel_is_independent_of_batch_mates():
+    layer = LogMelSpectrogram()
+    loud, quiet = chirp(gain=1.0), chirp(gain=1e-4, seed=1)
+    alone = np.asarray(layer(quiet[None]))[0]
+    batched = np.asarray(layer(np.stack([loud, quiet])))[1]
+    np.testing.assert_allclose(batched, alone, atol=1e-4)
+    image = SpectrogramToImage()
+    np.testing.assert_allclose(np.asarray(image(layer(np.stack([loud, quiet]))))[1],
+                               np.asarray(image(alone[None]))[0], atol=1e-3)
+
+
+def test_eager_equals_inside_a_tf_data_map():
+    layer = LogMelSpectrogram()
+    y = np.stack([chirp(0.3), chirp(0.05, f0=3000.0)])
+    eager = np.asarray(layer(y))
+    mapped = next(iter(tf.data.Dataset.from_tensor_slices(y).batch(2).map(layer)))
+    np.testing.assert_allclose(mapped.numpy(), eager, atol=1e-4)
+
+
+def test_output_shape_for_any_length():
+    layer = LogMelSpectrogram()
+    for seconds in (5.0, 12.3):
+        n = int(SR * seconds)
+        out = layer(np.zeros((2, n), np.float32) + chirp(0.1, seconds)[None])
+        assert tuple(out.shape) == (2, 128, 1 + n // 512, 1)
+    image = SpectrogramToImage()(out)
+    assert image.shape[-1] == 3
+    assert float(keras.ops.min(image)) >= 0 and float(keras.ops.max(image)) <= 255
+
+
+@pytest.mark.parametrize("layer", [
+    LogMelSpectrogram(sample_rate_hz=22050, fmax_hz=11025, num_mel_bins=64, top_db=60),
+    SpectrogramToImage(eps=1e-5),
+    FrequencyMasking(num_masks=3, max_width=7, probability=0.5, seed=1),
+    TimeMasking(num_masks=1, max_width=20, probability=1.0, seed=2),
+])
+def test_config_round_trip(layer):
+    clone = layer.__class__.from_config(layer.get_config())
+    assert clone.get_config() == layer.get_config()
+
+
+def test_invalid_arguments_are_named():
+    with pytest.raises(ValueError, match="fmax_hz must be <= sample_rate_hz / 2"):
+        LogMelSpectrogram(sample_rate_hz=16000, fmax_hz=14000)
+    with pytest.raises(ValueError, match="max_width must be >= 0. Received: max_width=-1"):
+        TimeMasking(max_width=-1)
+    with pytest.raises(ValueError, match="probability must be in"):
+        FrequencyMasking(probability=2)
+
+
+def _spectrogram_batch():
+    return keras.random.normal((8, 64, 100, 1), seed=0) + 10.0
+
+
+def test_masks_are_identity_at_inference():
+    x = _spectrogram_batch()
+    for layer in (FrequencyMasking(max_width=20, seed=0), TimeMasking(max_width=20, seed=0)):
+        np.testing.assert_array_equal(np.asarray(layer(x)), np.asarray(x))
+        np.testing.assert_array_equal(np.asarray(layer(x, training=False)), np.asarray(x))
+
+
+def test_frequency_mask_only_ever_spans_mel_bins():
+    x = np.asarray(_spectrogram_batch())
+    out = np.asarray(FrequencyMasking(num_masks=2, max_width=20, seed=3)(x, training=True))
+    changed = out != x
+    assert changed.any()
+    for example in changed[..., 0]:
+        rows = example.any(axis=1)  # mel bins touched
+        # A touched mel bin is masked across every frame; untouched bins are intact.
+        assert (example[rows].all()) and not example[~rows].any()
+
+
+def test_time_mask_only_ever_spans_frames():
+    x = np.asarray(_spectrogram_batch())
+    out = np.asarray(TimeMasking(num_masks=2, max_width=30, seed=3)(x, training=True))
+    changed = (out != x)[..., 0]
+    assert changed.any()
+    for example in changed:
+        cols = example.any(axis=0)
+        assert example[:, cols].all() and not example[:, ~cols].any()
+        assert cols.sum() <= 60
+
+
+def test_masks_are_seeded_and_respect_probability():
+    x = _spectrogram_batch()
+    a = np.asarray(TimeMasking(max_width=30, seed=5)(x, training=True))
+    b = np.asarray(TimeMasking(max_width=30, seed=5)(x, training=True))
+    np.testing.assert_array_equal(a, b)
+    never = np.asarray(TimeMasking(max_width=30, probability=0.0, seed=5)(x, training=True))
+    np.testing.assert_array_equal(never, np.asarray(x))
+
+
+def test_mixup_mixes_inputs_and_labels_with_the_same_factor():
+    x = keras.random.normal((16, 320), seed=1)
+    labels = keras.ops.one_hot(keras.ops.arange(16), 16)  # one class per example
+    mixed_x, mixed_y = mixup(x, labels, alpha=0.4, seed=2)
+    mixed_y, x, mixed_x = np.asarray(mixed_y), np.asarray(x), np.asarray(mixed_x)
+    np.testing.assert_allclose(mixed_y.sum(axis=1), 1.0, atol=1e-6)  # label sums stay 1
+    assert (mixed_y.max(axis=1) < 0.99).any()
+    for i in range(16):
+        lam = mixed_y[i, i] if mixed_y[i].argmax() == i or mixed_y[i, i] > 0 else 0.0
+        partner = [j for j in range(16) if j != i and mixed_y[i, j] > 1e-6]
+        expected = lam * x[i] + sum(mixed_y[i, j] * x[j] for j in partner)
+        # The audio is mixed with exactly the factor the labels carry.
+        np.testing.assert_allclose(mixed_x[i], expected, atol=1e-5)
+        assert len(partner) <= 1
