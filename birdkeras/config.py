@@ -151,6 +151,75 @@ class TFRecordConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class InputConfig:
+    """The tf.data pipeline: crops, labels, batching."""
+
+    batch_size: int = 32  # per replica; global = batch_size x replicas
+    shuffle_buffer: int = 2048
+    # Label form: 'onehot' (primary only, for CCE) or 'multihot' (primary 1, secondary
+    # labels at secondary_label_weight, for BCE).
+    label_mode: Literal["onehot", "multihot"] = "onehot"
+    secondary_label_weight: float = 0.5
+    # Short clips are padded with zeros or by repeating themselves.
+    pad_mode: Literal["zeros", "repeat"] = "repeat"
+    # Random crops drawn per record per epoch: 0 = one per window_s of audio it holds
+    # (long recordings give more clips), capped by max_crops_per_record.
+    crops_per_record: int = 0
+    max_crops_per_record: int = 8
+    # Evaluation takes this many consecutive windows from the start of each record.
+    eval_windows: int = 1
+    sample_weight_from_rating: bool = False
+    drop_remainder: bool = True
+    val_fold: int = 0
+
+    def __post_init__(self):
+        if self.batch_size < 1:
+            raise ConfigError(f"input.batch_size={self.batch_size} must be >= 1")
+        if not 0.0 <= self.secondary_label_weight <= 1.0:
+            raise ConfigError(f"input.secondary_label_weight={self.secondary_label_weight} "
+                              "must be in [0, 1]")
+        if self.crops_per_record < 0 or self.max_crops_per_record < 1 or self.eval_windows < 1:
+            raise ConfigError("input.crops_per_record must be >= 0, input.max_crops_per_record "
+                              "and input.eval_windows >= 1; got "
+                              f"{self.crops_per_record}, {self.max_crops_per_record}, "
+                              f"{self.eval_windows}")
+
+
+BACKBONES = (
+    "EfficientNetB0", "EfficientNetB1", "EfficientNetB2", "EfficientNetB3", "EfficientNetB4",
+    "EfficientNetB5", "EfficientNetB6", "EfficientNetB7", "EfficientNetV2B0",
+    "EfficientNetV2B1", "EfficientNetV2B2", "EfficientNetV2B3", "EfficientNetV2S",
+    "EfficientNetV2M", "EfficientNetV2L",
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    """Backbone, head and the in-model augmentation."""
+
+    backbone: str = "EfficientNetB0"
+    # None: random init. Or a local file of keras.applications weights (no downloads).
+    weights: str | None = None
+    head: Literal["gap", "gem", "sed"] = "gap"
+    dropout: float = 0.2
+    top_db: float = 80.0
+    freq_masks: int = 2
+    freq_mask_max_bins: int = 12
+    time_masks: int = 2
+    time_mask_max_frames: int = 25
+    mask_probability: float = 0.5
+
+    def __post_init__(self):
+        if self.backbone not in BACKBONES:
+            raise ConfigError(_unknown_choice("model.backbone", self.backbone, BACKBONES))
+        if self.weights is not None and not Path(self.weights).is_file():
+            raise ConfigError(f"model.weights={self.weights} is not a file (weights are "
+                              "never downloaded: give a local keras.applications file)")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(f"model.dropout={self.dropout} must be in [0, 1)")
+
+
+@dataclasses.dataclass(frozen=True)
 class Config:
     """A whole run: what data, how it is stored, and where outputs go."""
 
@@ -160,8 +229,13 @@ class Config:
     audio: AudioConfig = AudioConfig()
     data: DataConfig = DataConfig()
     tfrecords: TFRecordConfig = TFRecordConfig()
+    input: InputConfig = InputConfig()
+    model: ModelConfig = ModelConfig()
 
     def __post_init__(self):
+        if self.input.val_fold >= self.data.num_folds:
+            raise ConfigError(f"input.val_fold={self.input.val_fold} must be < "
+                              f"data.num_folds={self.data.num_folds}")
         if self.data.target_source == "birdclef-2020" and self.audio.sample_rate_hz < 22050:
             raise ConfigError("birdclef-2020 audio needs audio.sample_rate_hz >= 22050")
 

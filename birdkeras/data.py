@@ -1,0 +1,157 @@
+"""tf.data input pipeline: shards -> (waveform windows, labels[, weights]) batches.
+
+Training: list the shards of every fold but the validation fold (train-only shards
+included), interleave parallel reads, shuffle, parse, draw random `window_s` crops
+(several per long recording: one per window of audio it holds, up to a cap, times the
+record's `repeats` from class upsampling), build labels, batch at the global batch size
+with `drop_remainder`, prefetch. Evaluation: the validation fold, consecutive windows
+from the start of each record, in order.
+
+Records were cut by recording, not into pre-cut 5 s clips: crops are drawn here, so a
+long recording gives a different 5 s view every epoch.
+"""
+
+from __future__ import annotations
+
+import json
+
+import tensorflow as tf
+
+from birdkeras import tfrecord
+from birdkeras import config as config_lib
+
+
+class DataError(ValueError):
+    """The shards cannot feed this config; the message names what differs."""
+
+
+def shard_files(folder: str, folds=None, exclude_folds=()) -> list[str]:
+    """Shards in `folder` for the given folds (None: all); fold -1 is named 'train-'."""
+    files = tf.io.gfile.glob(tfrecord.join(folder, f"*{tfrecord.SHARD_SUFFIX}"))
+
+    def fold_of(path):
+        prefix = path.rsplit("/", 1)[-1].split("-", 1)[0]
+        return -1 if prefix == "train" else int(prefix[4:])
+
+    return sorted(f for f in files if (folds is None or fold_of(f) in folds)
+                  and fold_of(f) not in exclude_folds)
+
+
+def read_card(folder: str) -> dict:
+    path = tfrecord.join(folder, "dataset_card.json")
+    if not tf.io.gfile.exists(path):
+        raise DataError(f"{path} not found: build the TFRecords first "
+                        "(birdkeras tfrecords build)")
+    with tf.io.gfile.GFile(path) as f:
+        return json.loads(f.read())
+
+
+def check_card(card: dict, cfg: config_lib.Config, name2label: dict | None = None) -> None:
+    """Fails before training when the records disagree with the config."""
+    if card["sample_rate_hz"] != cfg.audio.sample_rate_hz:
+        raise DataError(f"records in {cfg.tfrecords.dir} are at {card['sample_rate_hz']} Hz "
+                        f"but audio.sample_rate_hz={cfg.audio.sample_rate_hz}")
+    if name2label is not None and card["name2label"] != name2label:
+        missing = sorted(set(name2label) ^ set(card["name2label"]))[:5]
+        raise DataError(f"the label map of {cfg.tfrecords.dir} differs from the run's "
+                        f"(e.g. {missing}); rebuild the records or fix data.sources")
+
+
+def _crop_count(num_samples, window, cfg: config_lib.InputConfig):
+    if cfg.crops_per_record:
+        count = tf.constant(cfg.crops_per_record, tf.int64)
+    else:
+        count = tf.maximum(num_samples // window, 1)
+    return tf.minimum(count, cfg.max_crops_per_record)
+
+
+def _at_least(audio, window, pad_mode):
+    """Pads a clip shorter than `window` with zeros or by repeating it; longer: as is."""
+    n = tf.shape(audio)[0]
+    if pad_mode == "repeat":
+        reps = (window + n - 1) // tf.maximum(n, 1)
+        audio = tf.tile(audio, [tf.maximum(reps, 1)])
+    return tf.pad(audio, [[0, tf.maximum(window - tf.shape(audio)[0], 0)]])
+
+
+def _labels(example, num_classes, cfg: config_lib.InputConfig):
+    primary = tf.one_hot(example[tfrecord.LABEL], num_classes)
+    if cfg.label_mode == "onehot":
+        return primary
+    secondary = tf.reduce_max(
+        tf.one_hot(example[tfrecord.SECONDARY_LABELS], num_classes), axis=0)
+    secondary = tf.reshape(secondary, [num_classes]) * cfg.secondary_label_weight
+    return tf.maximum(primary, secondary)
+
+
+def _weight(example):
+    rating = example[tfrecord.RATING]
+    return tf.where(rating > 0, tf.maximum(rating / 5.0, 0.2), 1.0)
+
+
+def make_dataset(cfg: config_lib.Config, num_classes: int, training: bool,
+                 files: list[str] | None = None, seed: int | None = None,
+                 global_batch_size: int | None = None) -> tf.data.Dataset:
+    """The training or evaluation dataset of `cfg` (files: override the fold choice)."""
+    inp = cfg.input
+    window = int(round(cfg.audio.window_s * cfg.audio.sample_rate_hz))
+    if files is None:
+        folder = cfg.tfrecords.dir
+        check_card(read_card(folder), cfg)
+        files = (shard_files(folder, exclude_folds=(inp.val_fold,)) if training
+                 else shard_files(folder, folds=(inp.val_fold,)))
+    if not files:
+        raise DataError(f"no shards for {'training' if training else 'validation'} in "
+                        f"{cfg.tfrecords.dir} (val_fold={inp.val_fold})")
+    seed = cfg.seed if seed is None else seed
+    ds = tf.data.Dataset.from_tensor_slices(files)
+    if training:
+        ds = ds.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
+    ds = ds.interleave(tf.data.TFRecordDataset, cycle_length=min(len(files), 8),
+                       num_parallel_calls=tf.data.AUTOTUNE, deterministic=not training)
+    if training:
+        ds = ds.shuffle(min(inp.shuffle_buffer, 512), seed=seed)
+    ds = ds.map(tfrecord.parse_example, num_parallel_calls=tf.data.AUTOTUNE,
+                deterministic=not training)
+    expected_rate = cfg.audio.sample_rate_hz
+
+    def check_rate(ex):
+        tf.debugging.assert_equal(
+            ex[tfrecord.SAMPLE_RATE], tf.constant(expected_rate, tf.int64),
+            message=f"record sample rate differs from audio.sample_rate_hz={expected_rate}")
+        return ex
+
+    ds = ds.map(check_rate)
+
+    def crops(ex):
+        audio = _at_least(ex[tfrecord.AUDIO], window, inp.pad_mode)
+        n = tf.shape(audio, out_type=tf.int64)[0]
+        if training:
+            count = _crop_count(n, window, inp) * ex[tfrecord.REPEATS]
+            room = n - window + 1
+            starts = tf.random.uniform([count], 0, room, dtype=tf.int64)
+        else:
+            count = tf.minimum(tf.maximum(n // window, 1), inp.eval_windows)
+            starts = tf.range(count) * window
+        label = _labels(ex, num_classes, inp)
+        weight = _weight(ex) if inp.sample_weight_from_rating else tf.constant(1.0)
+
+        windows = tf.gather(audio, starts[:, None] + tf.range(window, dtype=tf.int64)[None])
+        out = (windows, tf.repeat(label[None], tf.shape(starts)[0], axis=0))
+        if inp.sample_weight_from_rating:
+            out += (tf.fill(tf.shape(starts), weight),)
+        return tf.data.Dataset.from_tensor_slices(out)
+
+    ds = ds.interleave(crops, cycle_length=4, num_parallel_calls=tf.data.AUTOTUNE,
+                       deterministic=not training)
+    if training:
+        ds = ds.shuffle(inp.shuffle_buffer, seed=seed).repeat()
+    batch = global_batch_size or inp.batch_size
+    ds = ds.batch(batch, drop_remainder=inp.drop_remainder and training,
+                  num_parallel_calls=tf.data.AUTOTUNE)
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = (
+        tf.data.experimental.AutoShardPolicy.FILE if len(files) >= 2
+        else tf.data.experimental.AutoShardPolicy.DATA)
+    options.deterministic = not training
+    return ds.with_options(options).prefetch(tf.data.AUTOTUNE)

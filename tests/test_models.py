@@ -1,0 +1,74 @@
+"""Models: shapes per backbone family, any input length, heads, .keras round trip."""
+
+import keras
+import numpy as np
+import pytest
+
+from birdkeras import models
+from birdkeras.config import ConfigError, load_config
+
+SR = 32000
+
+
+def _cfg(*overrides):
+    return load_config(None, ["audio.num_mel_bins=64", *overrides])
+
+
+def _waves(seconds, batch=2, seed=0):
+    return (0.1 * np.random.default_rng(seed).standard_normal((batch, int(SR * seconds)))
+            ).astype(np.float32)
+
+
+@pytest.mark.parametrize("backbone", ["EfficientNetB0", "EfficientNetB1", "EfficientNetV2B0",
+                                      "EfficientNetV2S"])
+def test_each_family_gives_logits_for_any_length(backbone):
+    model = models.build_model(_cfg(f"model.backbone={backbone}"), num_classes=5)
+    for seconds in (5.0, 7.3, 20.0):
+        assert tuple(model(_waves(seconds)).shape) == (2, 5)
+
+
+@pytest.mark.parametrize("head", ["gap", "gem", "sed"])
+def test_heads_and_save_load_round_trip(head, tmp_path):
+    model = models.build_model(_cfg(f"model.head={head}"), num_classes=4)
+    x = _waves(5.0)
+    before = np.asarray(model(x))
+    model.save(tmp_path / "m.keras")
+    loaded = keras.models.load_model(tmp_path / "m.keras")
+    np.testing.assert_array_equal(np.asarray(loaded(x)), before)
+    longer = _waves(9.0, seed=1)
+    np.testing.assert_array_equal(np.asarray(loaded(longer)), np.asarray(model(longer)))
+
+
+def test_sed_head_gives_frame_and_clip_outputs():
+    model = models.build_model(_cfg("model.head=sed"), num_classes=3)
+    out = models.frame_model(model)(_waves(10.0))
+    clip, frame = np.asarray(out["clip_logits"]), np.asarray(out["frame_logits"])
+    assert clip.shape == (2, 3) and frame.shape[0] == 2 and frame.shape[2] == 3
+    assert frame.shape[1] > models.frame_model(model)(_waves(5.0))["frame_logits"].shape[1]
+    # Clip logits are an attention-weighted mean of frame logits: within their range.
+    assert (clip <= frame.max(axis=1) + 1e-5).all() and (clip >= frame.min(axis=1) - 1e-5).all()
+    np.testing.assert_allclose(np.asarray(model(_waves(10.0))), clip, atol=1e-5)
+
+
+def test_inference_is_deterministic_and_training_masks():
+    model = models.build_model(_cfg("model.mask_probability=1.0", "model.dropout=0"), 3)
+    x = _waves(5.0)
+    np.testing.assert_array_equal(np.asarray(model(x)), np.asarray(model(x)))
+    assert not np.allclose(np.asarray(model(x, training=True)), np.asarray(model(x)))
+
+
+def test_gem_pooling_p_is_trainable_and_validated():
+    layer = models.GeMPooling(p=3.0)
+    layer.build((None, 2, 2, 4))
+    assert [w.name for w in layer.trainable_weights] == ["p"]
+    x = np.ones((1, 2, 2, 4), np.float32) * 2.0
+    np.testing.assert_allclose(np.asarray(layer(x)), 2.0, rtol=1e-5)
+    with pytest.raises(ValueError, match="p must be > 0"):
+        models.GeMPooling(p=0)
+
+
+def test_weights_must_be_a_local_file(tmp_path):
+    with pytest.raises(ConfigError, match="model.weights=.*is not a file"):
+        _cfg(f"model.weights={tmp_path / 'missing.h5'}")
+    with pytest.raises(ConfigError, match="model.backbone='EffNetB0' is not one of"):
+        _cfg("model.backbone=EffNetB0")
