@@ -155,7 +155,7 @@ class InputConfig:
     """The tf.data pipeline: crops, labels, batching."""
 
     batch_size: int = 32  # per replica; global = batch_size x replicas
-    shuffle_buffer: int = 2048
+    shuffle_buffer: int = 256  # clips (a 5 s clip at 32 kHz is 640 kB as float32)
     # Label form: 'onehot' (primary only, for CCE) or 'multihot' (primary 1, secondary
     # labels at secondary_label_weight, for BCE).
     label_mode: Literal["onehot", "multihot"] = "onehot"
