@@ -1,4 +1,7 @@
-"""Training-time augmentation inside the model: SpecAugment masks and MixUp.
+"""Training-time augmentation inside the model: SpecAugment masks.
+
+(Augmentations that change labels or need a noise pool, MixUp, CutMix, Gaussian noise
+and background mixing, run in the input pipeline: `birdkeras.mixing`.)
 
 Every layer here is the identity at inference (`training=False`), draws its
 randomness from a `keras.random.SeedGenerator`, and round-trips through `get_config`.
@@ -86,24 +89,3 @@ class TimeMasking(_AxisMasking):
     """
 
     axis = 2
-
-
-def mixup(inputs, labels, alpha=0.4, probability=1.0, seed=None):
-    """MixUp of a batch with a shuffled copy of itself; labels mixed with the same factor.
-
-    `inputs`: `(batch, ...)` waveforms or spectrograms; `labels`: `(batch, classes)`.
-    Each example is mixed (with probability `probability`) with lambda ~ Beta(alpha,
-    alpha); unmixed examples keep lambda = 1. Returns (mixed inputs, mixed labels).
-    """
-    seed = seed if isinstance(seed, keras.random.SeedGenerator) else keras.random.SeedGenerator(seed)
-    batch = ops.shape(inputs)[0]
-    a = keras.random.gamma((batch,), alpha, seed=seed)
-    b = keras.random.gamma((batch,), alpha, seed=seed)
-    lam = a / (a + b)
-    lam = ops.where(keras.random.uniform((batch,), seed=seed) < probability, lam, 1.0)
-    order = keras.random.shuffle(ops.arange(batch), seed=seed)
-    lam_x = ops.reshape(lam, (-1,) + (1,) * (len(inputs.shape) - 1))
-    lam_y = ops.reshape(lam, (-1, 1))
-    mixed_x = lam_x * inputs + (1.0 - lam_x) * ops.take(inputs, order, axis=0)
-    mixed_y = lam_y * labels + (1.0 - lam_y) * ops.take(labels, order, axis=0)
-    return mixed_x, mixed_y

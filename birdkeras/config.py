@@ -185,6 +185,38 @@ class InputConfig:
                               f"{self.eval_windows}")
 
 
+@dataclasses.dataclass(frozen=True)
+class AugmentConfig:
+    """Batch-level waveform augmentation in the training pipeline (birdkeras.mixing)."""
+
+    mixup_probability: float = 0.0
+    mixup_alpha: float = 0.4
+    cutmix_probability: float = 0.0
+    cutmix_alpha: float = 1.0
+    noise_probability: float = 0.0
+    noise_snr_db: tuple[float, ...] = (10.0, 30.0)
+    background_probability: float = 0.0
+    # A folder of noise clips, e.g. birdclef-2024/unlabeled_soundscapes.
+    background_dir: str | None = None
+    background_snr_db: tuple[float, ...] = (0.0, 15.0)
+
+    def __post_init__(self):
+        for name in ("mixup_probability", "cutmix_probability", "noise_probability",
+                     "background_probability"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ConfigError(f"augment.{name}={getattr(self, name)} must be in [0, 1]")
+        for name in ("noise_snr_db", "background_snr_db"):
+            value = getattr(self, name)
+            if len(value) != 2 or value[0] > value[1]:
+                raise ConfigError(f"augment.{name}={list(value)} must be [low, high] in dB")
+        if self.mixup_alpha <= 0 or self.cutmix_alpha <= 0:
+            raise ConfigError("augment.mixup_alpha and augment.cutmix_alpha must be > 0; got "
+                              f"{self.mixup_alpha}, {self.cutmix_alpha}")
+        if self.background_probability and not self.background_dir:
+            raise ConfigError(f"augment.background_probability={self.background_probability} "
+                              "needs augment.background_dir (a folder of noise clips)")
+
+
 BACKBONES = (
     "EfficientNetB0", "EfficientNetB1", "EfficientNetB2", "EfficientNetB3", "EfficientNetB4",
     "EfficientNetB5", "EfficientNetB6", "EfficientNetB7", "EfficientNetV2B0",
@@ -230,6 +262,7 @@ class Config:
     data: DataConfig = DataConfig()
     tfrecords: TFRecordConfig = TFRecordConfig()
     input: InputConfig = InputConfig()
+    augment: AugmentConfig = AugmentConfig()
     model: ModelConfig = ModelConfig()
 
     def __post_init__(self):

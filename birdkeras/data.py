@@ -17,7 +17,7 @@ import json
 
 import tensorflow as tf
 
-from birdkeras import tfrecord
+from birdkeras import mixing, tfrecord
 from birdkeras import config as config_lib
 
 
@@ -150,6 +150,9 @@ def make_dataset(cfg: config_lib.Config, num_classes: int, training: bool,
     batch = global_batch_size or inp.batch_size
     ds = ds.batch(batch, drop_remainder=inp.drop_remainder and training,
                   num_parallel_calls=tf.data.AUTOTUNE)
+    augmenter = mixing.batch_augmenter(cfg) if training else None
+    if augmenter is not None:
+        ds = ds.enumerate().map(augmenter, num_parallel_calls=tf.data.AUTOTUNE)
     options = tf.data.Options()
     options.experimental_distribute.auto_shard_policy = (
         tf.data.experimental.AutoShardPolicy.FILE if len(files) >= 2

@@ -107,3 +107,18 @@ def test_missing_shards_are_a_clear_error(tmp_path):
     cfg = load_config(None, [f"tfrecords.dir={tmp_path}"])
     with pytest.raises(data.DataError, match="dataset_card.json not found"):
         data.make_dataset(cfg, 3, training=True)
+
+
+def test_batch_augmentation_runs_in_training_only(built, synth_root):
+    _, name2label, _ = built
+    cfg = _cfg(built, "augment.mixup_probability=1.0", "augment.noise_probability=0.5",
+               "augment.background_probability=0.5",
+               f"augment.background_dir={synth_root / 'birdclef-2024' / 'unlabeled_soundscapes'}")
+    x, y = next(iter(data.make_dataset(cfg, len(name2label), training=True)))
+    np.testing.assert_allclose(y.numpy().sum(axis=1), 1.0, atol=1e-5)
+    assert (y.numpy().max(axis=1) < 0.999).any()  # labels were mixed
+    plain = _cfg(built)
+    evaluated = [y.numpy() for _, y in data.make_dataset(cfg, len(name2label), training=False)]
+    reference = [y.numpy() for _, y in data.make_dataset(plain, len(name2label), training=False)]
+    assert all(np.array_equal(a, b) for a, b in zip(evaluated, reference))
+    assert all(set(np.unique(a)) <= {0.0, 1.0} for a in evaluated)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from birdkeras.augment import FrequencyMasking, TimeMasking, mixup
+from birdkeras.augment import FrequencyMasking, TimeMasking
 from birdkeras.features import LogMelSpectrogram, SpectrogramToImage, mel_filterbank
 
 SR = 32000
@@ -130,19 +130,3 @@ def test_masks_are_seeded_and_respect_probability():
     np.testing.assert_array_equal(a, b)
     never = np.asarray(TimeMasking(max_width=30, probability=0.0, seed=5)(x, training=True))
     np.testing.assert_array_equal(never, np.asarray(x))
-
-
-def test_mixup_mixes_inputs_and_labels_with_the_same_factor():
-    x = keras.random.normal((16, 320), seed=1)
-    labels = keras.ops.one_hot(keras.ops.arange(16), 16)  # one class per example
-    mixed_x, mixed_y = mixup(x, labels, alpha=0.4, seed=2)
-    mixed_y, x, mixed_x = np.asarray(mixed_y), np.asarray(x), np.asarray(mixed_x)
-    np.testing.assert_allclose(mixed_y.sum(axis=1), 1.0, atol=1e-6)  # label sums stay 1
-    assert (mixed_y.max(axis=1) < 0.99).any()
-    for i in range(16):
-        lam = mixed_y[i, i] if mixed_y[i].argmax() == i or mixed_y[i, i] > 0 else 0.0
-        partner = [j for j in range(16) if j != i and mixed_y[i, j] > 1e-6]
-        expected = lam * x[i] + sum(mixed_y[i, j] * x[j] for j in partner)
-        # The audio is mixed with exactly the factor the labels carry.
-        np.testing.assert_allclose(mixed_x[i], expected, atol=1e-5)
-        assert len(partner) <= 1
