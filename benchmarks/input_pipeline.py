@@ -50,12 +50,7 @@ def main() -> None:
     from birdkeras.config import load_config  # noqa: PLC0415
 
     work = Path(args.keep or tempfile.mkdtemp(prefix="bk_pipe_"))
-    root = work / "data"
-    if not (root / "synth_truth.csv").is_file():
-        synth.generate(root, synth.SynthSpec(
-            seed=1, num_birds=8, num_textures=2, target_species=4, clips_per_species=10,
-            median_duration_s=20.0, max_duration_s=240.0, long_fraction=0.06,
-            labelled_soundscapes=0, unlabelled_soundscapes=0, broken_fraction=0.0))
+    root = synth.ensure(work / "data", synth.BENCHMARK)
     cfg = load_config(None, [
         f"data.root={root}", "data.sources=[birdclef-2021, birdclef-2022, birdclef-2023]",
         "data.num_folds=2", f"tfrecords.dir={work / 'pipeline_shards'}",

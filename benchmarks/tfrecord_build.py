@@ -15,6 +15,7 @@ build/1 >= 70% of the limit per CPU-second; build/2 wall throughput near 2x buil
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import resource
 import shutil
 import tempfile
@@ -47,13 +48,9 @@ def main() -> None:
     args = parser.parse_args()
 
     work = Path(args.keep or tempfile.mkdtemp(prefix="bk_bench_"))
-    root = work / "data"
-    if not (root / "synth_truth.csv").is_file():
-        synth.generate(root, synth.SynthSpec(
-            seed=1, num_birds=8, num_textures=2, target_species=4,
-            clips_per_species=args.clips, median_duration_s=args.median_s,
-            max_duration_s=240.0, long_fraction=0.06, labelled_soundscapes=0,
-            unlabelled_soundscapes=0, broken_fraction=0.0))
+    spec = dataclasses.replace(synth.BENCHMARK, clips_per_species=args.clips,
+                               median_duration_s=args.median_s)
+    root = synth.ensure(work / "data", spec)
     base = [f"data.root={root}", "data.sources=[birdclef-2021, birdclef-2022, birdclef-2023]",
             "data.num_folds=2", "tfrecords.shard_size_mb=16"]
     cfg = load_config(None, base)

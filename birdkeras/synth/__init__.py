@@ -69,6 +69,21 @@ class SynthSpec:
             raise ValueError(f"soundscape_s={self.soundscape_s} must be a multiple of 5 s")
 
 
+# The benchmarks' size: three older sources, a realistic length mix (median ~20 s,
+# some of minutes), no broken files.
+BENCHMARK = SynthSpec(
+    seed=1, num_birds=8, num_textures=2, target_species=4, clips_per_species=10,
+    median_duration_s=20.0, max_duration_s=240.0, long_fraction=0.06,
+    labelled_soundscapes=0, unlabelled_soundscapes=0, broken_fraction=0.0)
+
+
+def ensure(out: str | Path, spec: SynthSpec) -> Path:
+    """Generates `spec` under `out` unless a generated tree is already there."""
+    if not (Path(out) / "synth_truth.csv").is_file():
+        generate(out, spec)
+    return Path(out)
+
+
 @dataclasses.dataclass
 class _Clip:
     source: str
