@@ -1,0 +1,59 @@
+"""The official BirdCLEF metrics, computed on a whole validation set.
+
+- `padded_cmap`: BirdCLEF 2023. Five rows of ones are appended to both the labels and
+  the scores, then macro average precision over all classes (so a class with no
+  positives still scores, and a perfect score needs no luck).
+- `macro_roc_auc`: BirdCLEF 2024/2025. Macro ROC-AUC over the classes that have at
+  least one positive. A class with no negatives makes ROC-AUC undefined (the official
+  formula raises on it); it is skipped here too, and reported in `per_class_table`.
+
+Both take `labels` (n, classes) in {0, 1} (soft labels are thresholded at 0.5) and
+`scores` (n, classes) in any monotone scale (probabilities or logits).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from sklearn.metrics import average_precision_score, roc_auc_score
+
+
+def _binary(labels) -> np.ndarray:
+    return (np.asarray(labels) >= 0.5).astype(np.int64)
+
+
+def padded_cmap(labels, scores, padding_factor: int = 5) -> float:
+    labels, scores = _binary(labels), np.asarray(scores, dtype=np.float64)
+    pad = np.ones((padding_factor, labels.shape[1]))
+    return float(average_precision_score(np.concatenate([labels, pad]),
+                                         np.concatenate([scores, pad]), average="macro"))
+
+
+def scored_classes(labels) -> np.ndarray:
+    """Indices of classes with at least one positive and one negative."""
+    labels = _binary(labels)
+    positives = labels.sum(axis=0)
+    return np.flatnonzero((positives > 0) & (positives < labels.shape[0]))
+
+
+def macro_roc_auc(labels, scores) -> float:
+    labels, scores = _binary(labels), np.asarray(scores, dtype=np.float64)
+    columns = scored_classes(labels)
+    if len(columns) == 0:
+        return float("nan")
+    return float(roc_auc_score(labels[:, columns], scores[:, columns], average="macro"))
+
+
+def per_class_table(labels, scores, class_names) -> pd.DataFrame:
+    """AP, ROC-AUC and support per class; NaN where a metric is undefined."""
+    labels, scores = _binary(labels), np.asarray(scores, dtype=np.float64)
+    rows = []
+    for k, name in enumerate(class_names):
+        positives = int(labels[:, k].sum())
+        defined = 0 < positives < len(labels)
+        rows.append({
+            "class": name, "support": positives,
+            "ap": float(average_precision_score(labels[:, k], scores[:, k])) if positives else np.nan,
+            "roc_auc": float(roc_auc_score(labels[:, k], scores[:, k])) if defined else np.nan,
+        })
+    return pd.DataFrame(rows)
