@@ -252,6 +252,61 @@ class ModelConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation, distribution, checkpoints and stages."""
+
+    epochs: int = 10
+    # 0: one pass over the training records per epoch (records / global batch).
+    steps_per_epoch: int = 0
+    loss: Literal["cce", "bce", "focal"] = "cce"
+    label_smoothing: float = 0.05
+    focal_gamma: float = 2.0
+    optimizer: Literal["adam", "adamw"] = "adam"
+    weight_decay: float = 1e-4  # adamw only
+    # Learning rate: linear warmup from lr_start to lr_max, cosine decay to lr_min, per
+    # step. lr_max_per_sample > 0 sets lr_max = lr_max_per_sample x global batch (the
+    # public TPU notebooks' preset).
+    lr_start: float = 1e-5
+    lr_max: float = 1e-3
+    lr_min: float = 1e-6
+    lr_max_per_sample: float = 0.0
+    warmup_epochs: float = 1.0
+    strategy: Literal["auto", "tpu", "multiworker", "mirrored", "default"] = "auto"
+    # bfloat16 on TPU, float16 on GPU; ignored (float32) on CPU.
+    mixed_precision: bool = False
+    jit_compile: bool = False
+    monitor: Literal["val_macro_auc", "val_padded_cmap", "val_loss"] = "val_macro_auc"
+    # Start from another run's model (.keras): every layer but init_skip is loaded.
+    init_from: str | None = None
+    init_skip: tuple[str, ...] = ("logits", "sed")
+    checkpoint_every_steps: int = 50
+    # Config files run in sequence by one command, each initialised from the previous.
+    stages: tuple[str, ...] = ()
+
+    def __post_init__(self):
+        if self.epochs < 1 or self.steps_per_epoch < 0:
+            raise ConfigError(f"train.epochs={self.epochs} must be >= 1 and "
+                              f"train.steps_per_epoch={self.steps_per_epoch} >= 0")
+        if not 0 <= self.label_smoothing < 1:
+            raise ConfigError(f"train.label_smoothing={self.label_smoothing} must be in [0, 1)")
+        if not 0 < self.lr_min <= self.lr_max or self.lr_start <= 0:
+            raise ConfigError(f"need 0 < train.lr_min <= train.lr_max and train.lr_start > 0; "
+                              f"got lr_start={self.lr_start}, lr_max={self.lr_max}, "
+                              f"lr_min={self.lr_min}")
+        if self.init_from is not None and not Path(self.init_from).is_file():
+            raise ConfigError(f"train.init_from={self.init_from} is not a file")
+
+
+@dataclasses.dataclass(frozen=True)
+class WandbConfig:
+    """Weights & Biases logging. Keys come from WANDB_API_KEY and are never written."""
+
+    mode: Literal["disabled", "offline", "online"] = "offline"
+    project: str = "birdkeras"
+    num_audio_examples: int = 8
+
+
+@dataclasses.dataclass(frozen=True)
 class Config:
     """A whole run: what data, how it is stored, and where outputs go."""
 
@@ -264,6 +319,8 @@ class Config:
     input: InputConfig = InputConfig()
     augment: AugmentConfig = AugmentConfig()
     model: ModelConfig = ModelConfig()
+    train: TrainConfig = TrainConfig()
+    wandb: WandbConfig = WandbConfig()
 
     def __post_init__(self):
         if self.input.val_fold >= self.data.num_folds:

@@ -1,0 +1,154 @@
+"""Training: schedule, init_from, strategies, early failures, resume, learning, W&B."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+import pandas as pd
+import pytest
+
+from birdkeras import data, manifest, models, shards, train
+from birdkeras.config import load_config
+
+from conftest import REPO
+
+SOURCES = "[birdclef-2020, birdclef-2021, birdclef-2022, birdclef-2023, xeno-canto]"
+# The demo configuration's structure, shrunk for a test.
+SMALL = ["audio.num_mel_bins=32", "audio.hop_length=1024", "input.batch_size=8",
+         "train.steps_per_epoch=6", "train.epochs=2", "train.checkpoint_every_steps=2",
+         "wandb.mode=offline"]
+
+
+@pytest.fixture(scope="module")
+def records(synth_root, tmp_path_factory):
+    out = tmp_path_factory.mktemp("train")
+    overrides = [f"data.root={synth_root}", f"data.sources={SOURCES}", "data.num_folds=2",
+                 f"data.manifest_dir={out / 'manifest'}", f"tfrecords.dir={out / 'shards'}",
+                 "tfrecords.shard_size_mb=1"]
+    cfg = load_config(REPO / "configs" / "demo_pre.yaml", overrides)
+    table, name2label, report = manifest.build(cfg)
+    manifest.save(cfg.data.manifest_dir, table, name2label, report)
+    shards.build(table, name2label, cfg, progress=False)
+    return overrides, name2label
+
+
+def test_warmup_then_cosine_per_step():
+    schedule = train.WarmupCosine(1e-5, 1e-3, 1e-6, warmup_steps=10, total_steps=110)
+    values = [float(schedule(s)) for s in (0, 5, 10, 60, 110, 200)]
+    np.testing.assert_allclose(values, [1e-5, 5.05e-4, 1e-3, 5.005e-4, 1e-6, 1e-6], rtol=1e-4)
+    cfg = load_config(None, ["train.lr_max_per_sample=0.00001", "train.epochs=2"])
+    optimizer = train.make_optimizer(cfg.train, global_batch=64, steps_per_epoch=50)
+    assert optimizer.learning_rate.numpy() == pytest.approx(1e-5)
+    assert optimizer._learning_rate.peak == pytest.approx(64e-5)
+
+
+def test_init_from_loads_all_but_the_head_and_names_mismatches(tmp_path):
+    cfg = load_config(None, ["audio.num_mel_bins=32"])
+    source = models.build_model(cfg, 5)
+    source.save(tmp_path / "pre.keras")
+    target = models.build_model(cfg, 3)
+    report = train.init_from(target, str(tmp_path / "pre.keras"))
+    assert "logits" in report["skipped"] and "efficientnetb0" in report["loaded"]
+    backbone = target.get_layer("efficientnetb0").get_weights()
+    for mine, theirs in zip(backbone, source.get_layer("efficientnetb0").get_weights()):
+        np.testing.assert_array_equal(mine, theirs)
+    with pytest.raises(ValueError, match="layer 'logits' has weights of shapes"):
+        train.init_from(target, str(tmp_path / "pre.keras"), skip=())
+
+
+def test_mirrored_strategy_matches_one_device():
+    out = subprocess.run([sys.executable, str(REPO / "tests" / "mirrored_check.py"), "6"],
+                         capture_output=True, text=True, timeout=600, check=True)
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+
+    def per_step(running):  # Keras logs the running mean of the epoch's losses
+        return [k * m - (k - 1) * p for k, (m, p) in enumerate(zip(running, [0] + running), 1)]
+
+    one, two = per_step(result["one"]), per_step(result["mirrored"])
+    assert len(one) == len(two) == 6
+    # Same losses within 1e-4 relative (float summation order differs across replicas).
+    np.testing.assert_allclose(two, one, rtol=1e-4)
+    assert one[-1] != one[0]  # the model did train
+
+
+def test_bad_inputs_fail_before_training(records, tmp_path):
+    overrides, _ = records
+    with pytest.raises(data.DataError, match="dataset_card.json not found"):
+        train.run(load_config(REPO / "configs" / "demo_pre.yaml",
+                              [*overrides, f"tfrecords.dir={tmp_path / 'none'}"]), tmp_path / "a")
+    other = tmp_path / "other_manifest"
+    other.mkdir()
+    (other / "name2label.json").write_text(json.dumps({"someone": 0}))
+    with pytest.raises(data.DataError, match="label map .* differs"):
+        train.run(load_config(REPO / "configs" / "demo_pre.yaml",
+                              [*overrides, f"data.manifest_dir={other}"]), tmp_path / "b")
+    assert not (tmp_path / "b" / "ckpt").exists()
+
+
+def _train_cmd(overrides, workdir):
+    args = [sys.executable, "-m", "birdkeras", "train", "--cfg",
+            str(REPO / "configs" / "demo_pre.yaml"), "--workdir", str(workdir)]
+    for item in [*overrides, *SMALL]:
+        args += ["--set", item]
+    return args
+
+
+def test_killed_training_resumes_where_it_was(records, tmp_path):
+    overrides, _ = records
+    workdir = tmp_path / "run"
+    env = {**os.environ, "WANDB_API_KEY": "secret-key-must-not-leak"}
+    proc = subprocess.Popen(_train_cmd(overrides, workdir), start_new_session=True, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    state_path = workdir / "ckpt" / "state.json"
+    deadline = time.time() + 400
+    state = None
+    while time.time() < deadline:
+        if state_path.is_file():
+            state = json.loads(state_path.read_text())
+            if state["step_in_epoch"] > 0:
+                break
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)  # mid-epoch
+    proc.wait()
+    assert state and state["step_in_epoch"] > 0, "no mid-epoch checkpoint before the kill"
+    killed_at = json.loads(state_path.read_text())
+
+    done = subprocess.run(_train_cmd(overrides, workdir), capture_output=True, text=True,
+                          env=env, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert (f"resuming from {workdir / 'ckpt' / 'last.keras'}: epoch {killed_at['epoch']}, "
+            f"step {killed_at['step_in_epoch']}") in done.stdout
+    final = keras.models.load_model(workdir / "final.keras")
+    # Exactly epochs x steps optimizer steps in all: not restarted from scratch, not redone.
+    assert int(final.optimizer.iterations.numpy()) == 2 * 6
+    history = pd.read_csv(workdir / "history.csv")
+    assert history["epoch"].tolist()[-1] == 1
+    for path in workdir.rglob("*"):
+        if path.is_file() and path.stat().st_size < 50_000_000:
+            assert b"secret-key-must-not-leak" not in path.read_bytes(), path
+
+
+def test_demo_configuration_learns_and_logs_to_wandb_offline(records, tmp_path):
+    overrides, name2label = records
+    cfg = load_config(REPO / "configs" / "demo_pre.yaml", [
+        *overrides, "audio.num_mel_bins=64", "input.batch_size=16", "train.epochs=4",
+        "train.steps_per_epoch=25", "wandb.mode=offline", "train.checkpoint_every_steps=0"])
+    summary = train.run(cfg, tmp_path / "learn")
+    # 8 species; chance is 0.5.
+    assert summary["val_macro_auc"] > 0.75, summary
+    for name in ("best.keras", "best.weights.h5", "final.keras", "history.csv", "history.png",
+                 "per_class.csv", "config.yaml", "name2label.json"):
+        assert (tmp_path / "learn" / name).is_file(), name
+    runs = list((tmp_path / "learn" / "wandb").glob("offline-run-*/run-*.wandb"))
+    assert len(runs) == 1
+    logged = runs[0].read_bytes()
+    for key in (b"epoch/val_macro_auc", b"train/loss", b"train/lr", b"examples/log_mel",
+                b"validation/worst_clips"):
+        assert key in logged, key
+    assert list((tmp_path / "learn" / "tb").rglob("events.out.tfevents*"))
