@@ -90,7 +90,7 @@ def cmd_train(args) -> int:
     from birdkeras import train  # noqa: PLC0415
 
     cfg = _load(args)
-    summary = train.run(cfg, args.workdir)
+    summary = train.run(cfg, args.workdir, stage_overrides=tuple(args.overrides))
     print(f"trained {cfg.name}: val macro ROC-AUC {summary['val_macro_auc']:.3f}, "
           f"padded cmAP {summary['val_padded_cmap']:.3f} -> {summary['workdir']}")
     return 0

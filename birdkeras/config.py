@@ -279,6 +279,8 @@ class TrainConfig:
     # Start from another run's model (.keras): every layer but init_skip is loaded.
     init_from: str | None = None
     init_skip: tuple[str, ...] = ("logits", "sed")
+    # Train only the head for this many epochs first.
+    freeze_backbone_epochs: int = 0
     checkpoint_every_steps: int = 50
     # Config files run in sequence by one command, each initialised from the previous.
     stages: tuple[str, ...] = ()

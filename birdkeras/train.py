@@ -20,6 +20,7 @@ from pathlib import Path
 
 import keras
 import numpy as np
+import pandas as pd
 import tensorflow as tf
 
 from birdkeras import config as config_lib
@@ -31,12 +32,14 @@ from birdkeras import logging as logging_lib
 class WarmupCosine(keras.optimizers.schedules.LearningRateSchedule):
     """Linear warmup from `start` to `peak` over `warmup_steps`, cosine to `end`."""
 
-    def __init__(self, start, peak, end, warmup_steps, total_steps):
+    def __init__(self, start, peak, end, warmup_steps, total_steps, offset_steps=0):
         self.start, self.peak, self.end = float(start), float(peak), float(end)
         self.warmup_steps, self.total_steps = int(warmup_steps), int(total_steps)
+        # A fresh optimizer part-way through a run (after unfreezing) continues the curve.
+        self.offset_steps = int(offset_steps)
 
     def __call__(self, step):
-        step = keras.ops.cast(step, "float32")
+        step = keras.ops.cast(step, "float32") + self.offset_steps
         warm = max(self.warmup_steps, 1)
         warmup = self.start + (self.peak - self.start) * step / warm
         progress = keras.ops.clip((step - self.warmup_steps)
@@ -46,7 +49,8 @@ class WarmupCosine(keras.optimizers.schedules.LearningRateSchedule):
 
     def get_config(self):
         return {"start": self.start, "peak": self.peak, "end": self.end,
-                "warmup_steps": self.warmup_steps, "total_steps": self.total_steps}
+                "warmup_steps": self.warmup_steps, "total_steps": self.total_steps,
+                "offset_steps": self.offset_steps}
 
 
 def make_loss(cfg: config_lib.TrainConfig):
@@ -60,10 +64,12 @@ def make_loss(cfg: config_lib.TrainConfig):
                                                 label_smoothing=cfg.label_smoothing)
 
 
-def make_optimizer(cfg: config_lib.TrainConfig, global_batch: int, steps_per_epoch: int):
+def make_optimizer(cfg: config_lib.TrainConfig, global_batch: int, steps_per_epoch: int,
+                   offset_steps: int = 0):
     peak = cfg.lr_max_per_sample * global_batch if cfg.lr_max_per_sample else cfg.lr_max
     schedule = WarmupCosine(min(cfg.lr_start, peak), peak, min(cfg.lr_min, peak),
-                            int(cfg.warmup_epochs * steps_per_epoch), cfg.epochs * steps_per_epoch)
+                            int(cfg.warmup_epochs * steps_per_epoch), cfg.epochs * steps_per_epoch,
+                            offset_steps)
     if cfg.optimizer == "adamw":
         return keras.optimizers.AdamW(schedule, weight_decay=cfg.weight_decay)
     return keras.optimizers.Adam(schedule)
@@ -170,10 +176,11 @@ def _steps_per_epoch(cfg: config_lib.Config, card: dict, global_batch: int) -> i
     return max(1, train_records // global_batch)
 
 
-def run(cfg: config_lib.Config, workdir: str | Path | None = None) -> dict:
+def run(cfg: config_lib.Config, workdir: str | Path | None = None,
+        stage_overrides: tuple = ()) -> dict:
     """Trains `cfg` in `workdir` (default cfg.workdir); resumes if a checkpoint is there."""
     if cfg.train.stages:
-        return run_stages(cfg, workdir)
+        return run_stages(cfg, workdir, stage_overrides)
     workdir = Path(workdir or cfg.workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     # Fail before any training: the records must exist and agree with the config.
@@ -210,11 +217,16 @@ def run(cfg: config_lib.Config, workdir: str | Path | None = None) -> dict:
             model = models.build_model(cfg, len(class_names))
             if cfg.train.init_from:
                 init_from(model, cfg.train.init_from, cfg.train.init_skip)
+
+    def compile_model(offset_steps: int) -> None:
+        with strategy.scope():
             model.compile(
-                optimizer=make_optimizer(cfg.train, global_batch, steps), loss=loss_fn,
-                metrics=[keras.metrics.AUC(curve="ROC", multi_label=True, from_logits=True, name="auc"),
-                         keras.metrics.AUC(curve="PR", multi_label=True, from_logits=True, name="pr_auc")],
-                jit_compile=cfg.train.jit_compile)
+                optimizer=make_optimizer(cfg.train, global_batch, steps, offset_steps),
+                loss=loss_fn, jit_compile=cfg.train.jit_compile,
+                metrics=[keras.metrics.AUC(curve="ROC", multi_label=True, from_logits=True,
+                                           name="auc"),
+                         keras.metrics.AUC(curve="PR", multi_label=True, from_logits=True,
+                                           name="pr_auc")])
 
     validation = ValidationMetrics(val_ds, loss_fn, class_names)
     mode = "min" if cfg.train.monitor == "val_loss" else "max"
@@ -234,14 +246,34 @@ def run(cfg: config_lib.Config, workdir: str | Path | None = None) -> dict:
         keras.callbacks.TensorBoard(workdir / "tb", update_freq="epoch"),
         logger,
     ]
-    if step0 and epoch0 < cfg.train.epochs:
-        # Finish the interrupted epoch first, with the steps it still had.
-        model.fit(train_ds, initial_epoch=epoch0, epochs=epoch0 + 1,
-                  steps_per_epoch=steps - step0, callbacks=callbacks, verbose="auto")
-        epoch0 += 1
-    if epoch0 < cfg.train.epochs:
-        model.fit(train_ds, initial_epoch=epoch0, epochs=cfg.train.epochs,
-                  steps_per_epoch=steps, callbacks=callbacks, verbose="auto")
+    if state is not None and (workdir / "history.csv").is_file():
+        # The best model so far stays the best unless beaten after the resume.
+        history = pd.read_csv(workdir / "history.csv")
+        if cfg.train.monitor in history and len(history):
+            best = history[cfg.train.monitor]
+            for callback in callbacks[1:3]:
+                callback.best = float(best.min() if mode == "min" else best.max())
+
+    # Epochs before freeze_backbone_epochs train the head only; unfreezing needs a new
+    # optimizer, whose schedule continues where the first one stopped.
+    backbone = next(layer for layer in model.layers if isinstance(layer, keras.Model))
+    freeze_until, epoch, partial = cfg.train.freeze_backbone_epochs, epoch0, step0
+    needs_compile = state is None
+    while epoch < cfg.train.epochs:
+        frozen = epoch < freeze_until
+        if needs_compile or backbone.trainable == frozen:
+            backbone.trainable = not frozen
+            compile_model(offset_steps=epoch * steps)
+            needs_compile = False
+            print(f"epoch {epoch}: backbone {'frozen' if frozen else 'trainable'}")
+        end = min(cfg.train.epochs, freeze_until) if frozen else cfg.train.epochs
+        if partial:  # finish the interrupted epoch first, with the steps it still had
+            end, epoch_steps = epoch + 1, steps - partial
+        else:
+            epoch_steps = steps
+        model.fit(train_ds, initial_epoch=epoch, epochs=end, steps_per_epoch=epoch_steps,
+                  callbacks=callbacks, verbose="auto")
+        epoch, partial = end, 0
     model.save(workdir / "final.keras")
     labels, logits = validation.last if validation.last else (None, None)
     if labels is None:
@@ -262,13 +294,20 @@ def run(cfg: config_lib.Config, workdir: str | Path | None = None) -> dict:
     return summary
 
 
-def run_stages(cfg: config_lib.Config, workdir: str | Path | None = None) -> dict:
-    """Runs each config in `train.stages` in order, each from the previous best model."""
+def run_stages(cfg: config_lib.Config, workdir: str | Path | None = None,
+               stage_overrides: tuple = ()) -> dict:
+    """Runs each config in `train.stages` in order, each from the previous best model.
+
+    Stage files are paths relative to the working directory; `stage_overrides` (the
+    command's --set values) apply to every stage.
+    """
     workdir = Path(workdir or cfg.workdir)
     previous, summary = cfg.train.init_from, {}
     for stage_path in cfg.train.stages:
         path = Path(stage_path)
-        overrides = [f"train.init_from={previous}"] if previous else []
+        overrides = [item for item in stage_overrides if not item.startswith("train.stages=")]
+        if previous:
+            overrides.append(f"train.init_from={previous}")
         stage = config_lib.load_config(path, overrides)
         summary = run(stage, workdir / stage.name)
         previous = summary["best"]

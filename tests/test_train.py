@@ -152,3 +152,39 @@ def test_demo_configuration_learns_and_logs_to_wandb_offline(records, tmp_path):
                 b"validation/worst_clips"):
         assert key in logged, key
     assert list((tmp_path / "learn" / "tb").rglob("events.out.tfevents*"))
+
+
+def test_freeze_backbone_epochs_then_stages(records, tmp_path):
+    overrides, _ = records
+    base = [*overrides, *SMALL, "train.steps_per_epoch=3", "wandb.mode=disabled",
+            "train.checkpoint_every_steps=0"]
+    cfg = load_config(REPO / "configs" / "demo_pre.yaml", [*base, "train.epochs=1"])
+    first = train.run(cfg, tmp_path / "first")
+    start = keras.models.load_model(first["best"])
+    start.save(tmp_path / "start.keras")
+    frozen = train.run(load_config(REPO / "configs" / "demo_pre.yaml", [
+        *base, "train.epochs=1", "train.freeze_backbone_epochs=1",
+        f"train.init_from={tmp_path / 'start.keras'}"]), tmp_path / "frozen")
+    after = keras.models.load_model(Path(frozen["workdir"]) / "final.keras")
+    backbone = "efficientnetb0"
+    for a, b in zip(after.get_layer(backbone).get_weights(), start.get_layer(backbone).get_weights()):
+        np.testing.assert_array_equal(a, b)  # one frozen epoch: the backbone did not move
+    assert not np.array_equal(after.get_layer("logits").get_weights()[0],
+                              start.get_layer("logits").get_weights()[0])
+
+    # Two stages in one command: the second starts from the first's best model.
+    stage_files = []
+    for name, loss in (("stage_ce", "cce"), ("stage_bce", "bce")):
+        path = tmp_path / f"{name}.yaml"
+        lines = [f"base: {REPO / 'configs' / 'demo_pre.yaml'}", f"name: {name}",
+                 f"train: {{loss: {loss}}}", "input: {label_mode: multihot}"]
+        path.write_text("\n".join(lines) + "\n")
+        stage_files.append(str(path))
+    staged = load_config(REPO / "configs" / "demo_pre.yaml",
+                         [*base, f"train.stages=[{', '.join(stage_files)}]"])
+    # Stage files hold only what differs; the command's --set values apply to each stage.
+    summary = train.run_stages(staged, tmp_path / "staged",
+                               stage_overrides=(*base, "train.epochs=1"))
+    assert Path(summary["workdir"]).name == "stage_bce"
+    log = (tmp_path / "staged" / "stage_bce" / "config.yaml").read_text()
+    assert f"init_from: {tmp_path / 'staged' / 'stage_ce' / 'best.keras'}" in log
