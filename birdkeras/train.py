@@ -14,6 +14,7 @@ steps and every epoch), `best.keras` and `best.weights.h5` (by `train.monitor`),
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -53,15 +54,52 @@ class WarmupCosine(keras.optimizers.schedules.LearningRateSchedule):
                 "offset_steps": self.offset_steps}
 
 
-def make_loss(cfg: config_lib.TrainConfig):
+def make_loss(cfg: config_lib.TrainConfig, reduction="sum_over_batch_size"):
+    common = {"from_logits": True, "label_smoothing": cfg.label_smoothing,
+              "reduction": reduction}
     if cfg.loss == "cce":
-        return keras.losses.CategoricalCrossentropy(from_logits=True,
-                                                    label_smoothing=cfg.label_smoothing)
+        return keras.losses.CategoricalCrossentropy(**common)
     if cfg.loss == "bce":
-        return keras.losses.BinaryCrossentropy(from_logits=True,
-                                               label_smoothing=cfg.label_smoothing)
-    return keras.losses.BinaryFocalCrossentropy(gamma=cfg.focal_gamma, from_logits=True,
-                                                label_smoothing=cfg.label_smoothing)
+        return keras.losses.BinaryCrossentropy(**common)
+    return keras.losses.BinaryFocalCrossentropy(gamma=cfg.focal_gamma, **common)
+
+
+def fit_multiworker(model, strategy, dataset, loss_cfg, callbacks, initial_epoch, epochs,
+                    steps_per_epoch, global_batch):
+    """The epochs `fit` would run, as a plain distributed loop driving the same callbacks.
+
+    Keras 3's `fit` does not run under MultiWorkerMirroredStrategy
+    (keras-team/keras#20585): per-replica losses are averaged over the global batch and
+    the gradients all-reduced by `strategy.run`, as the TF multi-worker guide does.
+    """
+    per_example = make_loss(loss_cfg, reduction=None)
+    batches = iter(strategy.experimental_distribute_dataset(dataset))
+
+    @tf.function
+    def step(batch):
+        def replica(x, y, *weights):
+            with tf.GradientTape() as tape:
+                losses = per_example(y, model(x, training=True))
+                loss = tf.nn.compute_average_loss(
+                    losses, sample_weight=weights[0] if weights else None,
+                    global_batch_size=global_batch)
+            grads = tape.gradient(loss, model.trainable_variables)
+            model.optimizer.apply(grads, model.trainable_variables)
+            return loss
+
+        return strategy.reduce(tf.distribute.ReduceOp.SUM, strategy.run(replica, args=batch),
+                               axis=None)
+
+    callback_list = keras.callbacks.CallbackList(callbacks, model=model)
+    callback_list.on_train_begin()
+    for epoch in range(initial_epoch, epochs):
+        callback_list.on_epoch_begin(epoch)
+        total = 0.0
+        for index in range(steps_per_epoch):
+            total += float(step(next(batches)))
+            callback_list.on_train_batch_end(index, {"loss": total / (index + 1)})
+        callback_list.on_epoch_end(epoch, {"loss": total / steps_per_epoch})
+    callback_list.on_train_end()
 
 
 def make_optimizer(cfg: config_lib.TrainConfig, global_batch: int, steps_per_epoch: int,
@@ -199,6 +237,12 @@ def run(cfg: config_lib.Config, workdir: str | Path | None = None,
         if on_tpu or tf.config.list_logical_devices("GPU"):
             keras.mixed_precision.set_global_policy("mixed_bfloat16" if on_tpu else "mixed_float16")
     global_batch = cfg.input.batch_size * strategy.num_replicas_in_sync
+    multiworker = isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
+    if multiworker and not strategy.cluster_resolver.task_id == 0:
+        # Only the chief writes the run's outputs; the others keep theirs apart.
+        workdir = workdir / f"worker{strategy.cluster_resolver.task_id}"
+        workdir.mkdir(parents=True, exist_ok=True)
+        cfg = dataclasses.replace(cfg, wandb=dataclasses.replace(cfg.wandb, mode="disabled"))
     steps = _steps_per_epoch(cfg, card, global_batch)
     print(f"{cfg.name}: {distribute.describe(strategy)}, global batch {global_batch}, "
           f"{steps} steps x {cfg.train.epochs} epochs, {len(class_names)} classes")
@@ -271,8 +315,12 @@ def run(cfg: config_lib.Config, workdir: str | Path | None = None,
             end, epoch_steps = epoch + 1, steps - partial
         else:
             epoch_steps = steps
-        model.fit(train_ds, initial_epoch=epoch, epochs=end, steps_per_epoch=epoch_steps,
-                  callbacks=callbacks, verbose="auto")
+        if multiworker:
+            fit_multiworker(model, strategy, train_ds, cfg.train, callbacks, epoch, end,
+                            epoch_steps, global_batch)
+        else:
+            model.fit(train_ds, initial_epoch=epoch, epochs=end, steps_per_epoch=epoch_steps,
+                      callbacks=callbacks, verbose="auto")
         epoch, partial = end, 0
     model.save(workdir / "final.keras")
     labels, logits = validation.last if validation.last else (None, None)
