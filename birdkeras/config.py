@@ -233,6 +233,9 @@ class ModelConfig:
     # None: random init. Or a local file of keras.applications weights (no downloads).
     weights: str | None = None
     head: Literal["gap", "gem", "sed"] = "gap"
+    # Batch-norm momentum of the backbone (keras.applications uses 0.99); a lower value
+    # lets the moving statistics catch up in short runs. None keeps the backbone's.
+    bn_momentum: float | None = None
     dropout: float = 0.2
     top_db: float = 80.0
     freq_masks: int = 2
@@ -249,6 +252,8 @@ class ModelConfig:
                               "never downloaded: give a local keras.applications file)")
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"model.dropout={self.dropout} must be in [0, 1)")
+        if self.bn_momentum is not None and not 0.0 < self.bn_momentum < 1.0:
+            raise ConfigError(f"model.bn_momentum={self.bn_momentum} must be in (0, 1)")
 
 
 @dataclasses.dataclass(frozen=True)

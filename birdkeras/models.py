@@ -105,6 +105,10 @@ def _backbone(cfg: config_lib.Config) -> keras.Model:
     frames = 1 + int(cfg.audio.window_s * cfg.audio.sample_rate_hz) // cfg.audio.hop_length
     fixed = getattr(keras.applications, cfg.model.backbone)(
         include_top=False, weights=cfg.model.weights, input_shape=(mels, frames, 3))
+    if cfg.model.bn_momentum is not None:
+        for layer in fixed._flatten_layers():
+            if isinstance(layer, keras.layers.BatchNormalization):
+                layer.momentum = cfg.model.bn_momentum
     return keras.models.clone_model(fixed, input_tensors=keras.Input((mels, None, 3)),
                                     clone_function=lambda layer: layer)
 

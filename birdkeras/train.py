@@ -290,7 +290,8 @@ def run(cfg: config_lib.Config, workdir: str | Path | None = None,
         keras.callbacks.TensorBoard(workdir / "tb", update_freq="epoch"),
         logger,
     ]
-    if state is not None and (workdir / "history.csv").is_file():
+    if state is not None and (workdir / "history.csv").is_file() and (
+            workdir / "history.csv").stat().st_size > 0:
         # The best model so far stays the best unless beaten after the resume.
         history = pd.read_csv(workdir / "history.csv")
         if cfg.train.monitor in history and len(history):

@@ -134,14 +134,34 @@ def test_killed_training_resumes_where_it_was(records, tmp_path):
             assert b"secret-key-must-not-leak" not in path.read_bytes(), path
 
 
-def test_demo_configuration_learns_and_logs_to_wandb_offline(records, tmp_path):
-    overrides, name2label = records
+@pytest.fixture(scope="module")
+def learnable(tmp_path_factory):
+    """A tree with more clips per species than the session's, so a short run can learn."""
+    from birdkeras import synth
+
+    root = tmp_path_factory.mktemp("learnable")
+    synth.generate(root / "data", synth.SynthSpec(
+        seed=5, num_birds=6, num_textures=1, target_species=3, clips_per_species=6,
+        target_clips_per_species=1, median_duration_s=6.0, max_duration_s=20.0,
+        labelled_soundscapes=0, unlabelled_soundscapes=0, broken_fraction=0.0))
+    overrides = [f"data.root={root / 'data'}", "data.corrupt_files=null",
+                 "data.sources=[birdclef-2021, birdclef-2022, birdclef-2023]",
+                 "data.num_folds=3", f"data.manifest_dir={root / 'manifest'}",
+                 f"tfrecords.dir={root / 'shards'}"]
+    cfg = load_config(REPO / "configs" / "demo_pre.yaml", overrides)
+    table, name2label, report = manifest.build(cfg)
+    manifest.save(cfg.data.manifest_dir, table, name2label, report)
+    shards.build(table, name2label, cfg, progress=False)
+    return overrides
+
+
+def test_demo_configuration_learns_and_logs_to_wandb_offline(learnable, tmp_path):
     cfg = load_config(REPO / "configs" / "demo_pre.yaml", [
-        *overrides, "audio.num_mel_bins=64", "input.batch_size=16", "train.epochs=4",
-        "train.steps_per_epoch=25", "wandb.mode=offline", "train.checkpoint_every_steps=0"])
+        *learnable, "input.batch_size=16", "train.epochs=4", "train.steps_per_epoch=25",
+        "wandb.mode=offline", "train.checkpoint_every_steps=0"])
     summary = train.run(cfg, tmp_path / "learn")
-    # 8 species; chance is 0.5.
-    assert summary["val_macro_auc"] > 0.75, summary
+    # 6 species; chance is 0.5.
+    assert summary["val_macro_auc"] > 0.8, summary
     for name in ("best.keras", "best.weights.h5", "final.keras", "history.csv", "history.png",
                  "per_class.csv", "config.yaml", "name2label.json"):
         assert (tmp_path / "learn" / name).is_file(), name
