@@ -29,6 +29,7 @@ SMALL = ["audio.num_mel_bins=32", "audio.hop_length=1024", "input.batch_size=8",
 def records(synth_root, tmp_path_factory):
     out = tmp_path_factory.mktemp("train")
     overrides = [f"data.root={synth_root}", f"data.sources={SOURCES}", "data.num_folds=2",
+                 f"data.corrupt_files={synth_root / 'corrupt_files.json'}",
                  f"data.manifest_dir={out / 'manifest'}", f"tfrecords.dir={out / 'shards'}",
                  "tfrecords.shard_size_mb=1"]
     cfg = load_config(REPO / "configs" / "demo_pre.yaml", overrides)
