@@ -238,7 +238,7 @@ def run(cfg: config_lib.Config, workdir: str | Path | None = None,
             keras.mixed_precision.set_global_policy("mixed_bfloat16" if on_tpu else "mixed_float16")
     global_batch = cfg.input.batch_size * strategy.num_replicas_in_sync
     multiworker = isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
-    if multiworker and not strategy.cluster_resolver.task_id == 0:
+    if multiworker and strategy.cluster_resolver.task_id != 0:
         # Only the chief writes the run's outputs; the others keep theirs apart.
         workdir = workdir / f"worker{strategy.cluster_resolver.task_id}"
         workdir.mkdir(parents=True, exist_ok=True)
