@@ -178,3 +178,19 @@ def test_bad_corrupt_list_and_root_are_clear_errors(tmp_path):
         manifest.drop_listed(table, str(tmp_path / "bad.json"))
     with pytest.raises(FileNotFoundError, match="data.root=.*nowhere is not a folder"):
         manifest.build(load_config(None, [f"data.root={tmp_path / 'nowhere'}"]))
+
+
+def test_bad_metadata_rows_are_recorded_and_bad_files_named(tmp_path):
+    folder = tmp_path / "birdclef-2024"
+    layout.write_csv(folder / "train_metadata.csv", layout.COLUMNS_2023, [
+        {"primary_label": "a", "filename": "a/XC1.ogg", "author": "A"},
+        {"primary_label": "", "filename": "a/XC2.ogg", "author": "A"},  # no label
+        {"primary_label": "b", "filename": "", "author": "B"},  # no file
+    ])
+    table, rejected = sources.read_source(tmp_path, "birdclef-2024")
+    assert table["path"].tolist() == ["birdclef-2024/train_audio/a/XC1.ogg"]
+    assert rejected["line"].tolist() == [3, 4]
+    assert (rejected["reason"] == "empty primary label or filename").all()
+    (folder / "train_metadata.csv").write_text("primary_label,author\na,A\n")
+    with pytest.raises(sources.SourceError, match="has no column 'filename'"):
+        sources.read_source(tmp_path, "birdclef-2024")
