@@ -2,12 +2,18 @@
 
 One module per stage of the flow:
 
-    config     typed run configuration (frozen dataclasses + YAML + --set overrides)
-    synth      synthetic BirdCLEF tree for tests and the demo
-    audio      decode, down-mix, resample (soundfile + soxr)
-    sources    each Kaggle download's metadata -> one normalised table
-    manifest   hygiene, class balancing, folds, label map
-    tfrecord   sharded, resumable TFRecord build and verify
+    config       typed run configuration (frozen dataclasses + YAML + --set overrides)
+    layout       each Kaggle download's folders, metadata files and columns
+    synth        synthetic BirdCLEF tree for tests and the demo
+    audio        decode, down-mix, resample (soundfile + soxr)
+    sources      each Kaggle download's metadata -> one normalised table
+    manifest     hygiene, class balancing, folds, label map
+    tfrecord     the record format; shards: resumable build and verify
+    data         tf.data pipeline; mixing: batch-level waveform augmentation
+    features     in-model log-mel front end; augment: SpecAugment masks
+    models       EfficientNet backbones and heads
+    distribute   strategy selection; train: the trainer; metrics: official metrics
+    logging      W&B, history; soundscapes: scoring labelled soundscapes
 """
 
 __version__ = "0.1.0"

@@ -52,9 +52,7 @@ def cmd_ingest(args) -> int:
     from birdkeras import manifest  # noqa: PLC0415
 
     cfg = _load(args)
-    table, name2label, report = manifest.build(cfg)
-    out = manifest.save(cfg.data.manifest_dir, table, name2label, report)
-    config_lib.save_config(cfg, out / "config.yaml")
+    table, name2label, report, out = manifest.ingest(cfg)
     print(f"manifest: {len(table)} recordings, {len(name2label)} classes -> {out}")
     print(f"  read per source: {report['read']}")
     for key in ("dropped_corrupt_list", "dropped_target_xc_ids", "dropped_duplicates",

@@ -45,9 +45,7 @@ def run(workdir: str = "work/demo", seed: int = 0, overrides: tuple = ()) -> int
         ])
         cfgs[stage] = cfg
         t0 = time.perf_counter()
-        table, name2label, report = manifest.build(cfg)
-        out = manifest.save(cfg.data.manifest_dir, table, name2label, report)
-        config_lib.save_config(cfg, out / "config.yaml")
+        table, name2label, _, _ = manifest.ingest(cfg)
         card = shards.build(table, name2label, cfg, progress=False)
         checked = shards.verify(table, name2label, cfg)
         timings[f"data_{stage}"] = time.perf_counter() - t0

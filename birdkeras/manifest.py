@@ -46,16 +46,13 @@ def build(cfg: config_lib.Config) -> tuple[pd.DataFrame, dict[str, int], dict]:
     if data.corrupt_files:
         table, dropped = drop_listed(table, data.corrupt_files)
         report["dropped_corrupt_list"] = dropped
-    if data.drop_target_xc_ids and data.target_source in data.sources:
-        table, dropped = drop_target_leaks(table, data.target_source)
-        report["dropped_target_xc_ids"] = dropped
-    elif data.drop_target_xc_ids:
-        target, _ = sources.read_source(root, data.target_source)
-        table, dropped = drop_target_leaks(
-            pd.concat([target.assign(_target=True), table.assign(_target=False)]),
-            data.target_source,
-        )
-        table = table[~table.pop("_target").astype(bool)]
+    if data.drop_target_xc_ids:
+        # The target year's ids come from this run's rows, or from its own metadata
+        # when the run does not read it (pretraining).
+        target = (table if data.target_source in data.sources
+                  else sources.read_source(root, data.target_source)[0])
+        target_ids = set(target.loc[target["source"] == data.target_source, "xc_id"].dropna())
+        table, dropped = drop_xc_ids(table, target_ids, keep_source=data.target_source)
         report["dropped_target_xc_ids"] = dropped
     if data.dedupe:
         before = len(table)
@@ -115,7 +112,12 @@ def drop_listed(table: pd.DataFrame, list_path: str) -> tuple[pd.DataFrame, int]
 def drop_target_leaks(table: pd.DataFrame, target_source: str) -> tuple[pd.DataFrame, int]:
     """Drops non-target rows whose xc_id also appears in the target source."""
     target_ids = set(table.loc[table["source"] == target_source, "xc_id"].dropna())
-    mask = (table["source"] != target_source) & table["xc_id"].isin(target_ids)
+    return drop_xc_ids(table, target_ids, keep_source=target_source)
+
+
+def drop_xc_ids(table: pd.DataFrame, xc_ids: set, keep_source: str) -> tuple[pd.DataFrame, int]:
+    """Drops rows of sources other than `keep_source` whose xc_id is in `xc_ids`."""
+    mask = (table["source"] != keep_source) & table["xc_id"].isin(xc_ids)
     return table[~mask], int(mask.sum())
 
 
@@ -183,6 +185,14 @@ def save(out_dir: str | Path, table: pd.DataFrame, name2label: dict, report: dic
     (out / "name2label.json").write_text(json.dumps(name2label, indent=1) + "\n")
     (out / "ingest_report.json").write_text(json.dumps(report, indent=1, default=str) + "\n")
     return out
+
+
+def ingest(cfg: config_lib.Config) -> tuple[pd.DataFrame, dict[str, int], dict, Path]:
+    """`birdkeras ingest`: build, then save with the resolved config beside it."""
+    table, name2label, report = build(cfg)
+    out = save(cfg.data.manifest_dir, table, name2label, report)
+    config_lib.save_config(cfg, out / "config.yaml")
+    return table, name2label, report, out
 
 
 def load(out_dir: str | Path) -> tuple[pd.DataFrame, dict[str, int]]:

@@ -259,16 +259,11 @@ def _check_record(path, rid, raw, expected, name2label, cfg) -> None:
     if int(raw[tfrecord.LABEL]) != name2label[row["primary_label"]]:
         raise ShardError(f"shard {path}: {rid} has label {int(raw[tfrecord.LABEL])}, "
                          f"the manifest says {name2label[row['primary_label']]}")
-    num = int(raw[tfrecord.NUM_SAMPLES])
-    if num != int(tf_shape(raw[tfrecord.AUDIO])) or num == 0:
-        raise ShardError(f"shard {path}: {rid} stores {tf_shape(raw[tfrecord.AUDIO])} "
-                         f"samples but num_samples={num}")
+    num, stored = int(raw[tfrecord.NUM_SAMPLES]), int(raw[tfrecord.AUDIO].shape[0])
+    if num != stored or num == 0:
+        raise ShardError(f"shard {path}: {rid} stores {stored} samples but num_samples={num}")
     if int(raw[tfrecord.SAMPLE_RATE]) != cfg.audio.sample_rate_hz:
         raise ShardError(f"shard {path}: {rid} is at {int(raw[tfrecord.SAMPLE_RATE])} Hz, "
                          f"audio.sample_rate_hz={cfg.audio.sample_rate_hz}")
     if cfg.audio.max_duration_s and num > cfg.audio.max_duration_s * cfg.audio.sample_rate_hz + 1:
         raise ShardError(f"shard {path}: {rid} is longer than audio.max_duration_s")
-
-
-def tf_shape(tensor) -> int:
-    return int(tensor.shape[0])

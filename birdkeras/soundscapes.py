@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from birdkeras import audio, metrics
-from birdkeras.synth import layout
+from birdkeras import layout
 
 
 def read_labels(root: str | Path, source: str) -> pd.DataFrame:

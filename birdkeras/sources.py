@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from birdkeras.synth import layout
+from birdkeras import layout
 
 COLUMNS = ("source", "recording_id", "xc_id", "primary_label", "secondary_labels", "rating",
            "author", "latitude", "longitude", "path", "duration_s")

@@ -9,7 +9,7 @@ import pytest
 
 from birdkeras import manifest, sources, synth
 from birdkeras.config import BalanceConfig, load_config
-from birdkeras.synth import layout
+from birdkeras import layout
 
 
 @pytest.mark.parametrize("source", list(layout.SOURCE_DIRS))

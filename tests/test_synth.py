@@ -7,7 +7,8 @@ import pytest
 import soundfile as sf
 
 from birdkeras import audio, synth
-from birdkeras.synth import layout, voices
+from birdkeras import layout
+from birdkeras.synth import voices
 
 from conftest import SMALL
 

@@ -21,8 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from birdkeras import audio
-from birdkeras.synth import layout, ogg, voices
+from birdkeras import audio, layout
+from birdkeras.synth import ogg, voices
 
 OLDER_SOURCES = ("birdclef-2020", "birdclef-2021", "birdclef-2022", "birdclef-2023",
                  "xeno-canto")
