@@ -31,11 +31,13 @@ def load(
     path: str | Path,
     sample_rate_hz: int,
     max_duration_s: float | None = None,
+    allow_silence: bool = False,
 ) -> np.ndarray:
     """Decodes `path` to mono float32 at `sample_rate_hz`.
 
     Raises `AudioError` for unreadable files and for audio that would poison training:
-    zero samples, NaN or inf values, or all-zero (digital silence over the whole file).
+    zero samples, NaN or inf values, or all-zero (digital silence over the whole file;
+    `allow_silence=True` accepts it, as inference does).
     """
     path = Path(path)
     try:
@@ -52,7 +54,7 @@ def load(
     mono = audio.mean(axis=1) if audio.shape[1] > 1 else audio[:, 0]
     if not np.isfinite(mono).all():
         raise AudioError(f"{path}: contains NaN or inf samples")
-    if not np.any(mono):
+    if not allow_silence and not np.any(mono):
         raise AudioError(f"{path}: is all zeros (digital silence)")
     if source_rate != sample_rate_hz:
         mono = soxr.resample(mono, source_rate, sample_rate_hz, quality="HQ")

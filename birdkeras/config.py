@@ -314,6 +314,58 @@ class WandbConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class InferConfig:
+    """Soundscape inference (`birdkeras predict`): windows, post-processing, outputs.
+
+    The sample rate, window length and classes come from the model, not from here.
+    """
+
+    # Seconds between window starts; row_id ends are start + the model's window.
+    hop_s: float = 5.0
+    batch_size: int = 8
+    # Decode threads running ahead of inference (0: decode in the calling thread).
+    workers: int = 1
+    activation: Literal["sigmoid", "softmax"] = "sigmoid"
+    # Column order: a sample_submission.csv (columns after row_id) or a taxonomy.csv
+    # (primary_label rows). None: the model's classes in label order.
+    class_order: str | None = None
+    # Post-processing, each off by default. Smoothing: weights over neighbouring
+    # windows, centred, e.g. [0.25, 0.5, 0.25].
+    smoothing: tuple[float, ...] = ()
+    # File-level scaling: p <- (1 - w) p + w * (the file's max | mean of its top k).
+    file_scaling: Literal["none", "max", "topk"] = "none"
+    file_scaling_weight: float = 0.3
+    file_scaling_top_k: int = 3
+    # Time-shift TTA: also score windows shifted by these seconds, and average.
+    tta_shifts_s: tuple[float, ...] = ()
+    # A file that cannot be decoded gets rows for its header duration, or this many
+    # seconds if even the header is unreadable, filled with the mean prediction.
+    broken_file_duration_s: float = 60.0
+    # Long-format CSV and Raven tables keep scores at or above these.
+    long_min_score: float = 0.1
+    raven_min_score: float = 0.5
+
+    def __post_init__(self):
+        if self.hop_s <= 0 or self.batch_size < 1 or self.workers < 0:
+            raise ConfigError(f"need infer.hop_s > 0, infer.batch_size >= 1 and "
+                              f"infer.workers >= 0; got hop_s={self.hop_s}, "
+                              f"batch_size={self.batch_size}, workers={self.workers}")
+        if self.class_order is not None and not Path(self.class_order).is_file():
+            raise ConfigError(f"infer.class_order={self.class_order} is not a file")
+        if self.smoothing and (len(self.smoothing) % 2 == 0 or min(self.smoothing) < 0
+                               or sum(self.smoothing) <= 0):
+            raise ConfigError(f"infer.smoothing={list(self.smoothing)} must be an odd number "
+                              "of non-negative weights with a positive sum")
+        if not 0 <= self.file_scaling_weight <= 1 or self.file_scaling_top_k < 1:
+            raise ConfigError(f"need infer.file_scaling_weight in [0, 1] and "
+                              f"infer.file_scaling_top_k >= 1; got "
+                              f"{self.file_scaling_weight}, {self.file_scaling_top_k}")
+        if self.broken_file_duration_s <= 0:
+            raise ConfigError(f"infer.broken_file_duration_s={self.broken_file_duration_s} "
+                              "must be > 0")
+
+
+@dataclasses.dataclass(frozen=True)
 class Config:
     """A whole run: what data, how it is stored, and where outputs go."""
 
@@ -328,6 +380,7 @@ class Config:
     model: ModelConfig = ModelConfig()
     train: TrainConfig = TrainConfig()
     wandb: WandbConfig = WandbConfig()
+    infer: InferConfig = InferConfig()
 
     def __post_init__(self):
         if self.input.val_fold >= self.data.num_folds:

@@ -1,0 +1,189 @@
+"""Export a trained model for CPU inference: SavedModel, TFLite and ONNX.
+
+Each artifact is the whole model, raw waveform `(batch, samples)` float32 in [-1, 1] to
+probabilities `(batch, classes)`:
+
+    waveform -> LogMelSpectrogram(dft="matmul") -> to_image -> backbone -> head
+             -> logits -> sigmoid | softmax
+
+The training front end computes its spectrogram with `ops.stft`, which tf2onnx cannot
+turn into a graph ONNX Runtime accepts; the exported one computes the same values with
+matrix products (see `birdkeras.features`). SpecAugment layers are the identity at
+inference and are left out. Next to the artifacts, `birdkeras_export.json` records the
+classes, the sample rate, the window and the activation, so `birdkeras predict` needs
+nothing else.
+
+    birdkeras export --model work/demo/ft/train/best.keras --out work/demo/export
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from birdkeras import config as config_lib
+from birdkeras import models  # noqa: F401 - registers the custom layers for loading
+from birdkeras.features import LogMelSpectrogram
+
+CARD = "birdkeras_export.json"
+FORMATS = {"savedmodel": "saved_model", "tflite": "model.tflite", "onnx": "model.onnx"}
+ACTIVATIONS = ("sigmoid", "softmax")
+ONNX_OPSET = 17
+
+
+class ExportError(ValueError):
+    """A model or export folder cannot be exported or read; the message names it."""
+
+
+def run_files(model_path: str | Path) -> tuple[config_lib.Config, list[str]]:
+    """The config and class names saved by `train.run` next to a `.keras` model."""
+    folder = Path(model_path).parent
+    cfg_path, names_path = folder / "config.yaml", folder / "name2label.json"
+    for path in (cfg_path, names_path):
+        if not path.is_file():
+            raise ExportError(f"{path} not found: a model needs the config.yaml and "
+                              "name2label.json its training run wrote next to it")
+    name2label = json.loads(names_path.read_text())
+    return config_lib.load_config(cfg_path), sorted(name2label, key=name2label.get)
+
+
+def load_keras(model_path: str | Path) -> keras.Model:
+    path = Path(model_path)
+    if not path.is_file() or path.suffix != ".keras":
+        raise ExportError(f"{path} is not a .keras model file")
+    try:
+        return keras.models.load_model(path, compile=False)
+    except Exception as err:  # noqa: BLE001 - any load failure is the same user error
+        raise ExportError(f"{path} could not be loaded as a Keras model: {err}") from err
+
+
+class _Standardize(keras.layers.Layer):
+    """`keras.layers.Normalization` with its statistics as graph constants.
+
+    Normalization keeps mean and variance as eager tensors, which a traced function
+    captures as inputs: tf2onnx then asks for them as graph inputs and the TFLite
+    converter produced NaNs. Not serialisable; exists only while exporting.
+    """
+
+    def __init__(self, mean, variance, **kwargs):
+        super().__init__(**kwargs)
+        self.mean = np.asarray(mean, dtype=np.float32)
+        self.scale = 1.0 / np.maximum(np.sqrt(np.asarray(variance, dtype=np.float32)),
+                                      keras.backend.epsilon())
+
+    def call(self, inputs):
+        return (inputs - self.mean) * self.scale
+
+
+def inference_model(model: keras.Model, activation: str = "sigmoid",
+                    exportable: bool = True) -> keras.Model:
+    """`model` with no augmentation and probabilities out; `exportable`: the matmul
+    front end and constant normalisation (for tf2onnx and TFLite), else the FFT one.
+
+    Layers (and their weights) are shared with `model`, not copied.
+    """
+    if activation not in ACTIVATIONS:
+        raise ExportError(f"activation must be one of {ACTIVATIONS}. Received: {activation!r}")
+
+    def swap(layer):
+        if not exportable and not layer.name.endswith("_mask"):
+            return layer
+        if isinstance(layer, LogMelSpectrogram):
+            return LogMelSpectrogram.from_config({**layer.get_config(), "dft": "matmul"})
+        if layer.name in ("freq_mask", "time_mask"):
+            return keras.layers.Identity(name=layer.name)
+        if isinstance(layer, keras.layers.Normalization):
+            return _Standardize(np.asarray(layer.mean), np.asarray(layer.variance),
+                                name=layer.name)
+        if isinstance(layer, keras.Model):  # the backbone
+            return keras.models.clone_model(layer, clone_function=swap)
+        return layer
+
+    plain = keras.models.clone_model(model, clone_function=swap)
+    probabilities = keras.layers.Activation(activation, name="probabilities")(plain.output)
+    return keras.Model(plain.input, probabilities, name=f"{model.name}_export")
+
+
+def _concrete(model: keras.Model):
+    import tensorflow as tf  # noqa: PLC0415
+
+    spec = tf.TensorSpec((None, None), tf.float32, name="waveform")
+    return tf.function(lambda waveform: model(waveform, training=False),
+                       input_signature=[spec], autograph=False)
+
+
+def _frozen(function):
+    from tensorflow.python.framework import convert_to_constants  # noqa: PLC0415
+
+    return convert_to_constants.convert_variables_to_constants_v2(
+        function.get_concrete_function())
+
+
+def export(model_path: str | Path, out_dir: str | Path, formats=tuple(FORMATS),
+           activation: str = "sigmoid") -> dict:
+    """Writes the requested artifacts and the export card to `out_dir`; returns the card."""
+    import tensorflow as tf  # noqa: PLC0415
+
+    unknown = sorted(set(formats) - set(FORMATS))
+    if unknown or not formats:
+        raise ExportError(f"formats must be among {sorted(FORMATS)}. Received: {list(formats)}")
+    cfg, class_names = run_files(model_path)
+    model = inference_model(load_keras(model_path), activation)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    function = _concrete(model)
+    saved = out / FORMATS["savedmodel"]
+    module = tf.Module()
+    module.model, module.serve = model, function
+    tf.saved_model.save(module, str(saved), signatures={"serving_default": function})
+    written = {"savedmodel": FORMATS["savedmodel"]}
+    if "tflite" in formats:
+        # From the frozen function: converted with its variables, the TFLite graph kept
+        # them as READ_VARIABLE ops that read uninitialised variables (NaN outputs).
+        converter = tf.lite.TFLiteConverter.from_concrete_functions([_frozen(function)])
+        (out / FORMATS["tflite"]).write_bytes(converter.convert())
+        written["tflite"] = FORMATS["tflite"]
+    if "onnx" in formats:
+        _to_onnx(function, out / FORMATS["onnx"])
+        written["onnx"] = FORMATS["onnx"]
+    card = {"format_version": 1, "source_model": str(model_path), "classes": class_names,
+            "sample_rate_hz": cfg.audio.sample_rate_hz, "window_s": cfg.audio.window_s,
+            "activation": activation, "artifacts": written, "config": config_lib.to_dict(cfg)}
+    (out / CARD).write_text(json.dumps(card, indent=1) + "\n")
+    return card
+
+
+def _to_onnx(function, path: Path) -> None:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    try:
+        import tf2onnx  # noqa: PLC0415
+    except ImportError as err:
+        raise ExportError("ONNX export needs tf2onnx: pip install 'birdkeras[export]'") from err
+    import tensorflow as tf  # noqa: PLC0415
+
+    tf2onnx.convert.from_function(
+        function, input_signature=[tf.TensorSpec((None, None), tf.float32, name="waveform")],
+        opset=ONNX_OPSET, output_path=str(path))
+
+
+def read_card(folder: str | Path) -> dict:
+    path = Path(folder) / CARD
+    if not path.is_file():
+        raise ExportError(f"{path} not found: {folder} is not a `birdkeras export` folder")
+    card = json.loads(path.read_text())
+    for key in ("classes", "sample_rate_hz", "window_s", "activation", "artifacts"):
+        if key not in card:
+            raise ExportError(f"{path} has no {key!r}: write it again with birdkeras export")
+    return card
+
+
+def check_probabilities(probs: np.ndarray, num_classes: int, where: str) -> np.ndarray:
+    probs = np.asarray(probs, dtype=np.float32)
+    if probs.ndim != 2 or probs.shape[1] != num_classes:
+        raise ExportError(f"{where} returned shape {probs.shape}, expected (batch, "
+                          f"{num_classes})")
+    return probs
