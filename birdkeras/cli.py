@@ -5,6 +5,10 @@
     birdkeras tfrecords build --cfg configs/demo_pre.yaml
     birdkeras tfrecords verify --cfg configs/demo_pre.yaml
     birdkeras config --cfg configs/demo_pre.yaml --set audio.window_s=10
+    birdkeras export --model work/demo/ft/train/best.keras --out work/demo/export
+    birdkeras predict --model work/demo/export --runtime onnx --audio SOUNDSCAPES \
+        --out submission.csv
+    birdkeras evaluate --pred submission.csv --root work/demo/data --source birdclef-2024
     birdkeras demo
 """
 
@@ -94,6 +98,43 @@ def cmd_train(args) -> int:
     return 0
 
 
+def cmd_export(args) -> int:
+    from birdkeras import export  # noqa: PLC0415
+
+    card = export.export(args.model, args.out, tuple(args.formats.split(",")), args.activation)
+    print(f"exported {len(card['classes'])} classes ({card['activation']}) as "
+          f"{', '.join(card['artifacts'])} -> {args.out}")
+    return 0
+
+
+def cmd_predict(args) -> int:
+    from birdkeras import infer  # noqa: PLC0415
+
+    icfg = (config_lib.load_config(args.cfg, args.overrides) if args.cfg
+            else config_lib.load_config(None, args.overrides)).infer
+    report = infer.predict(args.models, args.audio, args.out, args.runtime, icfg,
+                           long_csv=args.long_csv, raven_dir=args.raven, progress=not args.quiet,
+                           threads=args.threads)
+    print(f"predicted {report['rows']} rows for {report['files']} files "
+          f"({report['windows_per_s']} windows/s, {args.runtime}) -> {args.out}")
+    for item in report["broken_files"]:
+        print(f"  skipped (rows filled with the mean prediction): {item['error']}")
+    if report["classes_filled_with_zero"]:
+        print(f"  {len(report['classes_filled_with_zero'])} submission classes unknown to the "
+              f"model, filled with 0: {report['classes_filled_with_zero'][:5]}")
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    from birdkeras import evaluate  # noqa: PLC0415
+
+    result = evaluate.evaluate(args.pred, args.root, args.source, args.out)
+    print(f"{result['windows']} windows, {result['scored_classes']} scored classes: "
+          f"macro ROC-AUC {result['macro_auc']:.4f}, padded cmAP {result['padded_cmap']:.4f}"
+          + (f" -> {args.out}" if args.out else ""))
+    return 0
+
+
 def cmd_demo(args) -> int:
     from birdkeras import demo  # noqa: PLC0415
 
@@ -164,6 +205,43 @@ def build_parser() -> argparse.ArgumentParser:
     _add_cfg_args(p)
     p.add_argument("--workdir", help="output folder (default: the config's workdir)")
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("export", help="export a model to SavedModel, TFLite and ONNX",
+                       description="Write the whole model (raw waveform -> probabilities) "
+                                   "with an FFT-free front end, plus birdkeras_export.json.")
+    p.add_argument("--model", required=True, help="a .keras file from a training run")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--formats", default="savedmodel,tflite,onnx",
+                   help="comma-separated (default: all three)")
+    p.add_argument("--activation", default="sigmoid", choices=["sigmoid", "softmax"])
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("predict", help="soundscapes -> submission CSV",
+                       description="Score every 5 s window of each soundscape and write a "
+                                   "Kaggle submission (row_id = {stem}_{end second}). "
+                                   "Post-processing and outputs: the config's infer section.")
+    p.add_argument("--model", dest="models", action="append", required=True,
+                   help="a .keras model or an export folder; repeat to ensemble")
+    p.add_argument("--runtime", default="tf", choices=["tf", "tflite", "onnx"])
+    p.add_argument("--audio", nargs="+", required=True, help="audio files and/or folders")
+    p.add_argument("--out", required=True, help="submission CSV to write")
+    p.add_argument("--long-csv", dest="long_csv", help="also write file,start,end,label,score")
+    p.add_argument("--raven", help="also write Raven selection tables into this folder")
+    p.add_argument("--threads", type=int, default=0, help="inference threads (0: runtime's)")
+    p.add_argument("--cfg", help="YAML config whose infer section applies (optional)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="e.g. --set infer.smoothing=[0.25,0.5,0.25] (repeatable)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("evaluate", help="score a submission on labelled soundscapes",
+                       description="Official metrics (macro ROC-AUC skipping classes without "
+                                   "positives, padded cmAP), per-class table, ROC/PR plots.")
+    p.add_argument("--pred", required=True, help="submission CSV")
+    p.add_argument("--root", required=True, help="data root holding the source's folder")
+    p.add_argument("--source", default="birdclef-2024")
+    p.add_argument("--out", help="folder for metrics.json, per_class.csv, roc.png, pr.png")
+    p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("demo", help="run every stage end to end on synthetic data",
                        description="Generate the synthetic demo tree and run every stage "

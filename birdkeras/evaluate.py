@@ -52,6 +52,9 @@ def evaluate(pred_csv, root, source: str, out_dir=None) -> dict:
                             f"e.g. {list(missing[:3])}")
     scores = pred.loc[truth.index, classes].to_numpy(dtype=np.float64)
     y = truth.to_numpy()
+    if not len(metrics.scored_classes(y)):
+        raise EvaluateError(f"no class of {pred_csv} has both positive and negative labelled "
+                            f"windows in {source}: nothing to score (wrong class names?)")
     result = {"windows": len(y), "scored_classes": int(len(metrics.scored_classes(y))),
               "macro_auc": metrics.macro_roc_auc(y, scores),
               "padded_cmap": metrics.padded_cmap(y, scores)}
@@ -73,6 +76,8 @@ def _plots(y, scores, classes, out: Path) -> None:
     from sklearn.metrics import precision_recall_curve, roc_curve  # noqa: PLC0415
 
     scored = metrics.scored_classes(y)
+    if not len(scored):
+        return
     common = [k for k in np.argsort(-y.sum(axis=0)) if k in set(scored)][:5]
     curves = [("micro-average", y[:, scored].ravel(), scores[:, scored].ravel())]
     curves += [(classes[k], y[:, k], scores[:, k]) for k in common]

@@ -1,0 +1,220 @@
+"""Inference: export to every runtime with parity, predict, post-processing, evaluate."""
+
+import json
+
+import keras
+import numpy as np
+import pandas as pd
+import pytest
+
+from birdkeras import audio, cli, evaluate, export, infer, models
+from birdkeras import config as config_lib
+from birdkeras.features import LogMelSpectrogram
+
+CLASSES = ["amecro", "barswa", "comrav", "houspa", "norcar", "sonspa"]
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    """A training run's folder (model, config, classes), with logits spread wide."""
+    folder = tmp_path_factory.mktemp("run")
+    cfg = config_lib.load_config(None, [
+        "audio.sample_rate_hz=16000", "audio.num_mel_bins=32", "audio.fft_length=1024",
+        "audio.hop_length=512", "audio.fmax_hz=8000"])
+    model = models.build_model(cfg, len(CLASSES))
+    # A random backbone's features barely differ between inputs: scale a random head so
+    # the logits spread over a few units (a meaningful parity check).
+    rng = np.random.default_rng(0)
+    noise = rng.standard_normal((4, 16000 * 5)).astype("float32") * np.array([[0.01], [0.1],
+                                                                               [0.3], [1.0]])
+    features = keras.Model(model.input, model.get_layer("head_dropout").output)(noise)
+    features = np.asarray(features) - np.asarray(features).mean(axis=0)
+    kernel = rng.standard_normal((features.shape[1], len(CLASSES)))
+    kernel *= 3.0 / max((features @ kernel).std(), 1e-12)
+    model.get_layer("logits").set_weights([kernel.astype("float32"), np.zeros(len(CLASSES),
+                                                                              "float32")])
+    model.save(folder / "best.keras")
+    config_lib.save_config(cfg, folder / "config.yaml")
+    (folder / "name2label.json").write_text(json.dumps({c: i for i, c in enumerate(CLASSES)}))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def exported(run_dir):
+    card = export.export(run_dir / "best.keras", run_dir / "export")
+    assert sorted(card["artifacts"]) == ["onnx", "savedmodel", "tflite"]
+    return run_dir / "export"
+
+
+@pytest.mark.parametrize("rate,fft,hop,mels,fmax", [(32000, 2048, 512, 128, 14000),
+                                                   (22050, 1000, 320, 40, 8000),
+                                                   (16000, 1024, 1024, 32, 8000)])
+def test_matmul_front_end_equals_fft(rate, fft, hop, mels, fmax):
+    rng = np.random.default_rng(0)
+    x = (rng.standard_normal((3, rate * 2)) * np.linspace(0, 1, rate * 2)).astype("float32")
+    x[1, :rate] = 0.0  # silence and a step
+    a = LogMelSpectrogram(rate, fft, hop, mels, 50.0, fmax, 80.0)(x)
+    b = LogMelSpectrogram(rate, fft, hop, mels, 50.0, fmax, 80.0, dft="matmul")(x)
+    assert a.shape == b.shape
+    np.testing.assert_allclose(np.asarray(b), np.asarray(a), atol=1e-3)  # dB
+
+
+def test_every_runtime_matches_keras_on_real_audio(run_dir, exported, real_dir):
+    wave = audio.load(real_dir / "birdnet" / "soundscape_120s.flac", 16000)
+    windows = infer.cut(wave, 16000, np.arange(0, 40, 5.0), 5.0)
+    model = export.load_keras(run_dir / "best.keras")
+    expected = np.asarray(keras.ops.sigmoid(model(windows, training=False)))
+    assert expected.std() > 0.05  # spread probabilities, not all ~0.5
+    for runtime in infer.RUNTIMES:
+        got = infer.Runner(exported, runtime)(windows)
+        np.testing.assert_allclose(got, expected, atol=1e-4, err_msg=runtime)
+    keras_runner = infer.Runner(run_dir / "best.keras", "tf")
+    np.testing.assert_allclose(keras_runner(windows), expected, atol=1e-4)
+
+
+def test_runtime_errors_name_the_problem(run_dir, exported, tmp_path):
+    with pytest.raises(infer.PredictError, match="--runtime tf"):
+        infer.Runner(run_dir / "best.keras", "onnx")
+    with pytest.raises(infer.PredictError, match="runtime must be"):
+        infer.Runner(exported, "torch")
+    with pytest.raises(export.ExportError, match="birdkeras_export.json"):
+        infer.Runner(tmp_path, "onnx")
+    with pytest.raises(export.ExportError, match="formats"):
+        export.export(run_dir / "best.keras", tmp_path / "x", ("coreml",))
+
+
+def test_birdnet_soundscape_same_rows_in_ogg_mp3_flac(exported, real_dir, tmp_path):
+    tables = {}
+    for suffix in ("ogg", "mp3", "flac"):
+        report = infer.predict([exported], real_dir / "birdnet" / f"soundscape_120s.{suffix}",
+                               tmp_path / suffix / "sub.csv", "onnx", progress=False)
+        assert report["broken_files"] == []
+        tables[suffix] = pd.read_csv(tmp_path / suffix / "sub.csv")
+    flac = tables["flac"]
+    assert flac["row_id"].tolist() == [f"soundscape_120s_{s}" for s in range(5, 121, 5)]
+    for suffix in ("ogg", "mp3"):
+        assert tables[suffix]["row_id"].tolist() == flac["row_id"].tolist()
+        diff = np.abs(tables[suffix][CLASSES].to_numpy() - flac[CLASSES].to_numpy())
+        assert diff.max() < 0.1, suffix  # lossy codecs; stated in the README
+        assert np.median(diff) < 0.01, suffix
+
+
+def test_predict_every_real_recording_with_a_broken_one(exported, real_dir, tmp_path):
+    folders = [real_dir / d for d in ("opensoundscape", "xeno_canto", "pyha", "maad",
+                                      "birdclef_baseline")]
+    extra = [real_dir / "birdnet" / "soundscape_old_10s_16k.wav",
+             real_dir / "perch" / "21100_36_48.ogg"]
+    bad = tmp_path / "truncated.ogg"
+    bad.write_bytes((real_dir / "perch" / "21100_36_48.ogg").read_bytes()[:300])
+    icfg = config_lib.InferConfig(workers=2, broken_file_duration_s=10.0)
+    report = infer.predict([exported], [*folders, *extra, bad], tmp_path / "sub.csv", "tflite",
+                           icfg, long_csv=tmp_path / "long.csv", raven_dir=tmp_path / "raven",
+                           progress=False)
+    sub = pd.read_csv(tmp_path / "sub.csv")
+    files = infer.list_audio([*folders, *extra, bad])
+    broken = {b["file"] for b in report["broken_files"]}
+    assert str(bad) in broken and any("empty_2c" in b for b in broken)
+    for path in files:
+        rows = sub[sub["row_id"].str.rsplit("_", n=1).str[0] == path.stem]
+        assert len(rows) >= 1, path  # every file has rows, broken ones too
+    # 2.3 s clip: one padded window ending at 5 s; a long one: ceil(decoded s / 5) rows.
+    assert sub["row_id"].str.startswith("XC13742_").sum() == 1
+    long_one = real_dir / "xeno_canto" / "XC13738_Vermivora_chrysoptera.mp3"
+    seconds = len(audio.load(long_one, 16000)) / 16000
+    assert sub["row_id"].str.startswith("XC13738_").sum() == np.ceil(seconds / 5) >= 11
+    good = sub[~sub["row_id"].str.startswith("truncated_")][CLASSES].to_numpy()
+    filled = sub[sub["row_id"].str.startswith("truncated_")][CLASSES].to_numpy()
+    assert len(filled) == 2  # broken_file_duration_s=10 -> 2 windows
+    np.testing.assert_allclose(filled[0], filled[1])
+    assert ((good >= 0) & (good <= 1)).all()
+    long = pd.read_csv(tmp_path / "long.csv")
+    assert list(long.columns) == ["file", "start", "end", "label", "score"]
+    assert (long["score"] >= 0.1).all() and set(long["label"]) <= set(CLASSES)
+    raven = (tmp_path / "raven" / "XC13738_Vermivora_chrysoptera.BirdKeras.selection.table.txt")
+    assert raven.read_text().startswith("Selection\tView\tChannel\tBegin Time (s)")
+
+
+def test_windows_cover_any_length_with_a_padded_last_one():
+    np.testing.assert_array_equal(infer.window_starts(60.0, 5.0, 5.0), np.arange(0, 60, 5))
+    np.testing.assert_array_equal(infer.window_starts(62.0, 5.0, 5.0), np.arange(0, 65, 5))
+    np.testing.assert_array_equal(infer.window_starts(2.3, 5.0, 5.0), [0.0])
+    np.testing.assert_array_equal(infer.window_starts(20.0, 5.0, 2.5), np.arange(0, 17, 2.5))
+    wave = np.arange(1, 13, dtype=np.float32)  # 12 samples at 2 Hz = 6 s
+    clips = infer.cut(wave, 2, infer.window_starts(6.0, 5.0, 5.0), 5.0)
+    np.testing.assert_array_equal(clips[1], [11, 12, 0, 0, 0, 0, 0, 0, 0, 0])
+    shifted = infer.cut(wave, 2, [0.0], 5.0, shift_s=-1.0)
+    np.testing.assert_array_equal(shifted[0, :3], [0, 0, 1])
+
+
+def test_post_processing():
+    probs = np.array([[0.0, 1.0], [1.0, 0.0], [0.0, 0.0]], dtype=np.float32)
+    smoothed = infer.smooth(probs, (0.25, 0.5, 0.25))
+    np.testing.assert_allclose(smoothed[:, 0], [1 / 3, 0.5, 1 / 3])  # edges renormalised
+    np.testing.assert_allclose(infer.smooth(probs, ()), probs)
+    scaled = infer.file_scale(probs, "max", 0.5, 3)
+    np.testing.assert_allclose(scaled[:, 0], [0.5, 1.0, 0.5])
+    topk = infer.file_scale(probs, "topk", 1.0, 2)
+    np.testing.assert_allclose(topk[:, 1], [0.5, 0.5, 0.5])
+    with pytest.raises(config_lib.ConfigError, match="infer.smoothing"):
+        config_lib.load_config(None, ["infer.smoothing=[0.5,0.5]"])
+
+
+def test_ensemble_tta_and_sample_submission_order(run_dir, exported, synth_root, tmp_path):
+    soundscapes = synth_root / "birdclef-2024" / "train_soundscapes"
+    order = tmp_path / "sample_submission.csv"
+    columns = ["row_id", "zzz_unknown", *reversed(CLASSES)]
+    pd.DataFrame(columns=columns).to_csv(order, index=False)
+    base = config_lib.InferConfig(class_order=str(order), workers=0)
+    one = infer.predict([exported], soundscapes, tmp_path / "one.csv", "onnx", base,
+                        progress=False)
+    assert one["classes_filled_with_zero"] == ["zzz_unknown"]
+    single = pd.read_csv(tmp_path / "one.csv")
+    assert list(single.columns) == columns and (single["zzz_unknown"] == 0).all()
+    infer.predict([exported, run_dir / "best.keras"], soundscapes, tmp_path / "two.csv", "tf",
+                  base, progress=False)
+    np.testing.assert_allclose(pd.read_csv(tmp_path / "two.csv")[CLASSES], single[CLASSES],
+                               atol=1e-4)  # the same model twice, in two runtimes
+    tta = config_lib.InferConfig(tta_shifts_s=(-1.0, 1.0), workers=1)
+    infer.predict([exported], soundscapes, tmp_path / "tta.csv", "onnx", tta, progress=False)
+    shifted = pd.read_csv(tmp_path / "tta.csv")[CLASSES].to_numpy()
+    assert shifted.shape == single[CLASSES].shape
+    assert not np.allclose(shifted, single[CLASSES].to_numpy(), atol=1e-3)
+
+
+def test_evaluate_submission(exported, synth_root, tmp_path):
+    soundscapes = synth_root / "birdclef-2024" / "train_soundscapes"
+    infer.predict([exported], soundscapes, tmp_path / "sub.csv", "onnx", progress=False)
+    with pytest.raises(evaluate.EvaluateError, match="nothing to score"):
+        evaluate.evaluate(tmp_path / "sub.csv", synth_root, "birdclef-2024")  # wrong classes
+    species = pd.read_csv(synth_root / "birdclef-2024" / "sample_submission.csv").columns[1:]
+    truth = evaluate.truth_table(synth_root, "birdclef-2024", list(species))
+    perfect = truth.reset_index(names="row_id")
+    perfect.to_csv(tmp_path / "perfect.csv", index=False)
+    result = evaluate.evaluate(tmp_path / "perfect.csv", synth_root, "birdclef-2024",
+                               tmp_path / "eval")
+    assert result["scored_classes"] >= 2 and result["macro_auc"] == 1.0
+    assert result["padded_cmap"] == 1.0
+    for name in ("metrics.json", "per_class.csv", "roc.png", "pr.png"):
+        assert (tmp_path / "eval" / name).stat().st_size > 0
+    perfect.iloc[1:].to_csv(tmp_path / "short.csv", index=False)
+    with pytest.raises(evaluate.EvaluateError, match="no rows for 1 labelled"):
+        evaluate.evaluate(tmp_path / "short.csv", synth_root, "birdclef-2024")
+
+
+def test_cli_export_predict_evaluate(run_dir, synth_root, tmp_path, capsys):
+    assert cli.main(["export", "--model", str(run_dir / "best.keras"), "--out",
+                     str(tmp_path / "exp"), "--formats", "onnx"]) == 0
+    soundscapes = synth_root / "birdclef-2024" / "train_soundscapes"
+    assert cli.main(["predict", "--model", str(tmp_path / "exp"), "--runtime", "onnx",
+                     "--audio", str(soundscapes), "--out", str(tmp_path / "sub.csv"),
+                     "--quiet", "--set", "infer.smoothing=[0.25,0.5,0.25]"]) == 0
+    assert "predicted" in capsys.readouterr().out
+    assert cli.main(["evaluate", "--pred", str(tmp_path / "sub.csv"), "--root",
+                     str(synth_root)]) == 2  # this model's classes are not the synthetic ones
+    assert "nothing to score" in capsys.readouterr().err
+    assert cli.main(["predict", "--model", str(tmp_path / "exp"), "--runtime", "tflite",
+                     "--audio", str(soundscapes), "--out", str(tmp_path / "x.csv")]) == 2
+    assert "no tflite artifact" in capsys.readouterr().err
+    assert cli.main(["predict", "--model", str(tmp_path / "exp"), "--audio",
+                     str(tmp_path / "nowhere"), "--out", str(tmp_path / "x.csv")]) == 2
+    assert "nowhere not found" in capsys.readouterr().err
