@@ -136,11 +136,13 @@ def export(model_path: str | Path, out_dir: str | Path, formats=tuple(FORMATS),
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     function = _concrete(model)
-    saved = out / FORMATS["savedmodel"]
-    module = tf.Module()
-    module.model, module.serve = model, function
-    tf.saved_model.save(module, str(saved), signatures={"serving_default": function})
-    written = {"savedmodel": FORMATS["savedmodel"]}
+    written = {}
+    if "savedmodel" in formats:
+        module = tf.Module()
+        module.model, module.serve = model, function
+        tf.saved_model.save(module, str(out / FORMATS["savedmodel"]),
+                            signatures={"serving_default": function})
+        written["savedmodel"] = FORMATS["savedmodel"]
     if "tflite" in formats:
         # From the frozen function: converted with its variables, the TFLite graph kept
         # them as READ_VARIABLE ops that read uninitialised variables (NaN outputs).
