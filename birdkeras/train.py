@@ -326,7 +326,7 @@ def run(cfg: config_lib.Config, workdir: str | Path | None = None,
     model.save(workdir / "final.keras")
     labels, logits = validation.last if validation.last else (None, None)
     if labels is None:
-        validation.model = model
+        validation.set_model(model)  # a resumed run that had no epoch left to train
         validation.evaluate()
         labels, logits = validation.last
     table = metrics.per_class_table(labels, logits, class_names)
