@@ -135,6 +135,24 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
+def cmd_kaggle(args) -> int:
+    from birdkeras import kaggle  # noqa: PLC0415
+
+    try:
+        if args.action == "download":
+            for source in args.names:
+                print(f"{source} -> {kaggle.download(source, args.root)}")
+        else:
+            if len(args.names) != 1 or not args.id or not args.title:
+                raise kaggle.KaggleError("publish takes one TFRecord folder, --id and --title")
+            outcome = kaggle.publish(args.names[0], args.id, args.title, args.message)
+            print(f"{outcome} Kaggle dataset {args.id} from {args.names[0]}")
+    except kaggle.KaggleError as err:
+        print(f"birdkeras kaggle {args.action}: error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def cmd_demo(args) -> int:
     from birdkeras import demo  # noqa: PLC0415
 
@@ -242,6 +260,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--source", default="birdclef-2024")
     p.add_argument("--out", help="folder for metrics.json, per_class.csv, roc.png, pr.png")
     p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("kaggle", help="download competitions, publish TFRecords as datasets",
+                       description="download SOURCE...: fetch and unzip into --root in the "
+                                   "layout ingest expects (sources: birdclef-2020..2025, "
+                                   "xeno-canto). publish FOLDER: write dataset-metadata.json "
+                                   "and create or version the Kaggle dataset --id.")
+    p.add_argument("action", choices=["download", "publish"])
+    p.add_argument("names", nargs="+", help="sources to download, or the folder to publish")
+    p.add_argument("--root", default="data/kaggle", help="download: where to unzip")
+    p.add_argument("--id", help="publish: OWNER/SLUG")
+    p.add_argument("--title", help="publish: dataset title (6-50 characters)")
+    p.add_argument("--message", default="birdkeras TFRecords", help="publish: version notes")
+    p.set_defaults(func=cmd_kaggle)
 
     p = sub.add_parser("demo", help="run every stage end to end on synthetic data",
                        description="Generate the synthetic demo tree and run every stage "

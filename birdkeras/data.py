@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import tensorflow as tf
 
 from birdkeras import mixing, tfrecord
@@ -159,3 +160,11 @@ def make_dataset(cfg: config_lib.Config, num_classes: int, training: bool,
         else tf.data.experimental.AutoShardPolicy.DATA)
     options.deterministic = not training
     return ds.with_options(options).prefetch(tf.data.AUTOTUNE)
+
+
+def sample_waves(cfg: config_lib.Config, count: int = 4) -> np.ndarray:
+    """`count` evaluation windows from cfg's TFRecords, for looking at (notebooks, logs)."""
+    card = read_card(cfg.tfrecords.dir)
+    batch = next(iter(make_dataset(cfg, len(card["name2label"]), training=False,
+                                   global_batch_size=count)))
+    return np.asarray(batch[0])[:count]

@@ -114,3 +114,22 @@ def write_history_plot(csv_path: Path, png_path: Path) -> None:
     fig.tight_layout()
     fig.savefig(png_path, dpi=80)
     plt.close(fig)
+
+
+def write_spectrograms(model: keras.Model, waves: np.ndarray, png_path: Path,
+                       titles=None) -> Path:
+    """The model's own log-mel (its `log_mel` layer) of a few waveforms, side by side."""
+    import matplotlib  # noqa: PLC0415
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # noqa: PLC0415
+
+    mel = np.asarray(model.get_layer("log_mel")(np.asarray(waves, dtype=np.float32)))[..., 0]
+    fig, axes = plt.subplots(1, len(mel), figsize=(3.2 * len(mel), 2.6), squeeze=False)
+    for i, (ax, image) in enumerate(zip(axes[0], mel)):
+        ax.imshow(image, origin="lower", aspect="auto", cmap="magma")
+        ax.set(title=titles[i] if titles else f"example {i}", xlabel="frame", ylabel="mel")
+    fig.tight_layout()
+    fig.savefig(png_path, dpi=90)
+    plt.close(fig)
+    return Path(png_path)

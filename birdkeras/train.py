@@ -215,8 +215,12 @@ def _steps_per_epoch(cfg: config_lib.Config, card: dict, global_batch: int) -> i
 
 
 def run(cfg: config_lib.Config, workdir: str | Path | None = None,
-        stage_overrides: tuple = ()) -> dict:
-    """Trains `cfg` in `workdir` (default cfg.workdir); resumes if a checkpoint is there."""
+        stage_overrides: tuple = (), strategy: tf.distribute.Strategy | None = None) -> dict:
+    """Trains `cfg` in `workdir` (default cfg.workdir); resumes if a checkpoint is there.
+
+    `strategy`: one made already (a notebook's TPU can be initialised only once);
+    default: `distribute.select(cfg.train.strategy)`.
+    """
     if cfg.train.stages:
         return run_stages(cfg, workdir, stage_overrides)
     workdir = Path(workdir or cfg.workdir)
@@ -231,7 +235,7 @@ def run(cfg: config_lib.Config, workdir: str | Path | None = None,
     config_lib.save_config(cfg, workdir / "config.yaml")
     (workdir / "name2label.json").write_text(json.dumps(name2label, indent=1) + "\n")
 
-    strategy = distribute.select(cfg.train.strategy)
+    strategy = strategy or distribute.select(cfg.train.strategy)
     if cfg.train.mixed_precision:
         on_tpu = isinstance(strategy, tf.distribute.TPUStrategy)
         if on_tpu or tf.config.list_logical_devices("GPU"):
