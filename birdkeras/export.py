@@ -164,7 +164,7 @@ def _to_onnx(function, path: Path) -> None:
     try:
         import tf2onnx  # noqa: PLC0415
     except ImportError as err:
-        raise ExportError("ONNX export needs tf2onnx: pip install 'birdkeras[export]'") from err
+        raise ExportError("ONNX export needs tf2onnx: pip install tf2onnx (a birdkeras dependency)") from err
     import tensorflow as tf  # noqa: PLC0415
 
     tf2onnx.convert.from_function(

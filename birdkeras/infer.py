@@ -210,7 +210,7 @@ class Runner:
             import onnxruntime as ort  # noqa: PLC0415
         except ImportError as err:
             raise PredictError("--runtime onnx needs onnxruntime: "
-                               "pip install 'birdkeras[export]'") from err
+                               "pip install onnxruntime") from err
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
