@@ -31,6 +31,7 @@ bench: dev
 	TF_CPP_MIN_LOG_LEVEL=2 $(PY) benchmarks/tfrecord_build.py
 	TF_CPP_MIN_LOG_LEVEL=3 $(PY) benchmarks/input_pipeline.py
 	TF_CPP_MIN_LOG_LEVEL=3 $(PY) benchmarks/inference.py
+	TF_CPP_MIN_LOG_LEVEL=3 $(PY) benchmarks/postprocessing.py
 
 clean:
 	rm -rf work .pytest_cache

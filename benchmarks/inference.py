@@ -57,7 +57,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--files", type=int, default=16)
     parser.add_argument("--threads", type=int, default=0, help="runtime threads (0: default)")
-    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--batch", type=int, default=4)
     args = parser.parse_args()
 
     from birdkeras import audio, export, infer, models  # noqa: PLC0415

@@ -13,7 +13,11 @@ One module per stage of the flow:
     features     in-model log-mel front end; augment: SpecAugment masks
     models       EfficientNet backbones and heads
     distribute   strategy selection; train: the trainer; metrics: official metrics
-    logging      W&B, history; soundscapes: scoring labelled soundscapes
+    logging      W&B, history, spectrograms; soundscapes: labelled soundscape tables
+    export       SavedModel / TFLite / ONNX with an FFT-free front end
+    infer        soundscapes -> windows -> probabilities -> submission (any runtime)
+    evaluate     a submission vs labelled soundscapes: official metrics, plots
+    kaggle       Kaggle download / publish, and the notebook environment
 """
 
 __version__ = "0.1.0"
