@@ -325,6 +325,7 @@ class InferConfig:
     batch_size: int = 8
     # Decode threads running ahead of inference (0: decode in the calling thread).
     workers: int = 1
+    # For .keras models; an export folder carries the activation it was exported with.
     activation: Literal["sigmoid", "softmax"] = "sigmoid"
     # Column order: a sample_submission.csv (columns after row_id) or a taxonomy.csv
     # (primary_label rows). None: the model's classes in label order.

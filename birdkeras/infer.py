@@ -266,11 +266,11 @@ def class_columns(path: str | None, model_classes: list[str]) -> list[str]:
     """The submission's class columns, from a sample submission or a taxonomy."""
     if path is None:
         return list(model_classes)
-    table = pd.read_csv(path, nrows=None if "taxonomy" in Path(path).name else 0)
-    if "row_id" in table.columns:
-        columns = [c for c in table.columns if c != "row_id"]
-    elif "primary_label" in table.columns:
-        columns = table["primary_label"].astype(str).tolist()
+    header = pd.read_csv(path, nrows=0).columns
+    if "row_id" in header:
+        columns = [c for c in header if c != "row_id"]
+    elif "primary_label" in header:
+        columns = pd.read_csv(path, usecols=["primary_label"])["primary_label"].astype(str).tolist()
     else:
         raise PredictError(f"{path}: expected a sample submission (row_id + class columns) "
                            "or a taxonomy (primary_label column)")

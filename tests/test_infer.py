@@ -174,6 +174,13 @@ def test_ensemble_tta_and_sample_submission_order(run_dir, exported, synth_root,
                   base, progress=False)
     np.testing.assert_allclose(pd.read_csv(tmp_path / "two.csv")[CLASSES], single[CLASSES],
                                atol=1e-4)  # the same model twice, in two runtimes
+    taxonomy = tmp_path / "taxonomy.csv"
+    pd.DataFrame({"primary_label": CLASSES[::2], "common_name": "x"}).to_csv(taxonomy,
+                                                                             index=False)
+    assert infer.class_columns(str(taxonomy), CLASSES) == CLASSES[::2]
+    (tmp_path / "other.csv").write_text("filename,duration\na.ogg,5\n")
+    with pytest.raises(infer.PredictError, match="sample submission"):
+        infer.class_columns(str(tmp_path / "other.csv"), CLASSES)
     tta = config_lib.InferConfig(tta_shifts_s=(-1.0, 1.0), workers=1)
     infer.predict([exported], soundscapes, tmp_path / "tta.csv", "onnx", tta, progress=False)
     shifted = pd.read_csv(tmp_path / "tta.csv")[CLASSES].to_numpy()
