@@ -21,6 +21,7 @@ def run_dir(tmp_path_factory):
     cfg = config_lib.load_config(None, [
         "audio.sample_rate_hz=16000", "audio.num_mel_bins=32", "audio.fft_length=1024",
         "audio.hop_length=512", "audio.fmax_hz=8000"])
+    keras.utils.set_random_seed(0)  # the same test model every run
     model = models.build_model(cfg, len(CLASSES))
     # A random backbone's features barely differ between inputs: scale a random head so
     # the logits spread over a few units (a meaningful parity check).
@@ -95,7 +96,8 @@ def test_birdnet_soundscape_same_rows_in_ogg_mp3_flac(exported, real_dir, tmp_pa
     for suffix in ("ogg", "mp3"):
         assert tables[suffix]["row_id"].tolist() == flac["row_id"].tolist()
         diff = np.abs(tables[suffix][CLASSES].to_numpy() - flac[CLASSES].to_numpy())
-        assert diff.max() < 0.1, suffix  # lossy codecs; stated in the README
+        print(suffix, "vs flac: max", diff.max(), "median", np.median(diff))
+        assert diff.max() < 0.05, suffix  # lossy codecs; stated in the README
         assert np.median(diff) < 0.01, suffix
 
 
