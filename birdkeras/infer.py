@@ -295,11 +295,11 @@ def predict(model_paths, inputs, out_csv, runtime: str = "tf",
     runners = load_runners(model_paths if isinstance(model_paths, (list, tuple))
                            else [model_paths], runtime, icfg.activation, threads)
     first = runners[0]
+    columns = class_columns(icfg.class_order, first.classes)
     for runner in runners:  # warm up (graph tracing, allocation) before the clock starts
         runner(np.zeros((icfg.batch_size, int(first.window_s * first.sample_rate_hz)),
                         dtype=np.float32))
     start = time.perf_counter()
-    columns = class_columns(icfg.class_order, first.classes)
     shifts = (0.0, *icfg.tta_shifts_s)
     results, broken, windows_done = [], [], 0
     bar = None
