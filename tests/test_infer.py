@@ -82,6 +82,15 @@ def test_runtime_errors_name_the_problem(run_dir, exported, tmp_path):
         infer.Runner(tmp_path, "onnx")
     with pytest.raises(export.ExportError, match="formats"):
         export.export(run_dir / "best.keras", tmp_path / "x", ("coreml",))
+    for folder in ("a", "b"):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "site1.ogg").write_bytes(b"")
+    with pytest.raises(infer.PredictError, match="share the stem 'site1'"):
+        infer.list_audio([tmp_path / "a", tmp_path / "b"])
+    with pytest.raises(infer.PredictError, match="not an audio file"):
+        infer.list_audio([tmp_path / "a" / "site1.ogg", run_dir / "config.yaml"])
+    with pytest.raises(config_lib.ConfigError, match="infer.class_order"):
+        config_lib.load_config(None, [f"infer.class_order={tmp_path / 'none.csv'}"])
 
 
 def test_birdnet_soundscape_same_rows_in_ogg_mp3_flac(exported, real_dir, tmp_path):
