@@ -88,7 +88,7 @@ def run(workdir: str = "work/demo", seed: int = 0, overrides: tuple = ()) -> int
                      f"{res['macro_auc']:.3f}, padded cmAP {res['padded_cmap']:.3f}")
 
     lines.append(f"submission (ONNX Runtime, {report['windows_per_s']:.0f} windows/s): "
-                 f"{report['rows']} rows x {len(_columns(icfg))} "
+                 f"{report['rows']} rows x {len(infer.class_columns(icfg.class_order, []))} "
                  f"classes -> {workdir / 'submission.csv'}")
     lines.append(f"evaluation of the submission: macro ROC-AUC {final['macro_auc']:.3f}, "
                  f"padded cmAP {final['padded_cmap']:.3f} ({final['windows']} windows; "
@@ -100,6 +100,3 @@ def run(workdir: str = "work/demo", seed: int = 0, overrides: tuple = ()) -> int
     print("  time: " + ", ".join(f"{k} {v:.0f}s" for k, v in timings.items()))
     return 0
 
-
-def _columns(icfg) -> list[str]:
-    return infer.class_columns(icfg.class_order, [])

@@ -164,12 +164,11 @@ def _to_onnx(function, path: Path) -> None:
     try:
         import tf2onnx  # noqa: PLC0415
     except ImportError as err:
-        raise ExportError("ONNX export needs tf2onnx: pip install tf2onnx (a birdkeras dependency)") from err
-    import tensorflow as tf  # noqa: PLC0415
+        raise ExportError("ONNX export needs tf2onnx (a birdkeras dependency): "
+                          "pip install tf2onnx") from err
 
-    tf2onnx.convert.from_function(
-        function, input_signature=[tf.TensorSpec((None, None), tf.float32, name="waveform")],
-        opset=ONNX_OPSET, output_path=str(path))
+    tf2onnx.convert.from_function(function, input_signature=function.input_signature,
+                                  opset=ONNX_OPSET, output_path=str(path))
 
 
 def read_card(folder: str | Path) -> dict:
@@ -181,11 +180,3 @@ def read_card(folder: str | Path) -> dict:
         if key not in card:
             raise ExportError(f"{path} has no {key!r}: write it again with birdkeras export")
     return card
-
-
-def check_probabilities(probs: np.ndarray, num_classes: int, where: str) -> np.ndarray:
-    probs = np.asarray(probs, dtype=np.float32)
-    if probs.ndim != 2 or probs.shape[1] != num_classes:
-        raise ExportError(f"{where} returned shape {probs.shape}, expected (batch, "
-                          f"{num_classes})")
-    return probs

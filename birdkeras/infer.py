@@ -112,17 +112,13 @@ def decoded(files, workers: int, **kwargs):
     # threads need no `if __name__ == "__main__"` guard in users' scripts or fork after
     # TensorFlow started its own threads.
     with concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="decode") as pool:
-        pending = deque()
-        files = iter(files)
-        for path in files:
-            pending.append(pool.submit(decode, path, **kwargs))
-            if len(pending) >= 2 * workers:
-                break
+        todo = deque(files)
+        pending = deque(pool.submit(decode, todo.popleft(), **kwargs)
+                        for _ in range(min(2 * workers, len(todo))))
         while pending:
             result = pending.popleft().result()
-            for path in files:
-                pending.append(pool.submit(decode, path, **kwargs))
-                break
+            if todo:
+                pending.append(pool.submit(decode, todo.popleft(), **kwargs))
             yield result
 
 
