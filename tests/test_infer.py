@@ -91,6 +91,16 @@ def test_runtime_errors_name_the_problem(run_dir, exported, tmp_path):
         infer.list_audio([tmp_path / "a" / "site1.ogg", run_dir / "config.yaml"])
     with pytest.raises(config_lib.ConfigError, match="infer.class_order"):
         config_lib.load_config(None, [f"infer.class_order={tmp_path / 'none.csv'}"])
+    with pytest.raises(infer.PredictError, match="neither a .keras model nor an export"):
+        infer.Runner(tmp_path / "missing.keras", "tf")
+    lone = tmp_path / "lone"
+    lone.mkdir()
+    (lone / "best.keras").write_bytes((run_dir / "best.keras").read_bytes())
+    with pytest.raises(export.ExportError, match="config.yaml"):
+        export.export(lone / "best.keras", tmp_path / "y")  # no training run beside it
+    (tmp_path / "no_row_id.csv").write_text("a,b\n1,2\n")
+    with pytest.raises(evaluate.EvaluateError, match="no row_id column"):
+        evaluate.evaluate(tmp_path / "no_row_id.csv", tmp_path, "birdclef-2024")
 
 
 def test_birdnet_soundscape_same_rows_in_ogg_mp3_flac(exported, real_dir, tmp_path):
