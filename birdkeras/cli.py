@@ -23,6 +23,7 @@ import sys
 import yaml
 
 from birdkeras import config as config_lib
+from birdkeras.errors import UserError
 
 
 def _add_cfg_args(parser: argparse.ArgumentParser) -> None:
@@ -138,18 +139,14 @@ def cmd_evaluate(args) -> int:
 def cmd_kaggle(args) -> int:
     from birdkeras import kaggle  # noqa: PLC0415
 
-    try:
-        if args.action == "download":
-            for source in args.names:
-                print(f"{source} -> {kaggle.download(source, args.root)}")
-        else:
-            if len(args.names) != 1 or not args.id or not args.title:
-                raise kaggle.KaggleError("publish takes one TFRecord folder, --id and --title")
-            outcome = kaggle.publish(args.names[0], args.id, args.title, args.message)
-            print(f"{outcome} Kaggle dataset {args.id} from {args.names[0]}")
-    except kaggle.KaggleError as err:
-        print(f"birdkeras kaggle {args.action}: error: {err}", file=sys.stderr)
-        return 2
+    if args.action == "download":
+        for source in args.names:
+            print(f"{source} -> {kaggle.download(source, args.root)}")
+    else:
+        if len(args.names) != 1 or not args.id or not args.title:
+            raise kaggle.KaggleError("publish takes one TFRecord folder, --id and --title")
+        outcome = kaggle.publish(args.names[0], args.id, args.title, args.message)
+        print(f"{outcome} Kaggle dataset {args.id} from {args.names[0]}")
     return 0
 
 
@@ -290,7 +287,8 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ValueError, FileNotFoundError) as err:
-        # ConfigError, SourceError, ShardError and AudioError are ValueErrors: user input.
+    except UserError as err:
+        # Bad input (a config key, a path, a CSV, an audio file, a model folder): one line.
+        # Anything else is a bug and keeps its traceback.
         print(f"birdkeras {args.command}: error: {err}", file=sys.stderr)
         return 2

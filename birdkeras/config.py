@@ -1,9 +1,10 @@
 """Typed, validated run configuration.
 
-Defaults and types live here, in frozen dataclasses. A YAML file states only what
-differs from them, may name one `base:` file to start from (one level, no chains),
-and `--set a.b=c` overrides win over both. Every value is checked against its field's
-type at load time; unknown keys fail with the nearest valid key.
+Defaults and types live here, in frozen dataclasses, with the cross-field checks in
+each `__post_init__`. Loading (YAML, one level of `base:`, `--set a.b=c` overrides,
+casting to each field's type, unknown keys with the nearest valid one) is the generic
+`birdkeras.config_loader`. This module is declarative, one dataclass per config
+section, which is why it is longer than most.
 
     cfg = load_config("configs/demo_pre.yaml", ["data.num_folds=3"])
     cfg.audio.sample_rate_hz  # 32000
@@ -12,27 +13,18 @@ type at load time; unknown keys fail with the nearest valid key.
 from __future__ import annotations
 
 import dataclasses
-import difflib
-import types
 import typing
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
+from birdkeras import config_loader, layout
+from birdkeras.config_loader import unknown_choice as _unknown_choice
+from birdkeras.errors import ConfigError
 
-SOURCES = (
-    "birdclef-2020",
-    "birdclef-2021",
-    "birdclef-2022",
-    "birdclef-2023",
-    "birdclef-2024",
-    "birdclef-2025",
-    "xeno-canto",
-)
-
-
-class ConfigError(ValueError):
-    """A configuration file or override is invalid; the message names the key."""
+SOURCES = layout.NAMES
+# The classification head's layers (models.build_model names them): what a model
+# initialised from another run (train.init_from) does not load by default.
+HEAD_LAYERS = ("logits", "sed")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -283,7 +275,7 @@ class TrainConfig:
     monitor: Literal["val_macro_auc", "val_padded_cmap", "val_loss"] = "val_macro_auc"
     # Start from another run's model (.keras): every layer but init_skip is loaded.
     init_from: str | None = None
-    init_skip: tuple[str, ...] = ("logits", "sed")
+    init_skip: tuple[str, ...] = HEAD_LAYERS
     # Train only the head for this many epochs first.
     freeze_backbone_epochs: int = 0
     checkpoint_every_steps: int = 50
@@ -392,185 +384,24 @@ class Config:
 
 
 # ----------------------------------------------------------------------------------
-# Loading.
+# Loading: the generic loader (birdkeras.config_loader) applied to this schema.
 
 
 def load_config(path: str | Path | None = None, overrides: typing.Sequence[str] = ()) -> Config:
     """Loads `path` (or the defaults), applies `a.b=c` overrides, validates, returns."""
-    raw: dict[str, Any] = {}
-    if path is not None:
-        raw = _read_yaml_with_base(Path(path))
-    for item in overrides:
-        key, value = _parse_override(item)
-        _set_dotted(raw, key, value)
-    return from_dict(raw)
+    return config_loader.load(Config, path, overrides)
 
 
 def from_dict(raw: dict[str, Any]) -> Config:
     """Builds a validated `Config` from nested plain values."""
-    return _build(Config, raw, prefix="")
+    return config_loader.build(Config, raw)
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:
     """Plain nested dict (tuples as lists), suitable for YAML or JSON."""
-
-    def plain(value):
-        if isinstance(value, tuple):
-            return [plain(v) for v in value]
-        if isinstance(value, dict):
-            return {k: plain(v) for k, v in value.items()}
-        return value
-
-    return plain(dataclasses.asdict(cfg))
+    return config_loader.to_dict(cfg)
 
 
 def save_config(cfg: Config, path: str | Path) -> Path:
     """Writes the resolved config as YAML (every field, defaults included)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(
-        "# Resolved birdkeras config: every field, defaults included.\n"
-        + yaml.safe_dump(to_dict(cfg), sort_keys=False)
-    )
-    return path
-
-
-def _read_yaml(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        raise ConfigError(f"config file not found: {path}")
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
-        raise ConfigError(f"config file {path} is not valid YAML: {err}") from err
-    if raw is None:
-        return {}
-    if not isinstance(raw, dict):
-        raise ConfigError(f"config file {path} must hold a mapping, got {type(raw).__name__}")
-    return raw
-
-
-def _read_yaml_with_base(path: Path) -> dict[str, Any]:
-    raw = _read_yaml(path)
-    base = raw.pop("base", None)
-    if base is None:
-        return raw
-    base_path = (path.parent / str(base)).resolve()
-    base_raw = _read_yaml(base_path)
-    if "base" in base_raw:
-        raise ConfigError(
-            f"{path}: base file {base_path} has a 'base:' of its own; "
-            "only one level of inheritance is allowed"
-        )
-    return _deep_merge(base_raw, raw)
-
-
-def _deep_merge(base: dict, over: dict) -> dict:
-    merged = dict(base)
-    for key, value in over.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = _deep_merge(merged[key], value)
-        else:
-            merged[key] = value
-    return merged
-
-
-def _parse_override(item: str) -> tuple[str, Any]:
-    key, sep, text = item.partition("=")
-    if not sep or not key.strip():
-        raise ConfigError(f"override {item!r} must look like 'section.key=value'")
-    try:
-        value = yaml.safe_load(text) if text.strip() else None
-    except yaml.YAMLError as err:
-        raise ConfigError(f"override {item!r}: value is not valid YAML: {err}") from err
-    return key.strip(), value
-
-
-def _set_dotted(raw: dict, key: str, value: Any) -> None:
-    node = raw
-    parts = key.split(".")
-    for part in parts[:-1]:
-        child = node.get(part)
-        if not isinstance(child, dict):
-            child = node[part] = {}
-        node = child
-    node[parts[-1]] = value
-
-
-def _all_keys(cls, prefix: str = "") -> list[str]:
-    keys = []
-    for name, tp in _hints(cls).items():
-        keys.append(f"{prefix}{name}")
-        if dataclasses.is_dataclass(tp):
-            keys.extend(_all_keys(tp, f"{prefix}{name}."))
-    return keys
-
-
-def _hints(cls) -> dict[str, Any]:
-    return typing.get_type_hints(cls)
-
-
-def _unknown_choice(key: str, value: Any, choices: typing.Sequence[str]) -> str:
-    near = difflib.get_close_matches(str(value), list(choices), n=1, cutoff=0.5)
-    hint = f" (did you mean {near[0]!r}?)" if near else ""
-    return f"{key}={value!r} is not one of {list(choices)}{hint}"
-
-
-def _build(cls, raw: Any, prefix: str):
-    if not isinstance(raw, dict):
-        raise ConfigError(f"'{prefix.rstrip('.') or 'config'}' must be a mapping, got {raw!r}")
-    hints = _hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
-    for key in raw:
-        if key not in names:
-            valid = _all_keys(Config)
-            dotted = f"{prefix}{key}"
-            near = difflib.get_close_matches(dotted, valid, n=1, cutoff=0.6)
-            hint = f" (did you mean {near[0]!r}?)" if near else ""
-            raise ConfigError(f"unknown key {dotted!r}{hint}")
-    kwargs = {}
-    for f in dataclasses.fields(cls):
-        if f.name not in raw:
-            continue
-        kwargs[f.name] = _cast(hints[f.name], raw[f.name], f"{prefix}{f.name}")
-    return cls(**kwargs)
-
-
-def _cast(tp, value: Any, key: str):
-    """Casts a YAML value to `tp`, or raises naming `key`, the type and the value."""
-    if dataclasses.is_dataclass(tp):
-        return _build(tp, value if value is not None else {}, key + ".")
-    origin, args = typing.get_origin(tp), typing.get_args(tp)
-    if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        inner = [a for a in args if a is not type(None)]
-        return _cast(inner[0], value, key)
-    if origin is Literal:
-        if value not in args:
-            raise ConfigError(_unknown_choice(key, value, [str(a) for a in args]))
-        return value
-    if origin is tuple:
-        if isinstance(value, str):
-            value = [value]
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{key} must be a list, got {value!r}")
-        return tuple(_cast(args[0], v, f"{key}[{i}]") for i, v in enumerate(value))
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-    elif tp is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-    elif tp is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-    elif tp is str:
-        if isinstance(value, str):
-            return value
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return str(value)
-    else:  # pragma: no cover - a field type this loader does not know is a bug here.
-        raise TypeError(f"unsupported config field type {tp} for {key}")
-    raise ConfigError(f"{key} must be {tp.__name__}, got {value!r} ({type(value).__name__})")
+    return config_loader.save(cfg, path, header="Resolved birdkeras config")

@@ -91,11 +91,38 @@ def test_cli_reports_config_errors_with_exit_2(capsys):
     assert "did you mean 'tfrecords.workers'" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("argv", [[], ["synth"], ["ingest"], ["tfrecords"], ["config"], ["demo"]])
-def test_help_describes_options(argv, capsys):
+# Every subcommand, with an option its help must describe.
+SUBCOMMANDS = {"synth": "--labelled-soundscapes", "config": "--set", "ingest": "--cfg",
+               "tfrecords": "{build,verify}", "train": "--workdir", "export": "--formats",
+               "predict": "--runtime", "evaluate": "--pred", "kaggle": "{download,publish}",
+               "demo": "--workdir"}
+
+
+def _help(argv, capsys) -> str:
     with pytest.raises(SystemExit) as exit_info:
         cli.main([*argv, "--help"])
     assert exit_info.value.code == 0
-    out = capsys.readouterr().out
-    assert "usage: birdkeras" in out and ("--cfg" in out or "--out" in out or "COMMAND" in out
-                                         or "--workdir" in out)
+    return capsys.readouterr().out
+
+
+def test_every_subcommand_has_help_naming_its_options(capsys):
+    parser = cli.build_parser()
+    (commands,) = [a.choices for a in parser._subparsers._group_actions]
+    assert set(commands) == set(SUBCOMMANDS)  # a new subcommand needs its line above
+    top = _help([], capsys)
+    for name, option in SUBCOMMANDS.items():
+        assert name in top
+        out = _help([name], capsys)
+        assert out.startswith(f"usage: birdkeras {name}") and option in out, name
+
+
+def test_user_errors_exit_2_and_bugs_keep_their_traceback(monkeypatch, capsys):
+    assert cli.main(["config", "--cfg", "nowhere.yaml"]) == 2
+    assert "config file not found: nowhere.yaml" in capsys.readouterr().err
+
+    def broken(args):
+        raise ValueError("an internal bug, not bad input")
+
+    monkeypatch.setattr(cli, "cmd_config", broken)
+    with pytest.raises(ValueError, match="internal bug"):
+        cli.main(["config", "--cfg", "nowhere.yaml"])
