@@ -13,6 +13,8 @@ import numpy as np
 import soundfile as sf
 import soxr
 
+from birdkeras.errors import UserError
+
 FORMATS = {
     ".wav": ("WAV", "PCM_16"),
     ".flac": ("FLAC", "PCM_16"),
@@ -23,8 +25,23 @@ FORMATS = {
 _WRITE_BLOCK_FRAMES = 1 << 16
 
 
-class AudioError(ValueError):
+# What libsndfile raises for a file it cannot open or decode.
+_DECODE_ERRORS = (sf.LibsndfileError, RuntimeError, OSError)
+
+
+class AudioError(UserError):
     """An audio file cannot be used; the message names the file and the reason."""
+
+
+def info(path: str | Path):
+    """The file's header (`samplerate`, `channels`, `frames`, `duration`), without decoding.
+
+    Raises `AudioError` when the header cannot be read.
+    """
+    try:
+        return sf.info(str(path))
+    except _DECODE_ERRORS as err:
+        raise AudioError(f"{path}: cannot read the header: {err}") from err
 
 
 def load(
@@ -47,7 +64,7 @@ def load(
             if max_duration_s is not None:
                 frames = int(round(max_duration_s * source_rate))
             audio = f.read(frames=frames, dtype="float32", always_2d=True)
-    except (sf.LibsndfileError, RuntimeError, OSError) as err:
+    except _DECODE_ERRORS as err:
         raise AudioError(f"{path}: cannot decode: {err}") from err
     if audio.shape[0] == 0:
         raise AudioError(f"{path}: has 0 samples")

@@ -20,26 +20,22 @@ import tensorflow as tf
 
 from birdkeras import mixing, tfrecord
 from birdkeras import config as config_lib
+from birdkeras.errors import UserError
 
 
-class DataError(ValueError):
+class DataError(UserError):
     """The shards cannot feed this config; the message names what differs."""
 
 
 def shard_files(folder: str, folds=None, exclude_folds=()) -> list[str]:
     """Shards in `folder` for the given folds (None: all); fold -1 is named 'train-'."""
     files = tf.io.gfile.glob(tfrecord.join(folder, f"*{tfrecord.SHARD_SUFFIX}"))
-
-    def fold_of(path):
-        prefix = path.rsplit("/", 1)[-1].split("-", 1)[0]
-        return -1 if prefix == "train" else int(prefix[4:])
-
-    return sorted(f for f in files if (folds is None or fold_of(f) in folds)
-                  and fold_of(f) not in exclude_folds)
+    return sorted(f for f in files if (folds is None or tfrecord.shard_fold(f) in folds)
+                  and tfrecord.shard_fold(f) not in exclude_folds)
 
 
 def read_card(folder: str) -> dict:
-    path = tfrecord.join(folder, "dataset_card.json")
+    path = tfrecord.join(folder, tfrecord.CARD)
     if not tf.io.gfile.exists(path):
         raise DataError(f"{path} not found: build the TFRecords first "
                         "(birdkeras tfrecords build)")
@@ -94,62 +90,18 @@ def make_dataset(cfg: config_lib.Config, num_classes: int, training: bool,
                  files: list[str] | None = None, seed: int | None = None,
                  global_batch_size: int | None = None) -> tf.data.Dataset:
     """The training or evaluation dataset of `cfg` (files: override the fold choice)."""
-    inp = cfg.input
-    window = int(round(cfg.audio.window_s * cfg.audio.sample_rate_hz))
-    if files is None:
-        folder = cfg.tfrecords.dir
-        check_card(read_card(folder), cfg)
-        files = (shard_files(folder, exclude_folds=(inp.val_fold,)) if training
-                 else shard_files(folder, folds=(inp.val_fold,)))
+    files = files if files is not None else fold_files(cfg, training)
     if not files:
         raise DataError(f"no shards for {'training' if training else 'validation'} in "
-                        f"{cfg.tfrecords.dir} (val_fold={inp.val_fold})")
+                        f"{cfg.tfrecords.dir} (val_fold={cfg.input.val_fold})")
     seed = cfg.seed if seed is None else seed
-    ds = tf.data.Dataset.from_tensor_slices(files)
-    if training:
-        ds = ds.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
-    ds = ds.interleave(tf.data.TFRecordDataset, cycle_length=min(len(files), 8),
+    ds = read_records(files, training, seed, cfg.audio.sample_rate_hz)
+    ds = ds.interleave(window_maker(cfg, num_classes, training), cycle_length=4,
                        num_parallel_calls=tf.data.AUTOTUNE, deterministic=not training)
     if training:
-        # Serialised records are shuffled before parsing (int16: half the memory).
-        ds = ds.shuffle(64, seed=seed)
-    ds = ds.map(tfrecord.parse_example, num_parallel_calls=tf.data.AUTOTUNE,
-                deterministic=not training)
-    expected_rate = cfg.audio.sample_rate_hz
-
-    def check_rate(ex):
-        tf.debugging.assert_equal(
-            ex[tfrecord.SAMPLE_RATE], tf.constant(expected_rate, tf.int64),
-            message=f"record sample rate differs from audio.sample_rate_hz={expected_rate}")
-        return ex
-
-    ds = ds.map(check_rate)
-
-    def crops(ex):
-        audio = _at_least(ex[tfrecord.AUDIO], window, inp.pad_mode)
-        n = tf.shape(audio, out_type=tf.int64)[0]
-        if training:
-            count = _crop_count(n, window, inp) * ex[tfrecord.REPEATS]
-            room = n - window + 1
-            starts = tf.random.uniform([count], 0, room, dtype=tf.int64)
-        else:
-            count = tf.minimum(tf.maximum(n // window, 1), inp.eval_windows)
-            starts = tf.range(count) * window
-        label = _labels(ex, num_classes, inp)
-        weight = _weight(ex)
-
-        def cut(start):
-            clip = tf.slice(audio, [start], [window])
-            return (clip, label, weight) if inp.sample_weight_from_rating else (clip, label)
-
-        return tf.data.Dataset.from_tensor_slices(starts).map(cut)
-
-    ds = ds.interleave(crops, cycle_length=4, num_parallel_calls=tf.data.AUTOTUNE,
-                       deterministic=not training)
-    if training:
-        ds = ds.shuffle(inp.shuffle_buffer, seed=seed).repeat()
-    batch = global_batch_size or inp.batch_size
-    ds = ds.batch(batch, drop_remainder=inp.drop_remainder and training,
+        ds = ds.shuffle(cfg.input.shuffle_buffer, seed=seed).repeat()
+    ds = ds.batch(global_batch_size or cfg.input.batch_size,
+                  drop_remainder=cfg.input.drop_remainder and training,
                   num_parallel_calls=tf.data.AUTOTUNE)
     augmenter = mixing.batch_augmenter(cfg) if training else None
     if augmenter is not None:
@@ -160,6 +112,68 @@ def make_dataset(cfg: config_lib.Config, num_classes: int, training: bool,
         else tf.data.experimental.AutoShardPolicy.DATA)
     options.deterministic = not training
     return ds.with_options(options).prefetch(tf.data.AUTOTUNE)
+
+
+def fold_files(cfg: config_lib.Config, training: bool) -> list[str]:
+    """Training: every fold but `input.val_fold` (train-only shards included);
+    evaluation: the validation fold. The card is checked against the config first."""
+    folder = cfg.tfrecords.dir
+    check_card(read_card(folder), cfg)
+    if training:
+        return shard_files(folder, exclude_folds=(cfg.input.val_fold,))
+    return shard_files(folder, folds=(cfg.input.val_fold,))
+
+
+def read_records(files: list[str], training: bool, seed: int,
+                 sample_rate_hz: int) -> tf.data.Dataset:
+    """Parsed records from `files`: parallel reads; shuffled (files, then serialised
+    records) when training; each record's sample rate checked against the config's."""
+    ds = tf.data.Dataset.from_tensor_slices(files)
+    if training:
+        ds = ds.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
+    ds = ds.interleave(tf.data.TFRecordDataset, cycle_length=min(len(files), 8),
+                       num_parallel_calls=tf.data.AUTOTUNE, deterministic=not training)
+    if training:
+        ds = ds.shuffle(64, seed=seed)  # serialised records: int16, half the memory
+    ds = ds.map(tfrecord.parse_example, num_parallel_calls=tf.data.AUTOTUNE,
+                deterministic=not training)
+
+    def check_rate(ex):
+        tf.debugging.assert_equal(
+            ex[tfrecord.SAMPLE_RATE], tf.constant(sample_rate_hz, tf.int64),
+            message=f"record sample rate differs from audio.sample_rate_hz={sample_rate_hz}")
+        return ex
+
+    return ds.map(check_rate)
+
+
+def window_maker(cfg: config_lib.Config, num_classes: int, training: bool):
+    """record -> dataset of its windows, each `(clip, label[, weight])`.
+
+    Training: random crops, `_crop_count` per record times its `repeats`; evaluation:
+    up to `input.eval_windows` consecutive windows from the start.
+    """
+    inp = cfg.input
+    window = int(round(cfg.audio.window_s * cfg.audio.sample_rate_hz))
+
+    def windows(ex):
+        audio = _at_least(ex[tfrecord.AUDIO], window, inp.pad_mode)
+        n = tf.shape(audio, out_type=tf.int64)[0]
+        if training:
+            count = _crop_count(n, window, inp) * ex[tfrecord.REPEATS]
+            starts = tf.random.uniform([count], 0, n - window + 1, dtype=tf.int64)
+        else:
+            count = tf.minimum(tf.maximum(n // window, 1), inp.eval_windows)
+            starts = tf.range(count) * window
+        label, weight = _labels(ex, num_classes, inp), _weight(ex)
+
+        def cut(start):
+            clip = tf.slice(audio, [start], [window])
+            return (clip, label, weight) if inp.sample_weight_from_rating else (clip, label)
+
+        return tf.data.Dataset.from_tensor_slices(starts).map(cut)
+
+    return windows
 
 
 def sample_waves(cfg: config_lib.Config, count: int = 4) -> np.ndarray:

@@ -5,7 +5,7 @@
 
 `download` fetches a competition (or the Xeno-Canto extended datasets) through the
 `kaggle` package and unzips it into the folder `birdkeras ingest` expects
-(`layout.SOURCE_DIRS`). `publish` turns a TFRecord folder into a Kaggle dataset
+(`layout.SOURCES`). `publish` turns a TFRecord folder into a Kaggle dataset
 (writes `dataset-metadata.json`, then creates the dataset or adds a version), so a TPU
 notebook can read the shards from GCS (`data_path`).
 
@@ -22,22 +22,12 @@ import zipfile
 from pathlib import Path
 
 from birdkeras import layout, tfrecord
+from birdkeras.errors import UserError
 
-# Source -> Kaggle references ("competition:NAME" or "dataset:OWNER/SLUG").
-REFS = {
-    "birdclef-2020": ("competition:birdsong-recognition",),
-    "birdclef-2021": ("competition:birdclef-2021",),
-    "birdclef-2022": ("competition:birdclef-2022",),
-    "birdclef-2023": ("competition:birdclef-2023",),
-    "birdclef-2024": ("competition:birdclef-2024",),
-    "birdclef-2025": ("competition:birdclef-2025",),
-    "xeno-canto": ("dataset:rohanrao/xeno-canto-bird-recordings-extended-a-m",
-                   "dataset:rohanrao/xeno-canto-bird-recordings-extended-n-z"),
-}
 METADATA = "dataset-metadata.json"
 
 
-class KaggleError(RuntimeError):
+class KaggleError(UserError):
     """Kaggle could not be used: credentials, network, names; the message says what to do."""
 
 
@@ -86,13 +76,14 @@ def _network(action: str, **kwargs):
 
 
 def download(source: str, root: str | Path, keep_zip: bool = False) -> Path:
-    """Downloads and unzips `source` into `root/layout.SOURCE_DIRS[source]`."""
-    if source not in REFS:
-        raise KaggleError(f"unknown source {source!r}; one of {sorted(REFS)}")
-    target = Path(root) / layout.SOURCE_DIRS[source]
+    """Downloads and unzips `source` into its folder under `root` (`layout.SOURCES`)."""
+    if source not in layout.SOURCES or not layout.SOURCES[source].kaggle:
+        downloadable = sorted(n for n, s in layout.SOURCES.items() if s.kaggle)
+        raise KaggleError(f"unknown source {source!r}; one of {downloadable}")
+    target = Path(root) / layout.SOURCES[source].folder
     zips = Path(root) / "_downloads"
     zips.mkdir(parents=True, exist_ok=True)
-    for ref in REFS[source]:
+    for ref in layout.SOURCES[source].kaggle:
         before = set(zips.glob("*.zip"))
         _network("download", ref=ref, path=str(zips))
         new = sorted(set(zips.glob("*.zip")) - before) or sorted(
@@ -103,7 +94,7 @@ def download(source: str, root: str | Path, keep_zip: bool = False) -> Path:
             _unzip(archive, target)
             if not keep_zip:
                 archive.unlink()
-    metadata = target / layout.METADATA_FILES[source]
+    metadata = target / layout.SOURCES[source].metadata
     if not metadata.is_file():
         raise KaggleError(f"{source}: {metadata} missing after unzipping; the download does "
                           "not have the layout birdkeras ingest expects")
@@ -140,9 +131,9 @@ def publish(folder: str | Path, dataset_id: str, title: str,
     """Creates the Kaggle dataset `dataset_id` from a TFRecord folder, or versions it."""
     folder = Path(folder)
     shards = sorted(folder.glob(f"*{tfrecord.SHARD_SUFFIX}"))
-    if not shards or not (folder / "dataset_card.json").is_file():
+    if not shards or not (folder / tfrecord.CARD).is_file():
         raise KaggleError(f"{folder} holds no finished TFRecord build (*.tfrec and "
-                          "dataset_card.json): run birdkeras tfrecords build first")
+                          f"{tfrecord.CARD}): run birdkeras tfrecords build first")
     write_metadata(folder, dataset_id, title)
     exists = _network("dataset_exists", id=dataset_id)
     _network("version" if exists else "create", folder=str(folder), message=message)

@@ -1,13 +1,62 @@
-"""Metadata tables of each Kaggle download, with their real headers and quirks.
+"""Each Kaggle download: its folder, metadata file, audio convention, taxonomy, columns.
 
-Headers follow the real files (see ../shared/data/real/metadata/ and the competitions'
-data pages): each year has its own columns, folder convention and value quirks.
+`SOURCES` is the one list of sources birdkeras knows (the config validates
+`data.sources` against it, ingest reads with it, `birdkeras kaggle` downloads with it,
+the synthetic generator writes with it). Headers follow the real files (see
+../shared/data/real/metadata/ and the competitions' data pages): each year has its
+own columns, folder convention and value quirks.
 """
 
 from __future__ import annotations
 
 import csv
+import dataclasses
 from pathlib import Path
+
+
+@dataclasses.dataclass(frozen=True)
+class Source:
+    """Where one Kaggle download keeps its files, relative to the data root.
+
+    audio_paths: how a metadata `filename` becomes a path under `folder`:
+        "label_folder"  {audio_dir}/{label}/{filename}   (2020, 2021)
+        "in_filename"   {audio_dir}/{filename}, the filename holds the label folder
+        "xc_halves"     {A-M|N-Z}/{label}/{filename}      (Xeno-Canto extended)
+    """
+
+    name: str
+    folder: str
+    metadata: str
+    audio_dir: str
+    audio_paths: str
+    label_column: str = "primary_label"
+    taxonomy: str | None = None
+    # Kaggle references: "competition:NAME" or "dataset:OWNER/SLUG".
+    kaggle: tuple[str, ...] = ()
+    # Passive recordings of the competition's sites (labelled ones: birdkeras.soundscapes).
+    soundscapes: str | None = "train_soundscapes"
+
+
+SOURCES = {s.name: s for s in (
+    Source("birdclef-2020", "birdsong-recognition", "train.csv", "train_audio", "label_folder",
+           "ebird_code", "eBird_Taxonomy_v2019.csv", ("competition:birdsong-recognition",)),
+    Source("birdclef-2021", "birdclef-2021", "train_metadata.csv", "train_short_audio",
+           "label_folder", taxonomy="eBird_Taxonomy_v2019.csv",
+           kaggle=("competition:birdclef-2021",)),
+    Source("birdclef-2022", "birdclef-2022", "train_metadata.csv", "train_audio", "in_filename",
+           taxonomy="eBird_Taxonomy_v2021.csv", kaggle=("competition:birdclef-2022",)),
+    Source("birdclef-2023", "birdclef-2023", "train_metadata.csv", "train_audio", "in_filename",
+           taxonomy="eBird_Taxonomy_v2021.csv", kaggle=("competition:birdclef-2023",)),
+    Source("birdclef-2024", "birdclef-2024", "train_metadata.csv", "train_audio", "in_filename",
+           taxonomy="eBird_Taxonomy_v2021.csv", kaggle=("competition:birdclef-2024",)),
+    Source("birdclef-2025", "birdclef-2025", "train.csv", "train_audio", "in_filename",
+           taxonomy="taxonomy.csv", kaggle=("competition:birdclef-2025",)),
+    Source("xeno-canto", "xeno-canto-extended", "train_extended.csv", "", "xc_halves",
+           "ebird_code", kaggle=("dataset:rohanrao/xeno-canto-bird-recordings-extended-a-m",
+                                 "dataset:rohanrao/xeno-canto-bird-recordings-extended-n-z"),
+           soundscapes=None),
+)}
+NAMES = tuple(SOURCES)
 
 # BirdCLEF 2020 (birdsong-recognition) train.csv, also Xeno-Canto extended's train_extended.csv.
 COLUMNS_2020 = (
@@ -38,46 +87,23 @@ EBIRD_TAXONOMY_COLUMNS = (
     "TAXON_ORDER", "CATEGORY", "SPECIES_CODE", "PRIMARY_COM_NAME", "SCI_NAME", "ORDER1",
     "FAMILY", "SPECIES_GROUP", "REPORT_AS",
 )
+# BirdCLEF+ 2026's train.csv: 2025's columns and the taxon's class (Aves, Amphibia,
+# Insecta, Mammalia), as public 2026 notebooks read it.
+COLUMNS_2026 = (*COLUMNS_2025, "class_name")
 TAXONOMY_2025_COLUMNS = ("primary_label", "inat_taxon_id", "scientific_name", "common_name",
                          "class_name")
-SOUNDSCAPE_LABEL_COLUMNS = ("row_id", "site", "audio_id", "seconds", "birds")
+SOUNDSCAPE_LABEL_COLUMNS = ("row_id", "site", "audio_id", "seconds", "birds")  # 2021 form
+SOUNDSCAPE_LABEL_COLUMNS_2026 = ("filename", "start", "end", "primary_label")
 
-# Where each source keeps its files, relative to the data root.
-SOURCE_DIRS = {
-    "birdclef-2020": "birdsong-recognition",
-    "birdclef-2021": "birdclef-2021",
-    "birdclef-2022": "birdclef-2022",
-    "birdclef-2023": "birdclef-2023",
-    "birdclef-2024": "birdclef-2024",
-    "birdclef-2025": "birdclef-2025",
-    "xeno-canto": "xeno-canto-extended",
-}
-METADATA_FILES = {
-    "birdclef-2020": "train.csv",
-    "birdclef-2021": "train_metadata.csv",
-    "birdclef-2022": "train_metadata.csv",
-    "birdclef-2023": "train_metadata.csv",
-    "birdclef-2024": "train_metadata.csv",
-    "birdclef-2025": "train.csv",
-    "xeno-canto": "train_extended.csv",
-}
-AUDIO_DIRS = {
-    "birdclef-2020": "train_audio",
-    "birdclef-2021": "train_short_audio",
-    "birdclef-2022": "train_audio",
-    "birdclef-2023": "train_audio",
-    "birdclef-2024": "train_audio",
-    "birdclef-2025": "train_audio",
-    "xeno-canto": "",  # A-M/<code>/ or N-Z/<code>/
-}
-TAXONOMY_FILES = {
-    "birdclef-2020": "eBird_Taxonomy_v2019.csv",
-    "birdclef-2021": "eBird_Taxonomy_v2019.csv",
-    "birdclef-2022": "eBird_Taxonomy_v2021.csv",
-    "birdclef-2023": "eBird_Taxonomy_v2021.csv",
-    "birdclef-2024": "eBird_Taxonomy_v2021.csv",
-    "birdclef-2025": "taxonomy.csv",
-}
+
+def audio_path(source: str, label: str, filename: str) -> str:
+    """The audio path of a metadata row, relative to the data root."""
+    src = SOURCES[source]
+    if src.audio_paths == "xc_halves":
+        return f"{src.folder}/{xc_folder(label)}/{label}/{filename}"
+    if src.audio_paths == "label_folder":
+        return f"{src.folder}/{src.audio_dir}/{label}/{filename}"
+    return f"{src.folder}/{src.audio_dir}/{filename}"
 
 
 def xc_folder(code: str) -> str:

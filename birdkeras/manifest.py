@@ -22,8 +22,12 @@ from sklearn.model_selection import StratifiedKFold
 
 from birdkeras import config as config_lib
 from birdkeras import sources
+from birdkeras.errors import MissingPathError, UserError
+from birdkeras.tfrecord import TRAIN_ONLY_FOLD
 
-TRAIN_ONLY_FOLD = -1  # fold of rows that are never used for validation (cv=False)
+
+class ManifestError(UserError):
+    """A manifest input (corrupt-file list, saved manifest) is unusable; names it."""
 
 
 def build(cfg: config_lib.Config) -> tuple[pd.DataFrame, dict[str, int], dict]:
@@ -31,13 +35,14 @@ def build(cfg: config_lib.Config) -> tuple[pd.DataFrame, dict[str, int], dict]:
     data = cfg.data
     root = Path(data.root)
     if not root.is_dir():
-        raise FileNotFoundError(f"data.root={data.root} is not a folder")
-    report: dict = {"read": {}, "rejected": []}
+        raise MissingPathError(f"data.root={data.root} is not a folder")
+    report: dict = {"read": {}, "rejected": [], "coerced": []}
     tables = []
     for source in data.sources:
-        table, rejected = sources.read_source(root, source)
+        table, rejected, coerced = sources.read_source(root, source)
         report["read"][source] = len(table)
         report["rejected"] += rejected.to_dict("records")
+        report["coerced"] += coerced.to_dict("records")
         tables.append(table)
     table = pd.concat(tables, ignore_index=True)
 
@@ -47,12 +52,7 @@ def build(cfg: config_lib.Config) -> tuple[pd.DataFrame, dict[str, int], dict]:
         table, dropped = drop_listed(table, data.corrupt_files)
         report["dropped_corrupt_list"] = dropped
     if data.drop_target_xc_ids:
-        # The target year's ids come from this run's rows, or from its own metadata
-        # when the run does not read it (pretraining).
-        target = (table if data.target_source in data.sources
-                  else sources.read_source(root, data.target_source)[0])
-        target_ids = set(target.loc[target["source"] == data.target_source, "xc_id"].dropna())
-        table, dropped = drop_xc_ids(table, target_ids, keep_source=data.target_source)
+        table, dropped = drop_target_leaks(table, data.target_source, root)
         report["dropped_target_xc_ids"] = dropped
     if data.dedupe:
         before = len(table)
@@ -97,27 +97,31 @@ def drop_listed(table: pd.DataFrame, list_path: str) -> tuple[pd.DataFrame, int]
     """Drops rows whose path (relative to the data root) or file name is in the JSON list."""
     path = Path(list_path)
     if not path.is_file():
-        raise FileNotFoundError(f"data.corrupt_files={list_path} does not exist")
+        raise MissingPathError(f"data.corrupt_files={list_path} does not exist")
     try:
         listed = json.loads(path.read_text())
     except json.JSONDecodeError as err:
-        raise ValueError(f"data.corrupt_files={list_path} is not valid JSON: {err}") from err
+        raise ManifestError(f"data.corrupt_files={list_path} is not valid JSON: {err}") from err
     if not isinstance(listed, list):
-        raise ValueError(f"data.corrupt_files={list_path} must hold a JSON list of paths")
+        raise ManifestError(f"data.corrupt_files={list_path} must hold a JSON list of paths")
     listed = {str(p).strip() for p in listed}
     mask = table["path"].isin(listed) | table["path"].map(lambda p: Path(p).name).isin(listed)
     return table[~mask], int(mask.sum())
 
 
-def drop_target_leaks(table: pd.DataFrame, target_source: str) -> tuple[pd.DataFrame, int]:
-    """Drops non-target rows whose xc_id also appears in the target source."""
-    target_ids = set(table.loc[table["source"] == target_source, "xc_id"].dropna())
-    return drop_xc_ids(table, target_ids, keep_source=target_source)
+def drop_target_leaks(table: pd.DataFrame, target_source: str,
+                      root: str | Path | None = None) -> tuple[pd.DataFrame, int]:
+    """Drops rows of other sources whose xc_id is also a recording of the target year.
 
-
-def drop_xc_ids(table: pd.DataFrame, xc_ids: set, keep_source: str) -> tuple[pd.DataFrame, int]:
-    """Drops rows of sources other than `keep_source` whose xc_id is in `xc_ids`."""
-    mask = (table["source"] != keep_source) & table["xc_id"].isin(xc_ids)
+    The target year's ids come from the table's own rows of `target_source`, or, when
+    the table has none (pretraining does not read the target year), from its metadata
+    under `root`.
+    """
+    target = table[table["source"] == target_source]
+    if target.empty and root is not None:
+        target = sources.read_source(root, target_source)[0]
+    target_ids = set(target["xc_id"].dropna())
+    mask = (table["source"] != target_source) & table["xc_id"].isin(target_ids)
     return table[~mask], int(mask.sum())
 
 
@@ -200,7 +204,7 @@ def load(out_dir: str | Path) -> tuple[pd.DataFrame, dict[str, int]]:
     out = Path(out_dir)
     for name in ("manifest.csv", "name2label.json"):
         if not (out / name).is_file():
-            raise FileNotFoundError(
+            raise MissingPathError(
                 f"{out / name} not found: run `birdkeras ingest` with this config first")
     table = pd.read_csv(out / "manifest.csv", dtype={"secondary_labels": str},
                         keep_default_na=False, na_values={"rating": [""], "latitude": [""],

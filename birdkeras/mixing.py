@@ -22,6 +22,7 @@ import tensorflow as tf
 
 from birdkeras import audio
 from birdkeras import config as config_lib
+from birdkeras.errors import MissingPathError
 
 
 def _seed(seed, step, salt):
@@ -96,7 +97,7 @@ def load_background_pool(folder: str, sample_rate_hz: int, window_s: float,
     """
     paths = sorted(p for p in Path(folder).rglob("*") if p.suffix.lower() in audio.FORMATS)
     if not paths:
-        raise FileNotFoundError(f"augment.background_dir={folder} holds no audio files")
+        raise MissingPathError(f"augment.background_dir={folder} holds no audio files")
     window = int(window_s * sample_rate_hz)
     clips = []
     for path in paths[:max_clips]:
@@ -107,7 +108,7 @@ def load_background_pool(folder: str, sample_rate_hz: int, window_s: float,
         if len(y) >= window:
             clips.append(y)
     if not clips:
-        raise ValueError(f"augment.background_dir={folder}: no decodable clip of at least "
+        raise audio.AudioError(f"augment.background_dir={folder}: no decodable clip of at least "
                          f"{window_s} s")
     length = min(len(c) for c in clips)
     return np.stack([c[:length] for c in clips])

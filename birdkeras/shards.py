@@ -24,14 +24,13 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import soundfile as sf
 from tqdm import tqdm
 
 from birdkeras import audio, tfrecord
 from birdkeras import config as config_lib
+from birdkeras.errors import UserError
 
-CARD = "dataset_card.json"
-FAILURES = "failures.csv"
+CARD, FAILURES = tfrecord.CARD, tfrecord.FAILURES
 _BYTES_PER_SAMPLE = 2
 
 
@@ -57,16 +56,15 @@ def plan_shards(table: pd.DataFrame, name2label: dict, cfg: config_lib.Config) -
             size += est
         if current:
             shards.append(current)
-        prefix = "train" if fold == -1 else f"fold{fold}"
-        jobs += [ShardJob(f"{prefix}-{i:05d}-of-{len(shards):05d}{tfrecord.SHARD_SUFFIX}",
-                          tuple(rows)) for i, rows in enumerate(shards)]
+        jobs += [ShardJob(tfrecord.shard_name(int(fold), i, len(shards)), tuple(rows))
+                 for i, rows in enumerate(shards)]
     return jobs
 
 
 def _estimated_bytes(path: Path, audio_cfg) -> float:
     try:
-        duration = sf.info(str(path)).duration
-    except (sf.LibsndfileError, RuntimeError, OSError):
+        duration = audio.info(path).duration
+    except audio.AudioError:
         return 0.0  # it will fail properly, and be reported, when the shard is built
     if audio_cfg.max_duration_s:
         duration = min(duration, audio_cfg.max_duration_s)
@@ -212,7 +210,7 @@ def _duration_stats(seconds: list[float]) -> dict:
             "median": round(float(np.median(arr)), 2), "max": round(float(arr.max()), 2)}
 
 
-class ShardError(ValueError):
+class ShardError(UserError):
     """A shard cannot be read or disagrees with the manifest; the message names it."""
 
 

@@ -30,6 +30,21 @@ REPEATS = "repeats"  # int64: copies the sampler should draw (class upsampling)
 RATING = "rating"  # float
 
 SHARD_SUFFIX = ".tfrec"
+CARD = "dataset_card.json"  # label map, counts, config: written last by a build
+FAILURES = "failures.csv"  # recordings a build skipped, with the reason
+TRAIN_ONLY_FOLD = -1  # rows that are never used for validation (cv=False)
+
+
+def shard_name(fold: int, index: int, count: int) -> str:
+    """`fold{k}-00003-of-00012.tfrec`, or `train-...` for the train-only rows."""
+    prefix = "train" if fold == TRAIN_ONLY_FOLD else f"fold{fold}"
+    return f"{prefix}-{index:05d}-of-{count:05d}{SHARD_SUFFIX}"
+
+
+def shard_fold(path: str) -> int:
+    """The fold a shard holds, read from its name (see `shard_name`)."""
+    prefix = str(path).rsplit("/", 1)[-1].split("-", 1)[0]
+    return TRAIN_ONLY_FOLD if prefix == "train" else int(prefix.removeprefix("fold"))
 
 
 # ----------------------------------------------------------------------------------

@@ -60,7 +60,10 @@ def test_validation_is_deterministic_and_only_the_val_fold(built):
     ds = data.make_dataset(cfg, len(name2label), training=False)
     first = [(x.numpy(), y.numpy()) for x, y in ds]
     second = [(x.numpy(), y.numpy()) for x, y in ds]
-    assert all(np.array_equal(a[0], b[0]) for a, b in zip(first, second))
+    assert len(first) == len(second)
+    for a, b in zip(first, second, strict=True):
+        np.testing.assert_array_equal(a[0], b[0])
+        np.testing.assert_array_equal(a[1], b[1])
     val = [r for r in records.values() if r[tfrecord.FOLD] == 0]
     expected = sum(min(max(len(r[tfrecord.AUDIO]) // 160000, 1), 2) for r in val)
     assert sum(len(x) for x, _ in first) == expected
@@ -78,11 +81,22 @@ def test_multihot_labels_carry_secondary_labels_at_their_weight(built):
     assert secondary.any()
 
 
-def test_sample_weights_from_rating(built):
-    overrides, name2label, _ = built
+def test_sample_weights_follow_the_rating_formula(built):
+    overrides, name2label, records = built
     cfg = _cfg(built, "input.sample_weight_from_rating=true")
+    # Evaluation windows start at 0: a window's first samples name its record.
+    rating = {rec[tfrecord.AUDIO][:256].tobytes(): float(rec[tfrecord.RATING])
+              for rec in records.values()}
+    got, expected = [], []
+    for x, _, w in data.make_dataset(cfg, len(name2label), training=False):
+        for clip, weight in zip(x.numpy(), w.numpy()):
+            r = rating[clip[:256].tobytes()]
+            got.append(weight)
+            expected.append(max(r / 5.0, 0.2) if r > 0 else 1.0)  # unrated: weight 1
+    np.testing.assert_allclose(got, expected, rtol=1e-6)
+    assert len(set(np.round(expected, 3))) >= 3  # several ratings, so the formula is seen
     x, y, w = next(iter(data.make_dataset(cfg, len(name2label), training=True)))
-    assert tuple(w.shape) == (8,) and (w.numpy() > 0).all() and (w.numpy() <= 1).all()
+    assert tuple(w.shape) == (8,)
 
 
 @pytest.mark.parametrize("mode", ["zeros", "repeat"])

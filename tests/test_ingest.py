@@ -8,13 +8,14 @@ import pandas as pd
 import pytest
 
 from birdkeras import manifest, sources, synth
-from birdkeras.config import BalanceConfig, load_config
 from birdkeras import layout
+from birdkeras.config import BalanceConfig, load_config
+from birdkeras.errors import MissingPathError
 
 
-@pytest.mark.parametrize("source", list(layout.SOURCE_DIRS))
+@pytest.mark.parametrize("source", layout.NAMES)
 def test_each_reader_finds_every_recording_with_its_label(synth_root, source):
-    table, rejected = sources.read_source(synth_root, source)
+    table, rejected, _ = sources.read_source(synth_root, source)
     truth = {r["path"]: r for r in synth.read_truth(synth_root) if r["source"] == source}
     assert rejected.empty
     assert sorted(table["path"]) == sorted(truth)
@@ -22,10 +23,9 @@ def test_each_reader_finds_every_recording_with_its_label(synth_root, source):
         expected = truth[row["path"]]
         assert row["primary_label"] == expected["primary_label"]
         assert (synth_root / row["path"]).exists()
-        # Secondary labels come out as codes for every year (2020/XC name them 'Sci_Common').
-        known = set(expected["secondary_labels"].split())
-        assert set(row["secondary_labels"]) <= known | {s for s in row["secondary_labels"]
-                                                        if "_" in s}
+        # Secondary labels come out as codes for every year (2020/XC name them
+        # 'Sci_Common', mapped through the eBird taxonomies under the root).
+        assert sorted(row["secondary_labels"]) == sorted(expected["secondary_labels"].split())
         if expected["xc_id"]:
             assert row["xc_id"] == int(expected["xc_id"])
         else:
@@ -49,7 +49,7 @@ def test_real_2025_rows_parse(real_dir, tmp_path):
     folder.mkdir()
     real = real_dir / "metadata" / "birdclef2025_train.head_transcribed.csv"
     (folder / "train.csv").write_bytes(real.read_bytes())
-    table, rejected = sources.read_source(tmp_path, "birdclef-2025")
+    table, rejected, _ = sources.read_source(tmp_path, "birdclef-2025")
     assert rejected.empty and len(table) == 17
     xc = table[table["path"].str.contains("/XC")]
     assert xc["xc_id"].notna().all() and table[~table["path"].str.contains("/XC")]["xc_id"].isna().all()
@@ -88,6 +88,18 @@ def test_target_year_xc_ids_are_dropped_from_pretraining():
                     ("xeno-canto", 7, "b", "Cy"), ("birdclef-2021", 8, "a", "Ann")])
     out, dropped = manifest.drop_target_leaks(table, "birdclef-2024")
     assert dropped == 2 and sorted(out["xc_id"].tolist()) == [7, 8]
+
+
+def test_pretraining_reads_the_target_years_ids_from_its_metadata(synth_root):
+    # Pretraining does not read the target year; its leaks are found from its metadata.
+    table = pd.concat([sources.read_source(synth_root, s)[0] for s in
+                       ("birdclef-2020", "birdclef-2021", "birdclef-2022", "birdclef-2023",
+                        "xeno-canto")], ignore_index=True)
+    target = sources.read_source(synth_root, "birdclef-2024")[0]
+    shared = set(table["xc_id"].dropna()) & set(target["xc_id"].dropna())
+    out, dropped = manifest.drop_target_leaks(table, "birdclef-2024", synth_root)
+    assert dropped == len(table[table["xc_id"].isin(shared)]) > 0
+    assert not set(out["xc_id"].dropna()) & shared
 
 
 def _counts(n_per_class):
@@ -174,9 +186,9 @@ def test_full_ingest_of_the_synthetic_tree(synth_root, tmp_path):
 def test_bad_corrupt_list_and_root_are_clear_errors(tmp_path):
     (tmp_path / "bad.json").write_text("{not json")
     table = _table([("birdclef-2021", 1, "a", "A")])
-    with pytest.raises(ValueError, match="bad.json is not valid JSON"):
+    with pytest.raises(manifest.ManifestError, match="bad.json is not valid JSON"):
         manifest.drop_listed(table, str(tmp_path / "bad.json"))
-    with pytest.raises(FileNotFoundError, match="data.root=.*nowhere is not a folder"):
+    with pytest.raises(MissingPathError, match="data.root=.*nowhere is not a folder"):
         manifest.build(load_config(None, [f"data.root={tmp_path / 'nowhere'}"]))
 
 
@@ -187,10 +199,33 @@ def test_bad_metadata_rows_are_recorded_and_bad_files_named(tmp_path):
         {"primary_label": "", "filename": "a/XC2.ogg", "author": "A"},  # no label
         {"primary_label": "b", "filename": "", "author": "B"},  # no file
     ])
-    table, rejected = sources.read_source(tmp_path, "birdclef-2024")
+    table, rejected, _ = sources.read_source(tmp_path, "birdclef-2024")
     assert table["path"].tolist() == ["birdclef-2024/train_audio/a/XC1.ogg"]
     assert rejected["line"].tolist() == [3, 4]
     assert (rejected["reason"] == "empty primary label or filename").all()
     (folder / "train_metadata.csv").write_text("primary_label,author\na,A\n")
     with pytest.raises(sources.SourceError, match="has no column 'filename'"):
         sources.read_source(tmp_path, "birdclef-2024")
+
+
+def test_repeated_header_rows_are_rejected_and_coerced_values_reported(tmp_path):
+    folder = tmp_path / "birdclef-2024"
+    layout.write_csv(folder / "train_metadata.csv", layout.COLUMNS_2023, [
+        {"primary_label": "a", "filename": "a/XC1.ogg", "rating": "abc", "longitude": "1e999",
+         "secondary_labels": "['b', 'c'"},
+        {c: c for c in layout.COLUMNS_2023},  # a header row again (concatenated files)
+        {"primary_label": "b", "filename": "b/XC2.ogg", "rating": "nan", "latitude": "95"},
+        {"primary_label": "c", "filename": "c/XC3.ogg", "rating": "4", "latitude": "None",
+         "secondary_labels": "['a']"},
+    ])
+    table, rejected, coerced = sources.read_source(tmp_path, "birdclef-2024")
+    assert table["primary_label"].tolist() == ["a", "b", "c"]  # no class 'primary_label'
+    assert rejected[["line", "reason"]].values.tolist() == [[3, "repeated header row"]]
+    found = {(r["line"], r["column"], r["value"], r["why"]) for r in coerced.to_dict("records")}
+    assert found == {(2, "rating", "abc", "not a number"),
+                     (2, "longitude", "1e999", "not finite"),
+                     (2, "secondary_labels", "['b', 'c'", "malformed list"),
+                     (4, "rating", "nan", "NaN"),
+                     (4, "latitude", "95", "outside [-90, 90]")}
+    assert table["secondary_labels"].tolist() == [["b", "c"], [], ["a"]]
+    assert table["rating"].isna().tolist() == [True, True, False]

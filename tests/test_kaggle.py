@@ -37,7 +37,7 @@ def test_download_unzips_into_the_ingest_layout(monkeypatch, tmp_path):
     _fake_kaggle(monkeypatch, {"train_metadata.csv": "primary_label\n",
                                "train_audio/x/a.ogg": "ogg"}, calls)
     target = kaggle.download("birdclef-2024", tmp_path)
-    assert target == tmp_path / layout.SOURCE_DIRS["birdclef-2024"]
+    assert target == tmp_path / layout.SOURCES["birdclef-2024"].folder
     assert (target / "train_audio" / "x" / "a.ogg").is_file()
     assert calls == [("download", {"ref": "competition:birdclef-2024",
                                    "path": str(tmp_path / "_downloads")})]
@@ -49,7 +49,7 @@ def test_xeno_canto_is_two_datasets_into_one_folder(monkeypatch, tmp_path):
     _fake_kaggle(monkeypatch, {"train_extended.csv": "ebird_code\n"}, calls)
     target = kaggle.download("xeno-canto", tmp_path)
     assert target.name == "xeno-canto-extended"
-    assert [c[1]["ref"] for c in calls] == list(kaggle.REFS["xeno-canto"])
+    assert [c[1]["ref"] for c in calls] == list(layout.SOURCES["xeno-canto"].kaggle)
 
 
 def test_download_errors_are_clear(monkeypatch, tmp_path, no_credentials, capsys):
