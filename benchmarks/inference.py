@@ -60,7 +60,8 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=4)
     args = parser.parse_args()
 
-    from birdkeras import audio, export, infer, models  # noqa: PLC0415
+    from birdkeras import audio, export, infer, models, runtimes  # noqa: PLC0415
+    from birdkeras import windows as windows_lib  # noqa: PLC0415
     from birdkeras import config as config_lib  # noqa: PLC0415
 
     work = Path(tempfile.mkdtemp(prefix="bk_infer_bench_"))
@@ -78,7 +79,7 @@ def main() -> None:
     sr = cfg.audio.sample_rate_hz
     files = _soundscapes(work / "audio", args.files, sr)
     t0 = time.perf_counter()
-    windows = np.concatenate([infer.cut(audio.load(p, sr), sr, np.arange(0, 60, 5.0), 5.0)
+    windows = np.concatenate([windows_lib.cut(audio.load(p, sr), sr, np.arange(0, 60, 5.0), 5.0)
                               for p in files])
     decode_rate = len(windows) / (time.perf_counter() - t0)
     print(f"{len(files)} soundscapes, {len(windows)} windows; decode + cut alone "
@@ -90,7 +91,7 @@ def main() -> None:
                                  ("SavedModel", work / "export", "tf"),
                                  ("TFLite", work / "export", "tflite"),
                                  ("ONNX Runtime", work / "export", "onnx")):
-        runner = infer.Runner(model, runtime, threads=args.threads)
+        runner = runtimes.Runner(model, runtime, threads=args.threads)
         model_only = _rate(runner, windows, args.batch)
         report = infer.predict([model], work / "audio", work / f"{runtime}_{len(rows)}.csv",
                                runtime, icfg, progress=False, threads=args.threads)

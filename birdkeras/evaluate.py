@@ -3,12 +3,15 @@
     birdkeras evaluate --pred submission.csv --root data/kaggle --source birdclef-2024 \
         --out work/eval
 
-Labels are the 2021 `train_soundscape_labels.csv` form (audio_id, site, seconds, birds;
-"nocall" is a negative for every class). A labelled window is matched to the prediction
-row `{soundscape file stem}_{seconds}` (the 2022+ row_id form `birdkeras predict`
-writes; 2021's own row_id drops the date from the stem). A labelled row without a
-prediction is an error (the submission is incomplete). Classes the submission has no
-column for are ignored. Writes `metrics.json`, `per_class.csv`, `roc.png` and `pr.png`.
+Labels are either of Kaggle's forms (`birdkeras.soundscapes`): the 2021
+`train_soundscape_labels.csv` (audio_id, site, seconds, birds; "nocall" is a negative
+for every class) or the 2026 `train_soundscapes_labels.csv` (filename, start, end,
+';'-separated labels, rows of one window merged). A labelled window is matched to the
+prediction row `{soundscape file stem}_{end second}` (the row_id form `birdkeras
+predict` writes; 2021's own row_id drops the date from the stem). A labelled window
+without a prediction is an error (the submission is incomplete). Classes the
+submission has no column for are ignored. Writes `metrics.json`, `per_class.csv`,
+`roc.png` and `pr.png`.
 """
 
 from __future__ import annotations
@@ -19,10 +22,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from birdkeras import metrics, soundscapes
+from birdkeras import metrics, plots, soundscapes, submission
+from birdkeras.errors import UserError
 
 
-class EvaluateError(ValueError):
+class EvaluateError(UserError):
     """Predictions and labels do not fit together; the message says how."""
 
 
@@ -31,11 +35,11 @@ def truth_table(root, source: str, class_names: list[str]) -> pd.DataFrame:
     labels = soundscapes.read_labels(root, source)
     index = {name: k for k, name in enumerate(class_names)}
     y = np.zeros((len(labels), len(class_names)), dtype=np.int8)
-    for i, birds in enumerate(labels["birds"]):
-        for bird in birds:
-            if bird in index:
-                y[i, index[bird]] = 1
-    row_ids = [f"{Path(p).stem}_{s}" for p, s in zip(labels["path"], labels["seconds"])]
+    for i, window_labels in enumerate(labels["labels"]):
+        for label in window_labels:
+            if label in index:
+                y[i, index[label]] = 1
+    row_ids = [submission.row_id(f, end) for f, end in zip(labels["file"], labels["end_s"])]
     return pd.DataFrame(y, index=row_ids, columns=class_names)
 
 
@@ -63,33 +67,5 @@ def evaluate(pred_csv, root, source: str, out_dir=None) -> dict:
         out.mkdir(parents=True, exist_ok=True)
         (out / "metrics.json").write_text(json.dumps(result, indent=1) + "\n")
         metrics.per_class_table(y, scores, classes).to_csv(out / "per_class.csv", index=False)
-        _plots(y, scores, classes, out)
+        plots.roc_and_pr(y, scores, classes, metrics.scored_classes(y), out)
     return result
-
-
-def _plots(y, scores, classes, out: Path) -> None:
-    """ROC and PR curves: micro-average over scored classes, plus the five most common."""
-    import matplotlib  # noqa: PLC0415
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt  # noqa: PLC0415
-    from sklearn.metrics import precision_recall_curve, roc_curve  # noqa: PLC0415
-
-    scored = metrics.scored_classes(y)
-    if not len(scored):
-        return
-    common = [k for k in np.argsort(-y.sum(axis=0)) if k in set(scored)][:5]
-    curves = [("micro-average", y[:, scored].ravel(), scores[:, scored].ravel())]
-    curves += [(classes[k], y[:, k], scores[:, k]) for k in common]
-    for name, curve, axes in (("roc", roc_curve, ("false positive rate", "true positive rate")),
-                              ("pr", precision_recall_curve, ("recall", "precision"))):
-        fig, ax = plt.subplots(figsize=(5, 5))
-        for label, truth, score in curves:
-            a, b, _ = curve(truth, score)
-            xs, ys = (a, b) if name == "roc" else (b, a)
-            ax.plot(xs, ys, label=label, lw=2 if label == "micro-average" else 1)
-        ax.set(xlabel=axes[0], ylabel=axes[1], title=f"{name.upper()} ({len(y)} windows)")
-        ax.legend(fontsize=7)
-        fig.tight_layout()
-        fig.savefig(out / f"{name}.png", dpi=100)
-        plt.close(fig)

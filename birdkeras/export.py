@@ -26,6 +26,7 @@ import keras
 import numpy as np
 
 from birdkeras import config as config_lib
+from birdkeras.errors import UserError
 from birdkeras import models  # noqa: F401 - registers the custom layers for loading
 from birdkeras.features import LogMelSpectrogram
 
@@ -35,7 +36,7 @@ ACTIVATIONS = ("sigmoid", "softmax")
 ONNX_OPSET = 17
 
 
-class ExportError(ValueError):
+class ExportError(UserError):
     """A model or export folder cannot be exported or read; the message names it."""
 
 

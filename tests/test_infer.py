@@ -1,14 +1,17 @@
 """Inference: export to every runtime with parity, predict, post-processing, evaluate."""
 
 import json
+from pathlib import Path
 
 import keras
 import numpy as np
 import pandas as pd
 import pytest
 
-from birdkeras import audio, cli, evaluate, export, infer, models
+from birdkeras import (audio, cli, evaluate, export, infer, models, postprocess, runtimes,
+                       submission, windows)
 from birdkeras import config as config_lib
+from birdkeras.errors import PredictError
 from birdkeras.features import LogMelSpectrogram
 
 CLASSES = ["amecro", "barswa", "comrav", "houspa", "norcar", "sonspa"]
@@ -62,37 +65,37 @@ def test_matmul_front_end_equals_fft(rate, fft, hop, mels, fmax):
 
 def test_every_runtime_matches_keras_on_real_audio(run_dir, exported, real_dir):
     wave = audio.load(real_dir / "birdnet" / "soundscape_120s.flac", 16000)
-    windows = infer.cut(wave, 16000, np.arange(0, 40, 5.0), 5.0)
+    clips = windows.cut(wave, 16000, np.arange(0, 40, 5.0), 5.0)
     model = export.load_keras(run_dir / "best.keras")
-    expected = np.asarray(keras.ops.sigmoid(model(windows, training=False)))
+    expected = np.asarray(keras.ops.sigmoid(model(clips, training=False)))
     assert expected.std() > 0.05  # spread probabilities, not all ~0.5
-    for runtime in infer.RUNTIMES:
-        got = infer.Runner(exported, runtime)(windows)
+    for runtime in runtimes.RUNTIMES:
+        got = runtimes.Runner(exported, runtime)(clips)
         np.testing.assert_allclose(got, expected, atol=1e-4, err_msg=runtime)
-    keras_runner = infer.Runner(run_dir / "best.keras", "tf")
-    np.testing.assert_allclose(keras_runner(windows), expected, atol=1e-4)
+    keras_runner = runtimes.Runner(run_dir / "best.keras", "tf")
+    np.testing.assert_allclose(keras_runner(clips), expected, atol=1e-4)
 
 
 def test_runtime_errors_name_the_problem(run_dir, exported, tmp_path):
-    with pytest.raises(infer.PredictError, match="--runtime tf"):
-        infer.Runner(run_dir / "best.keras", "onnx")
-    with pytest.raises(infer.PredictError, match="runtime must be"):
-        infer.Runner(exported, "torch")
+    with pytest.raises(PredictError, match="--runtime tf"):
+        runtimes.Runner(run_dir / "best.keras", "onnx")
+    with pytest.raises(PredictError, match="runtime must be"):
+        runtimes.Runner(exported, "torch")
     with pytest.raises(export.ExportError, match="birdkeras_export.json"):
-        infer.Runner(tmp_path, "onnx")
+        runtimes.Runner(tmp_path, "onnx")
     with pytest.raises(export.ExportError, match="formats"):
         export.export(run_dir / "best.keras", tmp_path / "x", ("coreml",))
     for folder in ("a", "b"):
         (tmp_path / folder).mkdir()
         (tmp_path / folder / "site1.ogg").write_bytes(b"")
-    with pytest.raises(infer.PredictError, match="share the stem 'site1'"):
-        infer.list_audio([tmp_path / "a", tmp_path / "b"])
-    with pytest.raises(infer.PredictError, match="not an audio file"):
-        infer.list_audio([tmp_path / "a" / "site1.ogg", run_dir / "config.yaml"])
+    with pytest.raises(PredictError, match="share the stem 'site1'"):
+        windows.list_audio([tmp_path / "a", tmp_path / "b"])
+    with pytest.raises(PredictError, match="not an audio file"):
+        windows.list_audio([tmp_path / "a" / "site1.ogg", run_dir / "config.yaml"])
     with pytest.raises(config_lib.ConfigError, match="infer.class_order"):
         config_lib.load_config(None, [f"infer.class_order={tmp_path / 'none.csv'}"])
-    with pytest.raises(infer.PredictError, match="neither a .keras model nor an export"):
-        infer.Runner(tmp_path / "missing.keras", "tf")
+    with pytest.raises(PredictError, match="neither a .keras model nor an export"):
+        runtimes.Runner(tmp_path / "missing.keras", "tf")
     lone = tmp_path / "lone"
     lone.mkdir()
     (lone / "best.keras").write_bytes((run_dir / "best.keras").read_bytes())
@@ -132,7 +135,7 @@ def test_predict_every_real_recording_with_a_broken_one(exported, real_dir, tmp_
                            icfg, long_csv=tmp_path / "long.csv", raven_dir=tmp_path / "raven",
                            progress=False)
     sub = pd.read_csv(tmp_path / "sub.csv")
-    files = infer.list_audio([*folders, *extra, bad])
+    files = windows.list_audio([*folders, *extra, bad])
     broken = {b["file"] for b in report["broken_files"]}
     assert str(bad) in broken and any("empty_2c" in b for b in broken)
     for path in files:
@@ -143,10 +146,14 @@ def test_predict_every_real_recording_with_a_broken_one(exported, real_dir, tmp_
     long_one = real_dir / "xeno_canto" / "XC13738_Vermivora_chrysoptera.mp3"
     seconds = len(audio.load(long_one, 16000)) / 16000
     assert sub["row_id"].str.startswith("XC13738_").sum() == np.ceil(seconds / 5) >= 11
-    good = sub[~sub["row_id"].str.startswith("truncated_")][CLASSES].to_numpy()
-    filled = sub[sub["row_id"].str.startswith("truncated_")][CLASSES].to_numpy()
+    stems = sub["row_id"].str.rsplit("_", n=1).str[0]
+    broken_stems = {Path(b).stem for b in broken}
+    good = sub[~stems.isin(broken_stems)][CLASSES].to_numpy()
+    filled = sub[stems == "truncated"][CLASSES].to_numpy()
     assert len(filled) == 2  # broken_file_duration_s=10 -> 2 windows
-    np.testing.assert_allclose(filled[0], filled[1])
+    # Broken files' rows hold each class's mean over every decoded window of the run.
+    for row in sub[stems.isin(broken_stems)][CLASSES].to_numpy():
+        np.testing.assert_allclose(row, good.mean(axis=0), atol=1e-6)
     assert ((good >= 0) & (good <= 1)).all()
     long = pd.read_csv(tmp_path / "long.csv")
     assert list(long.columns) == ["file", "start", "end", "label", "score"]
@@ -156,25 +163,25 @@ def test_predict_every_real_recording_with_a_broken_one(exported, real_dir, tmp_
 
 
 def test_windows_cover_any_length_with_a_padded_last_one():
-    np.testing.assert_array_equal(infer.window_starts(60.0, 5.0, 5.0), np.arange(0, 60, 5))
-    np.testing.assert_array_equal(infer.window_starts(62.0, 5.0, 5.0), np.arange(0, 65, 5))
-    np.testing.assert_array_equal(infer.window_starts(2.3, 5.0, 5.0), [0.0])
-    np.testing.assert_array_equal(infer.window_starts(20.0, 5.0, 2.5), np.arange(0, 17, 2.5))
+    np.testing.assert_array_equal(windows.window_starts(60.0, 5.0, 5.0), np.arange(0, 60, 5))
+    np.testing.assert_array_equal(windows.window_starts(62.0, 5.0, 5.0), np.arange(0, 65, 5))
+    np.testing.assert_array_equal(windows.window_starts(2.3, 5.0, 5.0), [0.0])
+    np.testing.assert_array_equal(windows.window_starts(20.0, 5.0, 2.5), np.arange(0, 17, 2.5))
     wave = np.arange(1, 13, dtype=np.float32)  # 12 samples at 2 Hz = 6 s
-    clips = infer.cut(wave, 2, infer.window_starts(6.0, 5.0, 5.0), 5.0)
+    clips = windows.cut(wave, 2, windows.window_starts(6.0, 5.0, 5.0), 5.0)
     np.testing.assert_array_equal(clips[1], [11, 12, 0, 0, 0, 0, 0, 0, 0, 0])
-    shifted = infer.cut(wave, 2, [0.0], 5.0, shift_s=-1.0)
+    shifted = windows.cut(wave, 2, [0.0], 5.0, shift_s=-1.0)
     np.testing.assert_array_equal(shifted[0, :3], [0, 0, 1])
 
 
 def test_post_processing():
     probs = np.array([[0.0, 1.0], [1.0, 0.0], [0.0, 0.0]], dtype=np.float32)
-    smoothed = infer.smooth(probs, (0.25, 0.5, 0.25))
+    smoothed = postprocess.smooth(probs, (0.25, 0.5, 0.25))
     np.testing.assert_allclose(smoothed[:, 0], [1 / 3, 0.5, 1 / 3])  # edges renormalised
-    np.testing.assert_allclose(infer.smooth(probs, ()), probs)
-    scaled = infer.file_scale(probs, "max", 0.5, 3)
+    np.testing.assert_allclose(postprocess.smooth(probs, ()), probs)
+    scaled = postprocess.file_scale(probs, "max", 0.5, 3)
     np.testing.assert_allclose(scaled[:, 0], [0.5, 1.0, 0.5])
-    topk = infer.file_scale(probs, "topk", 1.0, 2)
+    topk = postprocess.file_scale(probs, "topk", 1.0, 2)
     np.testing.assert_allclose(topk[:, 1], [0.5, 0.5, 0.5])
     with pytest.raises(config_lib.ConfigError, match="infer.smoothing"):
         config_lib.load_config(None, ["infer.smoothing=[0.5,0.5]"])
@@ -198,15 +205,40 @@ def test_ensemble_tta_and_sample_submission_order(run_dir, exported, synth_root,
     taxonomy = tmp_path / "taxonomy.csv"
     pd.DataFrame({"primary_label": CLASSES[::2], "common_name": "x"}).to_csv(taxonomy,
                                                                              index=False)
-    assert infer.class_columns(str(taxonomy), CLASSES) == CLASSES[::2]
+    assert submission.class_columns(str(taxonomy), CLASSES) == CLASSES[::2]
     (tmp_path / "other.csv").write_text("filename,duration\na.ogg,5\n")
-    with pytest.raises(infer.PredictError, match="sample submission"):
-        infer.class_columns(str(tmp_path / "other.csv"), CLASSES)
+    with pytest.raises(PredictError, match="sample submission"):
+        submission.class_columns(str(tmp_path / "other.csv"), CLASSES)
     tta = config_lib.InferConfig(tta_shifts_s=(-1.0, 1.0), workers=1)
     infer.predict([exported], soundscapes, tmp_path / "tta.csv", "onnx", tta, progress=False)
-    shifted = pd.read_csv(tmp_path / "tta.csv")[CLASSES].to_numpy()
-    assert shifted.shape == single[CLASSES].shape
-    assert not np.allclose(shifted, single[CLASSES].to_numpy(), atol=1e-3)
+    shifted = pd.read_csv(tmp_path / "tta.csv")
+    # Each file's rows: the mean over the shifts of each window's probabilities.
+    runner = runtimes.Runner(exported, "onnx")
+    for path in windows.list_audio(soundscapes):
+        wave = audio.load(path, runner.sample_rate_hz, allow_silence=True)
+        starts = windows.window_starts(len(wave) / runner.sample_rate_hz, 5.0, 5.0)
+        expected = np.mean([runner(windows.cut(wave, runner.sample_rate_hz, starts, 5.0, s))
+                            for s in (0.0, -1.0, 1.0)], axis=0)
+        rows = shifted[shifted["row_id"].str.startswith(path.stem + "_")][CLASSES]
+        np.testing.assert_allclose(rows.to_numpy(), expected, atol=1e-5)
+
+
+def _perfect_submission(synth_root, soundscapes) -> pd.DataFrame:
+    """1 where the generator placed a call of the species in the window, else 0.
+
+    Built from the generator's own call list (soundscape_calls.csv), not from the label
+    file that `evaluate` reads."""
+    calls = pd.read_csv(synth_root / "soundscape_calls.csv")
+    species = sorted(pd.read_csv(synth_root / "birdclef-2024" / "sample_submission.csv")
+                     .columns[1:])
+    rows = []
+    for path in sorted(soundscapes.iterdir()):
+        here = calls[calls["path"].map(lambda p: Path(p).name) == path.name]
+        for end in range(5, 65, 5):
+            inside = here[(here["start_s"] < end) & (here["end_s"] > end - 5)]
+            rows.append({"row_id": f"{path.stem}_{end}",
+                         **{sp: float(sp in set(inside["species"])) for sp in species}})
+    return pd.DataFrame(rows)
 
 
 def test_evaluate_submission(exported, synth_root, tmp_path):
@@ -214,9 +246,7 @@ def test_evaluate_submission(exported, synth_root, tmp_path):
     infer.predict([exported], soundscapes, tmp_path / "sub.csv", "onnx", progress=False)
     with pytest.raises(evaluate.EvaluateError, match="nothing to score"):
         evaluate.evaluate(tmp_path / "sub.csv", synth_root, "birdclef-2024")  # wrong classes
-    species = pd.read_csv(synth_root / "birdclef-2024" / "sample_submission.csv").columns[1:]
-    truth = evaluate.truth_table(synth_root, "birdclef-2024", list(species))
-    perfect = truth.reset_index(names="row_id")
+    perfect = _perfect_submission(synth_root, soundscapes)
     perfect.to_csv(tmp_path / "perfect.csv", index=False)
     result = evaluate.evaluate(tmp_path / "perfect.csv", synth_root, "birdclef-2024",
                                tmp_path / "eval")

@@ -1,0 +1,122 @@
+"""One model in one runtime: windows `(n, samples)` -> probabilities `(n, classes)`.
+
+A model is a `.keras` file from a training run (runtime "tf", the training front end)
+or a `birdkeras export` folder, run by TensorFlow (its SavedModel), TFLite or ONNX
+Runtime. Each runtime is imported only when asked for.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from birdkeras.errors import PredictError
+
+RUNTIMES = ("tf", "tflite", "onnx")
+
+
+class Runner:
+    """`runner(windows) -> probabilities`, with the model's classes, rate and window."""
+
+    def __init__(self, model_path, runtime: str = "tf", activation: str = "sigmoid",
+                 threads: int = 0):
+        from birdkeras import export  # noqa: PLC0415 - TensorFlow, only when a model loads
+
+        if runtime not in RUNTIMES:
+            raise PredictError(f"runtime must be one of {RUNTIMES}. Received: {runtime!r}")
+        path = Path(model_path)
+        self.runtime, self.path = runtime, path
+        if path.is_file() and path.suffix == ".keras":
+            if runtime != "tf":
+                raise PredictError(f"{path} is a Keras model: use --runtime tf, or "
+                                   f"`birdkeras export` it for {runtime}")
+            cfg, self.classes = export.run_files(path)
+            self.sample_rate_hz, self.window_s = cfg.audio.sample_rate_hz, cfg.audio.window_s
+            self.activation = activation
+            self._call = _keras(export.inference_model(export.load_keras(path), activation,
+                                                       exportable=False))
+            return
+        if not path.is_dir():
+            raise PredictError(f"{path} is neither a .keras model nor an export folder")
+        card = export.read_card(path)
+        self.classes, self.activation = card["classes"], card["activation"]
+        self.sample_rate_hz, self.window_s = card["sample_rate_hz"], card["window_s"]
+        key = "savedmodel" if runtime == "tf" else runtime
+        if key not in card["artifacts"]:
+            raise PredictError(f"{path} has no {key} artifact (it has "
+                               f"{sorted(card['artifacts'])}): export it with --formats {key}")
+        artifact = path / card["artifacts"][key]
+        self._call = {"tf": _saved_model, "tflite": _tflite, "onnx": _onnx}[runtime](
+            artifact, threads)
+
+    def __call__(self, windows: np.ndarray) -> np.ndarray:
+        probs = np.asarray(self._call(np.ascontiguousarray(windows, dtype=np.float32)))
+        if probs.shape != (len(windows), len(self.classes)):
+            raise PredictError(f"{self.path} ({self.runtime}) returned shape {probs.shape}, "
+                               f"expected ({len(windows)}, {len(self.classes)})")
+        return probs
+
+    @property
+    def window_samples(self) -> int:
+        return int(round(self.window_s * self.sample_rate_hz))
+
+
+def load_runners(model_paths, runtime: str, activation: str, threads: int = 0) -> list[Runner]:
+    """One runner per model; an ensemble's models must share classes, rate and window."""
+    runners = [Runner(p, runtime, activation, threads) for p in model_paths]
+    if not runners:
+        raise PredictError("no model given")
+    first = runners[0]
+    for other in runners[1:]:
+        if (other.classes, other.sample_rate_hz, other.window_s) != (
+                first.classes, first.sample_rate_hz, first.window_s):
+            raise PredictError(f"cannot ensemble {first.path} and {other.path}: their "
+                               "classes, sample rates or windows differ")
+    return runners
+
+
+def _keras(model):
+    import tensorflow as tf  # noqa: PLC0415
+
+    fn = tf.function(lambda w: model(w, training=False), reduce_retracing=True)
+    return lambda w: fn(tf.constant(w)).numpy()
+
+
+def _saved_model(artifact, threads):
+    import tensorflow as tf  # noqa: PLC0415
+
+    serve = tf.saved_model.load(str(artifact)).signatures["serving_default"]
+    return lambda w: next(iter(serve(waveform=tf.constant(w)).values())).numpy()
+
+
+def _tflite(artifact, threads):
+    import tensorflow as tf  # noqa: PLC0415
+
+    interpreter = tf.lite.Interpreter(str(artifact), num_threads=threads or None)
+    (inp,), (out,) = interpreter.get_input_details(), interpreter.get_output_details()
+    shape = [None]
+
+    def run(w):
+        if shape[0] != w.shape:
+            interpreter.resize_tensor_input(inp["index"], w.shape)
+            interpreter.allocate_tensors()
+            shape[0] = w.shape
+        interpreter.set_tensor(inp["index"], w)
+        interpreter.invoke()
+        return interpreter.get_tensor(out["index"]).copy()
+
+    return run
+
+
+def _onnx(artifact, threads):
+    try:
+        import onnxruntime as ort  # noqa: PLC0415
+    except ImportError as err:
+        raise PredictError("--runtime onnx needs onnxruntime: pip install onnxruntime") from err
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    session = ort.InferenceSession(str(artifact), options, providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    return lambda w: session.run(None, {name: w})[0]

@@ -1,0 +1,104 @@
+"""Audio in, for inference: files -> decoded 5 s windows, decoded ahead in threads.
+
+Files (any of ogg/mp3/flac/wav, any rate, mono or stereo, any length) are decoded by
+`workers` threads that run ahead of inference with a bounded queue, so memory stays
+flat however many files there are. Each file is cut into windows of the model's
+`window_s` every `hop_s` seconds, the last one zero-padded; a window's row in a
+submission is `{file stem}_{end second}`.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import math
+from collections import deque
+from pathlib import Path
+
+import numpy as np
+
+from birdkeras import audio
+from birdkeras.errors import PredictError
+
+AUDIO_SUFFIXES = (".ogg", ".mp3", ".flac", ".wav")
+
+
+def list_audio(inputs, allow_empty: bool = False) -> list[Path]:
+    """Audio files named by `inputs` (files, or folders searched one level deep).
+
+    A path that does not exist is an error; an existing folder without audio is one
+    too unless `allow_empty` (Kaggle's save run gives an empty test folder).
+    """
+    files = []
+    for item in [inputs] if isinstance(inputs, (str, Path)) else inputs:
+        path = Path(item)
+        if path.is_dir():
+            files += sorted(p for p in path.iterdir()
+                            if p.is_file() and p.suffix.lower() in AUDIO_SUFFIXES)
+        elif path.is_file():
+            if path.suffix.lower() not in AUDIO_SUFFIXES:
+                raise PredictError(f"{path} is not an audio file ({', '.join(AUDIO_SUFFIXES)})")
+            files.append(path)
+        else:
+            raise PredictError(f"{path} not found")
+    if not files and not allow_empty:
+        raise PredictError(f"no audio files ({', '.join(AUDIO_SUFFIXES)}) in {inputs}")
+    stems = [f.stem for f in files]
+    repeated = sorted({s for s in stems if stems.count(s) > 1})
+    if repeated:
+        raise PredictError(f"two files share the stem {repeated[0]!r}: row_ids would collide")
+    return files
+
+
+def window_starts(duration_s: float, window_s: float, hop_s: float) -> np.ndarray:
+    """Start seconds of the windows covering `duration_s` (at least one)."""
+    count = 1 if duration_s <= window_s else math.ceil((duration_s - window_s) / hop_s - 1e-9) + 1
+    return np.arange(count) * hop_s
+
+
+def cut(wave: np.ndarray, sample_rate_hz: int, starts_s, window_s: float,
+        shift_s: float = 0.0) -> np.ndarray:
+    """Windows `[start + shift, start + shift + window_s)`, zero outside the recording."""
+    width = int(round(window_s * sample_rate_hz))
+    out = np.zeros((len(starts_s), width), dtype=np.float32)
+    for i, start in enumerate(starts_s):
+        begin = int(round((start + shift_s) * sample_rate_hz))
+        lo, hi = max(begin, 0), min(begin + width, len(wave))
+        if hi > lo:
+            out[i, lo - begin:hi - begin] = wave[lo:hi]
+    return out
+
+
+def decode(path: Path, sample_rate_hz: int, window_s: float, hop_s: float,
+           shifts_s: tuple[float, ...]) -> dict:
+    """One file -> its windows for each shift, or its error (runs in a decode thread)."""
+    try:
+        wave = audio.load(path, sample_rate_hz, allow_silence=True)
+    except audio.AudioError as err:
+        try:
+            duration = audio.info(path).duration or None
+        except audio.AudioError:
+            duration = None
+        return {"path": path, "error": str(err), "duration_s": duration}
+    starts = window_starts(len(wave) / sample_rate_hz, window_s, hop_s)
+    return {"path": path, "starts": starts, "duration_s": len(wave) / sample_rate_hz,
+            "windows": [cut(wave, sample_rate_hz, starts, window_s, s) for s in shifts_s]}
+
+
+def decoded(files, workers: int, **kwargs):
+    """Yields `decode(file, **kwargs)` in file order, `workers` threads decoding ahead."""
+    if workers == 0:
+        for path in files:
+            yield decode(path, **kwargs)
+        return
+    # Threads, not processes: libsndfile (through cffi) and soxr release the GIL, and
+    # threads need no `if __name__ == "__main__"` guard in users' scripts or fork after
+    # TensorFlow started its own threads.
+    with concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="decode") as pool:
+        todo = deque(files)
+        pending = deque(pool.submit(decode, todo.popleft(), **kwargs)
+                        for _ in range(min(2 * workers, len(todo))))
+        while pending:
+            result = pending.popleft().result()
+            if todo:
+                pending.append(pool.submit(decode, todo.popleft(), **kwargs))
+            yield result
