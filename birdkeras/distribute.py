@@ -1,4 +1,5 @@
-"""Choosing a tf.distribute strategy: TPU -> several GPUs -> one device.
+"""Choosing a tf.distribute strategy (TPU -> several GPUs -> one device), and the
+training loop for the one strategy Keras' `fit` cannot drive (multi-worker).
 
 `strategy: auto` tries a TPU (`TPUClusterResolver`, `tpu='local'` on TPU VMs), then
 `MultiWorkerMirroredStrategy` when `TF_CONFIG` names several workers, then
@@ -11,7 +12,10 @@ from __future__ import annotations
 import json
 import os
 
+import keras
 import tensorflow as tf
+
+from birdkeras.errors import ConfigError
 
 
 def _tpu():
@@ -39,7 +43,7 @@ def select(name: str = "auto") -> tf.distribute.Strategy:
     if name == "default":
         return tf.distribute.get_strategy()
     if name != "auto":
-        raise ValueError(f"train.strategy={name!r} is not one of auto, tpu, multiworker, "
+        raise ConfigError(f"train.strategy={name!r} is not one of auto, tpu, multiworker, "
                          "mirrored, default")
     try:
         return _tpu()
@@ -54,3 +58,41 @@ def select(name: str = "auto") -> tf.distribute.Strategy:
 
 def describe(strategy: tf.distribute.Strategy) -> str:
     return f"{type(strategy).__name__} with {strategy.num_replicas_in_sync} replica(s)"
+
+
+def fit_multiworker(model, strategy, dataset, loss_fn, callbacks, initial_epoch, epochs,
+                    steps_per_epoch, global_batch):
+    """The epochs `fit` would run, as a plain distributed loop driving the same callbacks.
+
+    Keras 3's `fit` does not run under MultiWorkerMirroredStrategy
+    (keras-team/keras#20585): per-replica losses (`loss_fn` with no reduction) are
+    averaged over the global batch and the gradients all-reduced by `strategy.run`, as
+    the TF multi-worker guide does.
+    """
+    batches = iter(strategy.experimental_distribute_dataset(dataset))
+
+    @tf.function
+    def step(batch):
+        def replica(x, y, *weights):
+            with tf.GradientTape() as tape:
+                losses = loss_fn(y, model(x, training=True))
+                loss = tf.nn.compute_average_loss(
+                    losses, sample_weight=weights[0] if weights else None,
+                    global_batch_size=global_batch)
+            grads = tape.gradient(loss, model.trainable_variables)
+            model.optimizer.apply(grads, model.trainable_variables)
+            return loss
+
+        return strategy.reduce(tf.distribute.ReduceOp.SUM, strategy.run(replica, args=batch),
+                               axis=None)
+
+    callback_list = keras.callbacks.CallbackList(callbacks, model=model)
+    callback_list.on_train_begin()
+    for epoch in range(initial_epoch, epochs):
+        callback_list.on_epoch_begin(epoch)
+        total = 0.0
+        for index in range(steps_per_epoch):
+            total += float(step(next(batches)))
+            callback_list.on_train_batch_end(index, {"loss": total / (index + 1)})
+        callback_list.on_epoch_end(epoch, {"loss": total / steps_per_epoch})
+    callback_list.on_train_end()

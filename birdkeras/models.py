@@ -128,21 +128,16 @@ def build_model(cfg: config_lib.Config, num_classes: int) -> keras.Model:
                     model_cfg.mask_probability, seed=cfg.seed + 1, name="time_mask")(x)
     x = SpectrogramToImage(name="to_image")(x)
     features = _backbone(cfg)(x)
-    outputs = {}
     if model_cfg.head == "sed":
-        clip, frame = AttentionSEDHead(num_classes, dropout=model_cfg.dropout, name="sed")(features)
+        clip, _ = AttentionSEDHead(num_classes, dropout=model_cfg.dropout, name="sed")(features)
         logits = keras.layers.Identity(name="logits")(clip)
-        outputs["frame_logits"] = frame
     else:
         pool = (GeMPooling(name="gem") if model_cfg.head == "gem"
                 else keras.layers.GlobalAveragePooling2D(name="gap"))
         x = keras.layers.Dropout(model_cfg.dropout, name="head_dropout")(pool(features))
         logits = keras.layers.Dense(num_classes, name="logits")(x)
-    model = keras.Model(waveform, logits, name=f"birdkeras_{model_cfg.backbone.lower()}")
-    if outputs:
-        # Frame-wise outputs share every layer; use `frame_model(model)` to get them.
-        model.frame_outputs = outputs
-    return model
+    # A SED model's frame-wise logits share every layer: `frame_model(model)` exposes them.
+    return keras.Model(waveform, logits, name=f"birdkeras_{model_cfg.backbone.lower()}")
 
 
 def frame_model(model: keras.Model) -> keras.Model:

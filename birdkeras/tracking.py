@@ -1,4 +1,5 @@
-"""Run logging: W&B (offline by default), history CSV/PNG, spectrograms, worst clips.
+"""Experiment tracking: W&B (offline by default), per-step and per-epoch logs,
+spectrograms, the worst validation clips, and the history plot at the end of a run.
 
 W&B modes: `disabled`, `offline` (default; a run directory under `workdir/wandb`) and
 `online` (only when asked *and* WANDB_API_KEY is set; otherwise offline, with a
@@ -15,6 +16,7 @@ import keras
 import numpy as np
 
 from birdkeras import config as config_lib
+from birdkeras import plots
 
 
 def wandb_mode(requested: str) -> str:
@@ -67,7 +69,7 @@ class RunLogger(keras.callbacks.Callback):
                          | {"epoch": epoch}, step=int(self.model.optimizer.iterations.numpy()))
 
     def finish(self, summary: dict) -> None:
-        write_history_plot(self.workdir / "history.csv", self.workdir / "history.png")
+        plots.history(self.workdir / "history.csv", self.workdir / "history.png")
         if self.run is None:
             return
         import wandb  # noqa: PLC0415
@@ -91,45 +93,3 @@ class RunLogger(keras.callbacks.Callback):
                            self.class_names[int(logits[i].argmax())], float(loss[i]),
                            wandb.Audio(waves[i], sample_rate=self.cfg.audio.sample_rate_hz))
         self.run.log({"validation/worst_clips": table})
-
-
-def write_history_plot(csv_path: Path, png_path: Path) -> None:
-    """Loss and metrics per epoch, one panel each, from Keras' CSV history."""
-    import matplotlib  # noqa: PLC0415
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt  # noqa: PLC0415
-    import pandas as pd  # noqa: PLC0415
-
-    if not Path(csv_path).is_file():
-        return
-    history = pd.read_csv(csv_path)
-    panels = [c for c in ("loss", "val_loss", "auc", "val_macro_auc", "val_padded_cmap")
-              if c in history]
-    fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3))
-    for ax, column in zip(np.atleast_1d(axes), panels):
-        ax.plot(history["epoch"] + 1, history[column], marker="o")
-        ax.set_title(column)
-        ax.set_xlabel("epoch")
-    fig.tight_layout()
-    fig.savefig(png_path, dpi=80)
-    plt.close(fig)
-
-
-def write_spectrograms(model: keras.Model, waves: np.ndarray, png_path: Path,
-                       titles=None) -> Path:
-    """The model's own log-mel (its `log_mel` layer) of a few waveforms, side by side."""
-    import matplotlib  # noqa: PLC0415
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt  # noqa: PLC0415
-
-    mel = np.asarray(model.get_layer("log_mel")(np.asarray(waves, dtype=np.float32)))[..., 0]
-    fig, axes = plt.subplots(1, len(mel), figsize=(3.2 * len(mel), 2.6), squeeze=False)
-    for i, (ax, image) in enumerate(zip(axes[0], mel)):
-        ax.imshow(image, origin="lower", aspect="auto", cmap="magma")
-        ax.set(title=titles[i] if titles else f"example {i}", xlabel="frame", ylabel="mel")
-    fig.tight_layout()
-    fig.savefig(png_path, dpi=90)
-    plt.close(fig)
-    return Path(png_path)

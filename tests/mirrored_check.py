@@ -18,7 +18,7 @@ tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfigur
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
-from birdkeras import models, train  # noqa: E402
+from birdkeras import models, optimization  # noqa: E402
 from birdkeras.config import load_config  # noqa: E402
 
 cfg = load_config(None, ["audio.num_mel_bins=32", "audio.hop_length=1024", "audio.window_s=1",
@@ -37,8 +37,8 @@ def trajectory(strategy):
         for layer in model._flatten_layers():
             if isinstance(layer, keras.layers.BatchNormalization):
                 layer.trainable = False
-        model.compile(optimizer=train.make_optimizer(cfg.train, 8, steps),
-                      loss=train.make_loss(cfg.train))
+        model.compile(optimizer=optimization.make_optimizer(cfg.train, 8, steps),
+                      loss=optimization.make_loss(cfg.train))
     ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(8).take(steps)
     losses = []
     model.fit(ds, epochs=1, verbose=0, callbacks=[keras.callbacks.LambdaCallback(

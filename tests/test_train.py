@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from birdkeras import data, manifest, models, shards, train
+from birdkeras import callbacks, data, distribute, manifest, models, optimization, shards, train
 from birdkeras.config import load_config
 
 from conftest import REPO
@@ -40,11 +40,11 @@ def records(synth_root, tmp_path_factory):
 
 
 def test_warmup_then_cosine_per_step():
-    schedule = train.WarmupCosine(1e-5, 1e-3, 1e-6, warmup_steps=10, total_steps=110)
+    schedule = optimization.WarmupCosine(1e-5, 1e-3, 1e-6, warmup_steps=10, total_steps=110)
     values = [float(schedule(s)) for s in (0, 5, 10, 60, 110, 200)]
     np.testing.assert_allclose(values, [1e-5, 5.05e-4, 1e-3, 5.005e-4, 1e-6, 1e-6], rtol=1e-4)
     cfg = load_config(None, ["train.lr_max_per_sample=0.00001", "train.epochs=2"])
-    optimizer = train.make_optimizer(cfg.train, global_batch=64, steps_per_epoch=50)
+    optimizer = optimization.make_optimizer(cfg.train, global_batch=64, steps_per_epoch=50)
     assert optimizer.learning_rate.numpy() == pytest.approx(1e-5)
     assert optimizer._learning_rate.peak == pytest.approx(64e-5)
 
@@ -59,7 +59,7 @@ def test_init_from_loads_all_but_the_head_and_names_mismatches(tmp_path):
     backbone = target.get_layer("efficientnetb0").get_weights()
     for mine, theirs in zip(backbone, source.get_layer("efficientnetb0").get_weights()):
         np.testing.assert_array_equal(mine, theirs)
-    with pytest.raises(ValueError, match="layer 'logits' has weights of shapes"):
+    with pytest.raises(train.InitError, match="layer 'logits' has weights of shapes"):
         train.init_from(target, str(tmp_path / "pre.keras"), skip=())
 
 
@@ -76,6 +76,35 @@ def test_mirrored_strategy_matches_one_device():
     # Same losses within 1e-4 relative (float summation order differs across replicas).
     np.testing.assert_allclose(two, one, rtol=1e-4)
     assert one[-1] != one[0]  # the model did train
+
+
+def test_mixed_precision_policy_is_restored_after_a_run(monkeypatch, tmp_path):
+    before = keras.mixed_precision.global_policy().name
+
+    def fails_half_way(cfg, workdir, strategy=None):
+        keras.mixed_precision.set_global_policy("mixed_bfloat16")  # as a TPU run does
+        raise RuntimeError("stop here")
+
+    monkeypatch.setattr(train, "prepare", fails_half_way)
+    with pytest.raises(RuntimeError, match="stop here"):
+        train.run(load_config(None, ["train.mixed_precision=true"]), tmp_path)
+    assert keras.mixed_precision.global_policy().name == before
+
+
+def test_compiled_validation_equals_an_eager_loop(records):
+    overrides, name2label = records
+    cfg = load_config(REPO / "configs" / "demo_pre.yaml", [*overrides, *SMALL])
+    model = models.build_model(cfg, len(name2label))
+    val = data.make_dataset(cfg, len(name2label), training=False)
+    results = []
+    for eager in (False, True):
+        validation = callbacks.ValidationMetrics(val, optimization.make_loss(cfg.train), eager)
+        validation.set_model(model)
+        results.append((validation.evaluate(), validation.last))
+    (compiled, (labels, logits)), (eager, (eager_labels, eager_logits)) = results
+    np.testing.assert_array_equal(labels, eager_labels)  # labels stay with their windows
+    np.testing.assert_allclose(logits, eager_logits, atol=1e-4)
+    assert compiled["val_macro_auc"] == pytest.approx(eager["val_macro_auc"], abs=1e-6)
 
 
 def test_bad_inputs_fail_before_training(records, tmp_path):
@@ -130,6 +159,9 @@ def test_killed_training_resumes_where_it_was(records, tmp_path):
     assert int(final.optimizer.iterations.numpy()) == 2 * 6
     history = pd.read_csv(workdir / "history.csv")
     assert history["epoch"].tolist()[-1] == 1
+    # Output to a file gets one line per epoch, not Keras' progress bars.
+    assert "━" not in done.stdout and "\x08" not in done.stdout and "\r" not in done.stdout
+    assert done.stdout.count(" - loss: ") >= 1
     for path in workdir.rglob("*"):
         if path.is_file() and path.stat().st_size < 50_000_000:
             assert b"secret-key-must-not-leak" not in path.read_bytes(), path
@@ -175,7 +207,7 @@ def test_demo_configuration_learns_and_logs_to_wandb_offline(learnable, tmp_path
     assert list((tmp_path / "learn" / "tb").rglob("events.out.tfevents*"))
 
 
-def test_freeze_backbone_epochs_then_stages(records, tmp_path):
+def test_freeze_backbone_epochs_then_stages(records, tmp_path, monkeypatch):
     overrides, _ = records
     base = [*overrides, *SMALL, "train.steps_per_epoch=3", "wandb.mode=disabled",
             "train.checkpoint_every_steps=0"]
@@ -193,7 +225,8 @@ def test_freeze_backbone_epochs_then_stages(records, tmp_path):
     assert not np.array_equal(after.get_layer("logits").get_weights()[0],
                               start.get_layer("logits").get_weights()[0])
 
-    # Two stages in one command: the second starts from the first's best model.
+    # Two stages in one command: the second starts from the first's best model, and
+    # both run under the strategy the command was given (a TPU is initialised once).
     stage_files = []
     for name, loss in (("stage_ce", "cce"), ("stage_bce", "bce")):
         path = tmp_path / f"{name}.yaml"
@@ -204,8 +237,15 @@ def test_freeze_backbone_epochs_then_stages(records, tmp_path):
     staged = load_config(REPO / "configs" / "demo_pre.yaml",
                          [*base, f"train.stages=[{', '.join(stage_files)}]"])
     # Stage files hold only what differs; the command's --set values apply to each stage.
+    given = distribute.select("default")
+    used = []
+    real_prepare = train.prepare
+    monkeypatch.setattr(train, "prepare", lambda cfg, workdir, strategy=None: (
+        used.append(strategy) or real_prepare(cfg, workdir, strategy)))
+    monkeypatch.setattr(distribute, "select", lambda name: pytest.fail("strategy made again"))
     summary = train.run_stages(staged, tmp_path / "staged",
-                               stage_overrides=(*base, "train.epochs=1"))
+                               stage_overrides=(*base, "train.epochs=1"), strategy=given)
+    assert used == [given, given]
     assert Path(summary["workdir"]).name == "stage_bce"
     log = (tmp_path / "staged" / "stage_bce" / "config.yaml").read_text()
     assert f"init_from: {tmp_path / 'staged' / 'stage_ce' / 'best.keras'}" in log

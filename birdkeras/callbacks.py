@@ -1,0 +1,120 @@
+"""Callbacks of a training run: validation with the official metrics, checkpoints.
+
+    ValidationMetrics  loss, macro ROC-AUC and padded cmAP on the whole validation set
+    StepCheckpoint     ckpt/last.keras + state.json every N steps and every epoch
+    best_checkpoints   best.keras and best.weights.h5 by the monitored metric
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import keras
+import numpy as np
+import pandas as pd
+
+from birdkeras import metrics
+
+
+class ValidationMetrics(keras.callbacks.Callback):
+    """At each epoch end: loss and the official metrics on the whole validation set.
+
+    Predictions run compiled (`Model.predict`, under the run's strategy), through a
+    model that passes each batch's labels through beside its logits, so one pass over
+    the data gives both, aligned. `eager=True` loops in Python instead (Keras 3's
+    compiled loops do not run under MultiWorkerMirroredStrategy).
+    """
+
+    def __init__(self, dataset, loss_fn, eager: bool = False):
+        super().__init__()
+        self.dataset, self.loss_fn, self.eager = dataset, loss_fn, eager
+        self.inputs = dataset.map(lambda x, y, *weights: ((x, y),))
+        self.last = None
+        self._passthrough = (None, None)  # (model it wraps, passthrough model)
+
+    def _predict(self):
+        if self.eager:
+            pairs = [(np.asarray(self.model(x, training=False)), y.numpy())
+                     for x, y, *_ in self.dataset]
+            return np.concatenate([p[0] for p in pairs]), np.concatenate([p[1] for p in pairs])
+        if self._passthrough[0] is not self.model:
+            labels = keras.Input(self.model.output.shape[1:], name="labels")
+            passthrough = keras.Model([self.model.input, labels],
+                                      [self.model.output, keras.layers.Identity()(labels)])
+            self._passthrough = (self.model, passthrough)
+        logits, labels = self._passthrough[1].predict(self.inputs, verbose=0)
+        return np.asarray(logits), np.asarray(labels)
+
+    def evaluate(self) -> dict:
+        logits, labels = self._predict()
+        self.last = (labels, logits)
+        return {
+            "val_loss": float(self.loss_fn(labels, logits)),
+            "val_macro_auc": metrics.macro_roc_auc(labels, logits),
+            "val_padded_cmap": metrics.padded_cmap(labels, logits),
+        }
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs.update(self.evaluate())
+
+
+class StepCheckpoint(keras.callbacks.Callback):
+    """Saves the full model (optimizer state included) and the position in training."""
+
+    def __init__(self, folder: Path, every_steps: int, steps_per_epoch: int,
+                 epoch_offset: int = 0, step_offset: int = 0):
+        super().__init__()
+        self.folder, self.every = folder, every_steps
+        self.steps_per_epoch, self.epoch, self.step_offset = steps_per_epoch, epoch_offset, step_offset
+        self.folder.mkdir(parents=True, exist_ok=True)
+
+    def _save(self, epoch: int, step_in_epoch: int):
+        tmp = self.folder / "last.tmp.keras"
+        self.model.save(tmp)
+        tmp.replace(self.folder / "last.keras")
+        state = {"epoch": epoch, "step_in_epoch": step_in_epoch,
+                 "global_step": int(self.model.optimizer.iterations.numpy())}
+        (self.folder / "state.tmp.json").write_text(json.dumps(state))
+        (self.folder / "state.tmp.json").replace(self.folder / "state.json")
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        step = self.step_offset + batch + 1
+        if self.every and step % self.every == 0 and step < self.steps_per_epoch:
+            self._save(self.epoch, step)
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.step_offset = 0
+        self._save(epoch + 1, 0)
+
+
+def resume_state(folder: Path):
+    """(state, last.keras) of the checkpoint in `folder`, or (None, None) when none."""
+    state_path, model_path = folder / "state.json", folder / "last.keras"
+    if state_path.is_file() and model_path.is_file():
+        return json.loads(state_path.read_text()), model_path
+    return None, None
+
+
+def best_checkpoints(workdir: Path, monitor: str, history_csv: Path | None = None):
+    """`best.keras` and `best.weights.h5`, saved when `monitor` improves.
+
+    `history_csv`: the history of the run being resumed; the best value in it stays
+    the one to beat, so a resumed run does not overwrite a better model with a worse.
+    """
+    mode = "min" if monitor == "val_loss" else "max"
+    saves = [keras.callbacks.ModelCheckpoint(workdir / "best.keras", monitor=monitor,
+                                             mode=mode, save_best_only=True),
+             keras.callbacks.ModelCheckpoint(workdir / "best.weights.h5", monitor=monitor,
+                                             mode=mode, save_best_only=True,
+                                             save_weights_only=True)]
+    if history_csv is not None and history_csv.is_file() and history_csv.stat().st_size > 0:
+        history = pd.read_csv(history_csv)
+        if monitor in history and len(history):
+            best = float(history[monitor].min() if mode == "min" else history[monitor].max())
+            for callback in saves:
+                callback.best = best
+    return saves
