@@ -1,0 +1,192 @@
+"""The plan of a synthetic tree: every clip and soundscape decided before any is rendered.
+
+`SynthSpec` sizes the tree; `Planner` draws, from one seeded generator, each clip's
+source, species, secondary species, duration, sample rate, channels, codec and
+`xc_id` (reused across years as Kaggle's data does), which files are broken, and the
+soundscapes to render.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+
+from birdkeras import layout
+from birdkeras.synth import voices
+
+OLDER_SOURCES = ("birdclef-2020", "birdclef-2021", "birdclef-2022", "birdclef-2023",
+                 "xeno-canto")
+TARGET_SOURCE = "birdclef-2024"
+SAMPLE_RATES = (22050, 32000, 44100, 48000)
+SOUNDSCAPE_RATE_HZ = 32000
+AUTHORS = ("Ana Ruiz", "Bram Piot", "Chen Wei", "Dana Okafor", "Eero Virtanen",
+           "Fatima Zahra", "Gus Miller", "Hana Sato", "vir joshi", "Lars Lachmann")
+LICENSE = "Creative Commons Attribution-NonCommercial-ShareAlike 4.0"
+
+
+@dataclasses.dataclass(frozen=True)
+class SynthSpec:
+    """Size knobs. The defaults are the demo size (about half a minute on 2 cores)."""
+
+    seed: int = 0
+    num_birds: int = 16
+    num_textures: int = 4
+    target_species: int = 10  # birds of the current year (2024), all also in older years
+    clips_per_species: int = 4  # per older source
+    target_clips_per_species: int = 3  # the current year has few clips per species
+    median_duration_s: float = 8.0
+    min_duration_s: float = 2.0
+    max_duration_s: float = 75.0
+    long_fraction: float = 0.03  # share of clips of minutes rather than seconds
+    labelled_soundscapes: int = 6
+    unlabelled_soundscapes: int = 2
+    soundscape_s: float = 60.0
+    broken_fraction: float = 0.03
+    workers: int = 2
+
+    def __post_init__(self):
+        if self.target_species > self.num_birds:
+            raise ValueError(
+                f"target_species={self.target_species} must be <= num_birds={self.num_birds}"
+            )
+        if not 0 < self.min_duration_s <= self.median_duration_s <= self.max_duration_s:
+            raise ValueError(
+                "durations must satisfy 0 < min_duration_s <= median_duration_s <= "
+                f"max_duration_s; got {self.min_duration_s}, {self.median_duration_s}, "
+                f"{self.max_duration_s}"
+            )
+        if self.soundscape_s < 5 or self.soundscape_s % 5:
+            raise ValueError(f"soundscape_s={self.soundscape_s} must be a multiple of 5 s")
+
+
+# The benchmarks' size: three older sources, a realistic length mix (median ~20 s,
+# some of minutes), no broken files.
+BENCHMARK = SynthSpec(
+    seed=1, num_birds=8, num_textures=2, target_species=4, clips_per_species=10,
+    median_duration_s=20.0, max_duration_s=240.0, long_fraction=0.06,
+    labelled_soundscapes=0, unlabelled_soundscapes=0, broken_fraction=0.0)
+
+
+@dataclasses.dataclass
+class Clip:
+    source: str
+    path: str  # relative to the data root
+    primary: voices.Species
+    secondaries: list
+    xc_id: int | None
+    author: str
+    duration_s: float
+    sample_rate_hz: int
+    channels: int
+    seed: int
+    broken: str = ""  # "", "truncated", "empty" or "silent"
+    meta: dict = dataclasses.field(default_factory=dict)
+
+
+class Planner:
+    """Decides every clip (label, duration, rate, codec, xc_id) before any is rendered."""
+
+    def __init__(self, spec: SynthSpec, rng: np.random.Generator):
+        self.spec, self.rng = spec, rng
+        self.clips: list[Clip] = []
+        self.soundscapes: list[dict] = []
+        self._next_xc = 100_000
+        self._by_species: dict[str, list[Clip]] = {}
+
+    def _duration(self) -> float:
+        s = self.spec
+        if self.rng.random() < s.long_fraction:
+            return round(float(self.rng.uniform(min(60.0, s.max_duration_s), s.max_duration_s)), 2)
+        d = s.median_duration_s * float(np.exp(self.rng.normal(0, 0.6)))
+        return round(float(np.clip(d, s.min_duration_s, s.max_duration_s)), 2)
+
+    def add_clip(self, source: str, sp: voices.Species, pool: list) -> None:
+        rng = self.rng
+        earlier = self._by_species.get(sp.code, [])
+        reuse = [c for c in earlier if c.source != source and c.xc_id is not None]
+        # A source's first clip is new and has a secondary species, so that every
+        # source shows that quirk of the metadata at least once.
+        first = not any(c.source == source for c in self.clips)
+        if source != TARGET_SOURCE and reuse and not first and rng.random() < 0.2:
+            # The same Xeno-Canto recording again, as it recurs across Kaggle years.
+            old = reuse[int(rng.integers(len(reuse)))]
+            xc_id, author, duration, secondaries, seed = (
+                old.xc_id, old.author, old.duration_s, old.secondaries, old.seed)
+        else:
+            collection = "XC"
+            if source == "birdclef-2025":
+                collection = str(rng.choice(["XC", "iNat", "CSA"], p=[0.5, 0.3, 0.2]))
+            xc_id = None
+            if collection == "XC":
+                self._next_xc += int(rng.integers(1, 5000))
+                xc_id = self._next_xc
+            author = str(rng.choice(AUTHORS))
+            duration = self._duration()
+            others = [o for o in pool if o.code != sp.code]
+            n_sec = min(max(int(rng.choice([0, 0, 1, 2])), int(first)), len(others))
+            secondaries = [others[i] for i in rng.choice(len(others), n_sec, replace=False)]
+            seed = int(rng.integers(2**31))
+        suffix = self._suffix(source)
+        stem = f"XC{xc_id}" if xc_id else f"{'iNat' if rng.random() < 0.6 else 'CSA'}{seed % 10**6}"
+        # On disk every source keeps a folder per label; 2022+ name it in `filename`.
+        name = f"{stem}{suffix}"
+        if layout.SOURCES[source].audio_paths == "in_filename":
+            name = f"{sp.code}/{name}"
+        rel = layout.audio_path(source, sp.code, name)
+        if any(c.path == rel for c in self.clips):
+            return  # the same recording twice in one year: skip, as Kaggle would
+        clip = Clip(
+            source=source, path=rel, primary=sp, secondaries=list(secondaries), xc_id=xc_id,
+            author=author, duration_s=duration,
+            sample_rate_hz=int(rng.choice(SAMPLE_RATES)),
+            channels=2 if rng.random() < 0.2 else 1, seed=seed,
+        )
+        clip.meta = {
+            "rating": float(rng.integers(0, 11)) / 2 if xc_id else 0.0,
+            "latitude": "" if rng.random() < 0.1 else round(float(rng.uniform(-40, 60)), 4),
+            "longitude": "" if rng.random() < 0.1 else round(float(rng.uniform(-120, 150)), 4),
+            "type": str(rng.choice(["['call']", "['song']", "['call', 'song']", "['']"])),
+            "date": f"20{int(rng.integers(10, 24)):02d}-0{int(rng.integers(1, 10))}-1{int(rng.integers(0, 10))}",
+            "time": f"{int(rng.integers(4, 20)):02d}:{int(rng.choice([0, 30])):02d}",
+        }
+        if not any(c.source == source for c in self.clips):
+            # Every source shows the missing-coordinates quirk at least once.
+            clip.meta["latitude"] = clip.meta["longitude"] = ""
+        self.clips.append(clip)
+        self._by_species.setdefault(sp.code, []).append(clip)
+
+    def _suffix(self, source: str) -> str:
+        main = ".mp3" if source in ("birdclef-2020", "xeno-canto") else ".ogg"
+        return str(self.rng.choice([main, ".flac", ".wav"], p=[0.84, 0.08, 0.08]))
+
+    def mark_broken(self) -> None:
+        """Breaks a few files in three ways; at least one of each kind."""
+        if self.spec.broken_fraction <= 0:
+            return
+        n = max(3, int(round(self.spec.broken_fraction * len(self.clips))))
+        picks = self.rng.choice(len(self.clips), n, replace=False)
+        for j, i in enumerate(picks):
+            self.clips[i].broken = ("truncated", "empty", "silent")[j % 3]
+
+    def soundscape_jobs(self, out: Path, target: list, textures: list) -> list:
+        jobs = []
+        specs = (
+            [("birdclef-2024", "train_soundscapes", target, True)] * self.spec.labelled_soundscapes
+            + [("birdclef-2021", "train_soundscapes", target, True)]
+            + [("birdclef-2024", "unlabeled_soundscapes", target, False)]
+            * self.spec.unlabelled_soundscapes
+            + [("birdclef-2025", "train_soundscapes", textures, False)]
+        )
+        for k, (source, folder, pool, labelled) in enumerate(specs):
+            audio_id = 10_000 + k * 37
+            site = ("COR", "SSW", "SNE")[k % 3]
+            name = f"{audio_id}_{site}_2019{k % 12 + 1:02d}15.ogg"
+            rel = f"{layout.SOURCES[source].folder}/{folder}/{name}"
+            info = {"source": source, "path": rel, "audio_id": audio_id, "site": site,
+                    "labelled": labelled}
+            self.soundscapes.append(info)
+            jobs.append((str(out / rel), ("soundscape", rel, pool, self.spec.soundscape_s,
+                                          int(self.rng.integers(2**31)))))
+        return jobs
