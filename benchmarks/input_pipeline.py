@@ -40,16 +40,13 @@ def _peer_clip(args):
     return y[start:start + n].shape[0]
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=20.0, help="time per measurement")
-    parser.add_argument("--keep", help="reuse/keep data in this folder")
-    args = parser.parse_args()
+def _records(work: Path):
+    """The benchmark tree's TFRecords; the recordings both sides read (failures removed)."""
+    import pandas as pd  # noqa: PLC0415
 
     from birdkeras import manifest, shards, synth  # noqa: PLC0415
     from birdkeras.config import load_config  # noqa: PLC0415
 
-    work = Path(args.keep or tempfile.mkdtemp(prefix="bk_pipe_"))
     root = synth.ensure(work / "data", synth.BENCHMARK)
     cfg = load_config(None, [
         f"data.root={root}", "data.sources=[birdclef-2021, birdclef-2022, birdclef-2023]",
@@ -57,28 +54,63 @@ def main() -> None:
         "tfrecords.shard_size_mb=16", "input.batch_size=64"])
     table, name2label, _ = manifest.build(cfg)
     shards.build(table, name2label, cfg, progress=False)
-    import pandas as pd  # noqa: PLC0415
-
     failed = set(pd.read_csv(Path(cfg.tfrecords.dir) / shards.FAILURES)["recording_id"])
-    table = table[~table["recording_id"].isin(failed)]  # both sides read the same files
-    files = [str(root / p) for p in table["path"]]
-    seconds = table["path"].map(lambda p: __import__("soundfile").info(str(root / p)).duration)
+    return cfg, name2label, root, table[~table["recording_id"].isin(failed)]
 
-    # (a) peer: per-file loader, 2 processes, over the files in random order, repeated.
+
+def _peer_rate(files: list[str], seconds: float) -> float:
+    """Per-file loader, 2 processes, over the files in random order, repeated."""
     rng = np.random.default_rng(0)
     with multiprocessing.get_context("fork").Pool(2) as pool:
         count, start = 0, time.perf_counter()
-        while time.perf_counter() - start < args.seconds:
+        while time.perf_counter() - start < seconds:
             order = rng.permutation(len(files))[:16]
             count += len(pool.map(_peer_clip, [(files[i], int(i)) for i in order]))
-        peer = count / (time.perf_counter() - start)
+        return count / (time.perf_counter() - start)
 
+
+def _front_end_rates(clips: np.ndarray, seconds: float) -> tuple[float, float]:
+    """Log-mel clips/s: our layer (batch of `clips`) and librosa (one clip at a time)."""
+    import librosa  # noqa: PLC0415
     import tensorflow as tf  # noqa: PLC0415
 
+    from birdkeras.features import LogMelSpectrogram  # noqa: PLC0415
+
+    layer = LogMelSpectrogram()
+    call = tf.function(layer.call, jit_compile=False)
+    call(tf.constant(clips))
+    reps, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        call(tf.constant(clips))
+        reps += 1
+    layer_rate = reps * len(clips) / (time.perf_counter() - start)
+    n, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        for y in clips:
+            s = librosa.feature.melspectrogram(
+                y=y, sr=SR, n_fft=2048, hop_length=512, n_mels=128, fmin=50.0, fmax=14000.0,
+                htk=True, norm=None, power=2.0, center=True, pad_mode="reflect")
+            librosa.power_to_db(s, ref=1.0, amin=1e-10, top_db=80.0)
+            n += 1
+    return layer_rate, n / (time.perf_counter() - start)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=20.0, help="time per measurement")
+    parser.add_argument("--keep", help="reuse/keep data in this folder")
+    args = parser.parse_args()
+
+    work = Path(args.keep or tempfile.mkdtemp(prefix="bk_pipe_"))
+    cfg, name2label, root, table = _records(work)
+    files = [str(root / p) for p in table["path"]]
+    seconds = table["path"].map(lambda p: __import__("soundfile").info(str(root / p)).duration)
+
+    # (a) clips/s: the peer's per-file loader, then our tf.data pipeline.
+    peer = _peer_rate(files, args.seconds)
     from birdkeras import data  # noqa: PLC0415
 
-    ds = data.make_dataset(cfg, len(name2label), training=True)
-    it = iter(ds)
+    it = iter(data.make_dataset(cfg, len(name2label), training=True))
     for _ in range(5):
         next(it)  # warm up: fill the shuffle buffer
     count, start = 0, time.perf_counter()
@@ -86,29 +118,8 @@ def main() -> None:
         count += int(next(it)[0].shape[0])
     ours = count / (time.perf_counter() - start)
 
-    # (b) front end on the same clips.
-    import librosa  # noqa: PLC0415
-
-    from birdkeras.features import LogMelSpectrogram  # noqa: PLC0415
-
-    clips = next(it)[0].numpy()[:16]  # batch 16: the fastest batch for the layer here
-    layer = LogMelSpectrogram()
-    call = tf.function(layer.call, jit_compile=False)
-    call(tf.constant(clips))
-    reps, start = 0, time.perf_counter()
-    while time.perf_counter() - start < args.seconds / 2:
-        call(tf.constant(clips))
-        reps += 1
-    layer_rate = reps * len(clips) / (time.perf_counter() - start)
-    n, start = 0, time.perf_counter()
-    while time.perf_counter() - start < args.seconds / 2:
-        for y in clips[:16]:
-            s = librosa.feature.melspectrogram(
-                y=y, sr=SR, n_fft=2048, hop_length=512, n_mels=128, fmin=50.0, fmax=14000.0,
-                htk=True, norm=None, power=2.0, center=True, pad_mode="reflect")
-            librosa.power_to_db(s, ref=1.0, amin=1e-10, top_db=80.0)
-            n += 1
-    librosa_rate = n / (time.perf_counter() - start)
+    # (b) front end on the same clips; batch 16 is the fastest batch for the layer here.
+    layer_rate, librosa_rate = _front_end_rates(next(it)[0].numpy()[:16], args.seconds / 2)
 
     print(f"\n{len(files)} recordings, {seconds.sum() / 60:.0f} audio min, median "
           f"{seconds.median():.1f} s, longest {seconds.max():.0f} s; {os.cpu_count()} cores\n")

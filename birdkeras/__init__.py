@@ -2,22 +2,29 @@
 
 One module per stage of the flow:
 
-    config       typed run configuration (frozen dataclasses + YAML + --set overrides)
-    layout       each Kaggle download's folders, metadata files and columns
-    synth        synthetic BirdCLEF tree for tests and the demo
-    audio        decode, down-mix, resample (soundfile + soxr)
-    sources      each Kaggle download's metadata -> one normalised table
-    manifest     hygiene, class balancing, folds, label map
-    tfrecord     the record format; shards: resumable build and verify
-    data         tf.data pipeline; mixing: batch-level waveform augmentation
-    features     in-model log-mel front end; augment: SpecAugment masks
-    models       EfficientNet backbones and heads
-    distribute   strategy selection; train: the trainer; metrics: official metrics
-    logging      W&B, history, spectrograms; soundscapes: labelled soundscape tables
-    export       SavedModel / TFLite / ONNX with an FFT-free front end
-    infer        soundscapes -> windows -> probabilities -> submission (any runtime)
-    evaluate     a submission vs labelled soundscapes: official metrics, plots
-    kaggle       Kaggle download / publish, and the notebook environment
+    errors         UserError: the base of every error caused by bad user input
+    config         the run configuration's schema; config_loader: YAML, base:, --set
+    layout         each Kaggle download's folders, metadata files and columns
+    synth          synthetic BirdCLEF tree for tests and the demo (plan, render, metadata)
+    audio          decode, down-mix, resample (soundfile + soxr)
+    sources        each Kaggle download's metadata -> one normalised table
+    manifest       hygiene, class balancing, folds, label map
+    tfrecord       the record format and shard names; shards: resumable build, verify
+    data           tf.data pipeline; mixing: batch-level waveform augmentation
+    features       in-model log-mel front end; augment: SpecAugment masks
+    models         EfficientNet backbones and heads
+    train          the trainer; optimization: losses, LR schedule, optimizer;
+                   callbacks: validation, checkpoints; distribute: strategies
+    metrics        official metrics; tracking: W&B and run logs; plots: every figure
+    soundscapes    labelled soundscape tables
+    export         SavedModel / TFLite / ONNX with an FFT-free front end
+    windows        inference audio in: files -> windows, decoded ahead in threads
+    runtimes       one model in one runtime (Keras, SavedModel, TFLite, ONNX Runtime)
+    postprocess    smoothing, file-level scaling (numpy)
+    submission     submission, long table and Raven outputs
+    infer          predict: score files, then write outputs
+    evaluate       a submission vs labelled soundscapes: official metrics, plots
+    kaggle         Kaggle download / publish, and the notebook environment
 """
 
 __version__ = "0.1.0"

@@ -36,14 +36,21 @@ def test_cutmix_labels_follow_the_share_of_samples_replaced():
     mixed, mixed_labels = (t.numpy() for t in mixing.cutmix(waves, labels, 1.0, 1.0, SEED))
     waves = waves.numpy()
     np.testing.assert_allclose(mixed_labels.sum(axis=1), 1.0, atol=1e-6)
+    # With probability 1 and Beta(1, 1) cut shares, nearly every example is cut (an
+    # example drawn as its own partner, or a zero-width cut, stays whole).
+    cut = [i for i in range(16) if (mixed[i] != waves[i]).any()]
+    assert len(cut) >= 12, cut
     for i in range(16):
+        # The example's own label keeps exactly the share of its samples it kept.
         kept = np.mean(mixed[i] == waves[i])
         np.testing.assert_allclose(mixed_labels[i, i], kept, atol=1e-6)
+    for i in cut:
+        # One contiguous segment, taken from the one partner that shares the label.
         changed = np.flatnonzero(mixed[i] != waves[i])
-        if len(changed):  # one contiguous segment, taken from one partner
-            assert changed[-1] - changed[0] + 1 == len(changed)
-            (j,) = _partners(mixed_labels, i)
-            np.testing.assert_array_equal(mixed[i][changed], waves[j][changed])
+        assert changed[-1] - changed[0] + 1 == len(changed)
+        (j,) = _partners(mixed_labels, i)
+        np.testing.assert_array_equal(mixed[i][changed], waves[j][changed])
+        np.testing.assert_allclose(mixed_labels[i, j], len(changed) / waves.shape[1], atol=1e-6)
 
 
 def test_probability_zero_is_identity():

@@ -50,11 +50,21 @@ def test_sed_head_gives_frame_and_clip_outputs():
     np.testing.assert_allclose(np.asarray(model(_waves(10.0))), clip, atol=1e-5)
 
 
-def test_inference_is_deterministic_and_training_masks():
+def test_masks_change_the_spectrogram_only_when_training():
     model = models.build_model(_cfg("model.mask_probability=1.0", "model.dropout=0"), 3)
+    unmasked = keras.Model(model.input, model.get_layer("log_mel").output)
+    masked = keras.Model(model.input, model.get_layer("time_mask").output)
     x = _waves(5.0)
+    reference = np.asarray(unmasked(x))
+    # Inference: the mask layers are the identity, and the whole model is deterministic.
+    np.testing.assert_array_equal(np.asarray(masked(x, training=False)), reference)
     np.testing.assert_array_equal(np.asarray(model(x)), np.asarray(model(x)))
-    assert not np.allclose(np.asarray(model(x, training=True)), np.asarray(model(x)))
+    # Training: every example loses whole mel bands and whole runs of frames.
+    changed = (np.asarray(masked(x, training=True)) != reference)[..., 0]
+    for example in changed:
+        bands, frames = example.all(axis=1), example.all(axis=0)
+        assert bands.any() and frames.any()
+        assert (example == (bands[:, None] | frames[None, :])).all()
 
 
 def test_gem_pooling_p_is_trainable_and_validated():
@@ -67,8 +77,6 @@ def test_gem_pooling_p_is_trainable_and_validated():
         models.GeMPooling(p=0)
 
 
-def test_weights_must_be_a_local_file(tmp_path):
-    with pytest.raises(ConfigError, match="model.weights=.*is not a file"):
-        _cfg(f"model.weights={tmp_path / 'missing.h5'}")
+def test_unknown_backbone_is_named():
     with pytest.raises(ConfigError, match="model.backbone='EffNetB0' is not one of"):
         _cfg("model.backbone=EffNetB0")
