@@ -4,7 +4,7 @@
     python benchmarks/postprocessing.py [--demo work/demo]
 
 Scores the demo's fine-tuned model (`ft/train/best.keras`) on the demo's labelled
-synthetic soundscapes (birdclef-2024/train_soundscapes) with `birdkeras predict`, once
+synthetic soundscapes (birdclef-2026/train_soundscapes, labelled windows) with `birdkeras predict`, once
 per setting, and prints macro ROC-AUC and padded cmAP beside the plain run's. Ensembling
 adds the same run's last-epoch model (`final.keras`) and the from-scratch model.
 Few windows (72 with the demo's data): differences of ~0.01 are within noise.
@@ -33,8 +33,8 @@ def main() -> None:
     best = demo / "ft" / "train" / "best.keras"
     if not best.is_file():
         raise SystemExit(f"{best} not found: run `make demo` first")
-    soundscapes = data / "birdclef-2024" / "train_soundscapes"
-    order = str(data / "birdclef-2024" / "sample_submission.csv")
+    soundscapes = data / "birdclef-2026" / "train_soundscapes"
+    order = str(data / "birdclef-2026" / "sample_submission.csv")
     settings = [
         ("none", {}, [best]),
         ("smoothing [0.25, 0.5, 0.25]", {"smoothing": (0.25, 0.5, 0.25)}, [best]),
@@ -52,7 +52,7 @@ def main() -> None:
         icfg = config_lib.InferConfig(class_order=order, **knobs)
         infer.predict([str(m) for m in models], soundscapes, out / f"{i}.csv", "tf", icfg,
                       progress=False)
-        result = evaluate.evaluate(out / f"{i}.csv", data, "birdclef-2024")
+        result = evaluate.evaluate(out / f"{i}.csv", data, "birdclef-2026")
         rows.append((name, result["macro_auc"], result["padded_cmap"], result["windows"]))
     base = rows[0]
     print(f"\n{base[3]} windows of the synthetic labelled soundscapes\n")

@@ -118,3 +118,23 @@ def best_checkpoints(workdir: Path, monitor: str, history_csv: Path | None = Non
             for callback in saves:
                 callback.best = best
     return saves
+
+
+class SoundscapeValidation(keras.callbacks.Callback):
+    """At each epoch end: the official metrics on labelled soundscape windows.
+
+    `windows` (n, samples) and `targets` (n, classes) come from
+    `soundscapes.labelled_windows` (either of Kaggle's label forms); predictions run
+    compiled (`Model.predict`). Logged as val_soundscape_macro_auc and
+    val_soundscape_padded_cmap, which `train.monitor` may select on (then the same
+    soundscapes no longer give an unbiased final figure).
+    """
+
+    def __init__(self, windows: np.ndarray, targets: np.ndarray, batch_size: int):
+        super().__init__()
+        self.windows, self.targets, self.batch_size = windows, targets, batch_size
+
+    def on_epoch_end(self, epoch, logs=None):
+        logits = self.model.predict(self.windows, batch_size=self.batch_size, verbose=0)
+        logs["val_soundscape_macro_auc"] = metrics.macro_roc_auc(self.targets, logits)
+        logs["val_soundscape_padded_cmap"] = metrics.padded_cmap(self.targets, logits)

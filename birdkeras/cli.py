@@ -115,9 +115,19 @@ def cmd_predict(args) -> int:
             else config_lib.load_config(None, args.overrides)).infer
     report = infer.predict(args.models, args.audio, args.out, args.runtime, icfg,
                            long_csv=args.long_csv, raven_dir=args.raven, progress=not args.quiet,
-                           threads=args.threads)
+                           threads=args.threads, dry_run_audio=args.dry_run_audio)
     print(f"predicted {report['rows']} rows for {report['files']} files "
           f"({report['windows_per_s']} windows/s, {args.runtime}) -> {args.out}")
+    if "note" in report:
+        print(f"  {report['note']}")
+    if "dry_run" in report:
+        dry = report["dry_run"]
+        print(f"  dry run: {dry['files']} files of {dry['folder']} in {dry['seconds']} s; "
+              f"{dry['hidden_test_files']} hidden files would take ~"
+              f"{dry['projected_hidden_run_s'] / 60:.1f} min")
+    for event in report["time_budget"]["dropped"]:
+        print(f"  time budget: dropped {event['dropped']} before file {event['before_file']} "
+              f"(projected {event['projected_s']} s)")
     for item in report["broken_files"]:
         print(f"  skipped (rows filled with the mean prediction): {item['error']}")
     if report["classes_filled_with_zero"]:
@@ -165,14 +175,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("synth", help="write a synthetic BirdCLEF tree (all years + XC)",
                        description="Write a synthetic tree shaped like the Kaggle BirdCLEF "
-                                   "2020-2025 and Xeno-Canto extended downloads.")
+                                   "2020-2025, BirdCLEF+ 2026 and Xeno-Canto extended "
+                                   "downloads.")
     p.add_argument("--out", required=True, help="folder to write into")
     p.add_argument("--seed", type=int, default=0, help="same seed, same bytes (default 0)")
     p.add_argument("--num-birds", dest="num_birds", type=int, help="bird species (16)")
     p.add_argument("--num-textures", dest="num_textures", type=int,
                    help="amphibian/insect-like species (4)")
+    p.add_argument("--num-mammals", dest="num_mammals", type=int, help="mammal species (1)")
     p.add_argument("--target-species", dest="target_species", type=int,
-                   help="species of the current year, 2024 (10)")
+                   help="bird species of the current year, BirdCLEF+ 2026 (10)")
     p.add_argument("--clips-per-species", dest="clips_per_species", type=int,
                    help="clips per species per older source (4)")
     p.add_argument("--target-clips-per-species", dest="target_clips_per_species", type=int,
@@ -185,6 +197,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="share of clips lasting minutes (0.03)")
     p.add_argument("--labelled-soundscapes", dest="labelled_soundscapes", type=int,
                    help="labelled 60 s soundscapes of the current year (6)")
+    p.add_argument("--unlabelled-soundscapes", dest="unlabelled_soundscapes", type=int,
+                   help="unlabelled 60 s soundscapes of the current year (2)")
     p.add_argument("--workers", type=int, help="processes (2)")
     p.set_defaults(func=cmd_synth)
 
@@ -243,6 +257,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--long-csv", dest="long_csv", help="also write file,start,end,label,score")
     p.add_argument("--raven", help="also write Raven selection tables into this folder")
     p.add_argument("--threads", type=int, default=0, help="inference threads (0: runtime's)")
+    p.add_argument("--dry-run-audio", dest="dry_run_audio",
+                   help="when --audio holds no file (Kaggle's save run): time a few files "
+                        "of this folder to estimate the hidden run")
     p.add_argument("--cfg", help="YAML config whose infer section applies (optional)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="e.g. --set infer.smoothing=[0.25,0.5,0.25] (repeatable)")
@@ -254,13 +271,14 @@ def build_parser() -> argparse.ArgumentParser:
                                    "positives, padded cmAP), per-class table, ROC/PR plots.")
     p.add_argument("--pred", required=True, help="submission CSV")
     p.add_argument("--root", required=True, help="data root holding the source's folder")
-    p.add_argument("--source", default="birdclef-2024")
+    p.add_argument("--source", default="birdclef-2026",
+                   help="the source whose labelled soundscapes score it (birdclef-2026)")
     p.add_argument("--out", help="folder for metrics.json, per_class.csv, roc.png, pr.png")
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("kaggle", help="download competitions, publish TFRecords as datasets",
                        description="download SOURCE...: fetch and unzip into --root in the "
-                                   "layout ingest expects (sources: birdclef-2020..2025, "
+                                   "layout ingest expects (sources: birdclef-2020..2026, "
                                    "xeno-canto). publish FOLDER: write dataset-metadata.json "
                                    "and create or version the Kaggle dataset --id.")
     p.add_argument("action", choices=["download", "publish"])

@@ -99,18 +99,24 @@ class DataConfig:
     """Which metadata feeds a run and how the manifest is cleaned and split."""
 
     # Folder holding the Kaggle downloads (birdclef-2021/, xeno-canto-extended/, ...).
+    # Relative data paths elsewhere in the config (data.corrupt_files,
+    # augment.background_dir) are relative to this folder.
     root: str = "data/synth"
-    sources: tuple[str, ...] = ("birdclef-2024",)
+    sources: tuple[str, ...] = ("birdclef-2026",)
     # The competition year being trained for: pretraining rows whose xc_id appears in
     # it are dropped (leakage), and its taxonomy defines the fine-tuning classes.
-    target_source: str = "birdclef-2024"
+    target_source: str = "birdclef-2026"
     drop_target_xc_ids: bool = True
     dedupe: bool = True
-    # JSON list of paths (relative to the source folder, as the metadata names them).
+    # JSON list of audio paths (relative to data.root, or bare file names) to skip.
     corrupt_files: str | None = None
     min_rating: float = 0.0
     num_folds: int = 5
     balance: BalanceConfig = BalanceConfig()
+    # The classes: "rows" = every primary label of the rows read (pretraining);
+    # "competition" = the target source's sample submission columns, in order, with or
+    # without clips (fine-tuning: the model predicts exactly the submission's columns).
+    label_map: Literal["rows", "competition"] = "rows"
     # Manifest and label map are written here.
     manifest_dir: str = "work/manifest"
 
@@ -222,7 +228,11 @@ class ModelConfig:
     """Backbone, head and the in-model augmentation."""
 
     backbone: str = "EfficientNetB0"
-    # None: random init. Or a local file of keras.applications weights (no downloads).
+    # None: random init. "imagenet": keras.applications' ImageNet weights, from Keras'
+    # cache (~/.keras/models, or $KERAS_HOME/models), downloaded there when online. Or
+    # a weights file, or a folder (an attached Kaggle dataset) holding the file
+    # keras.applications names, e.g. efficientnetb0_notop.h5. Checked when the model
+    # is built, not here, so a run's saved config loads anywhere.
     weights: str | None = None
     head: Literal["gap", "gem", "sed"] = "gap"
     # Batch-norm momentum of the backbone (keras.applications uses 0.99); a lower value
@@ -239,9 +249,6 @@ class ModelConfig:
     def __post_init__(self):
         if self.backbone not in BACKBONES:
             raise ConfigError(_unknown_choice("model.backbone", self.backbone, BACKBONES))
-        if self.weights is not None and not Path(self.weights).is_file():
-            raise ConfigError(f"model.weights={self.weights} is not a file (weights are "
-                              "never downloaded: give a local keras.applications file)")
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"model.dropout={self.dropout} must be in [0, 1)")
         if self.bn_momentum is not None and not 0.0 < self.bn_momentum < 1.0:
@@ -272,7 +279,11 @@ class TrainConfig:
     # bfloat16 on TPU, float16 on GPU; ignored (float32) on CPU.
     mixed_precision: bool = False
     jit_compile: bool = False
-    monitor: Literal["val_macro_auc", "val_padded_cmap", "val_loss"] = "val_macro_auc"
+    monitor: Literal["val_macro_auc", "val_padded_cmap", "val_loss",
+                     "val_soundscape_macro_auc", "val_soundscape_padded_cmap"] = "val_macro_auc"
+    # A source whose labelled soundscapes (either label form) are scored at each epoch
+    # end, as val_soundscape_macro_auc / val_soundscape_padded_cmap (None: off).
+    val_soundscapes: str | None = None
     # Start from another run's model (.keras): every layer but init_skip is loaded.
     init_from: str | None = None
     init_skip: tuple[str, ...] = HEAD_LAYERS
@@ -292,8 +303,12 @@ class TrainConfig:
             raise ConfigError(f"need 0 < train.lr_min <= train.lr_max and train.lr_start > 0; "
                               f"got lr_start={self.lr_start}, lr_max={self.lr_max}, "
                               f"lr_min={self.lr_min}")
-        if self.init_from is not None and not Path(self.init_from).is_file():
-            raise ConfigError(f"train.init_from={self.init_from} is not a file")
+        if self.monitor.startswith("val_soundscape") and not self.val_soundscapes:
+            raise ConfigError(f"train.monitor={self.monitor} needs train.val_soundscapes "
+                              "(a source with labelled soundscapes)")
+        if self.val_soundscapes is not None and self.val_soundscapes not in SOURCES:
+            raise ConfigError(_unknown_choice("train.val_soundscapes", self.val_soundscapes,
+                                              SOURCES))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -334,6 +349,15 @@ class InferConfig:
     # A file that cannot be decoded gets rows for its header duration, or this many
     # seconds if even the header is unreadable, filled with the mean prediction.
     broken_file_duration_s: float = 60.0
+    # Wall-clock budget of a run (None: none). When the projected time passes it,
+    # optional work is dropped (TTA shifts, then later ensemble members) and, as a
+    # last resort, the remaining files get the mean prediction, so a submission is
+    # always written in time. predict_report.json says what was dropped and when.
+    time_budget_s: float | None = None
+    # With no test audio (Kaggle's save run): score this many files of a dry-run
+    # folder to estimate the hidden run of hidden_test_files soundscapes.
+    dry_run_files: int = 3
+    hidden_test_files: int = 700
     # Long-format CSV and Raven tables keep scores at or above these.
     long_min_score: float = 0.1
     raven_min_score: float = 0.5
@@ -343,8 +367,6 @@ class InferConfig:
             raise ConfigError(f"need infer.hop_s > 0, infer.batch_size >= 1 and "
                               f"infer.workers >= 0; got hop_s={self.hop_s}, "
                               f"batch_size={self.batch_size}, workers={self.workers}")
-        if self.class_order is not None and not Path(self.class_order).is_file():
-            raise ConfigError(f"infer.class_order={self.class_order} is not a file")
         if self.smoothing and (len(self.smoothing) % 2 == 0 or min(self.smoothing) < 0
                                or sum(self.smoothing) <= 0):
             raise ConfigError(f"infer.smoothing={list(self.smoothing)} must be an odd number "
@@ -353,6 +375,11 @@ class InferConfig:
             raise ConfigError(f"need infer.file_scaling_weight in [0, 1] and "
                               f"infer.file_scaling_top_k >= 1; got "
                               f"{self.file_scaling_weight}, {self.file_scaling_top_k}")
+        if self.time_budget_s is not None and self.time_budget_s <= 0:
+            raise ConfigError(f"infer.time_budget_s={self.time_budget_s} must be > 0 or null")
+        if self.dry_run_files < 0 or self.hidden_test_files < 0:
+            raise ConfigError(f"infer.dry_run_files={self.dry_run_files} and "
+                              f"infer.hidden_test_files={self.hidden_test_files} must be >= 0")
         if self.broken_file_duration_s <= 0:
             raise ConfigError(f"infer.broken_file_duration_s={self.broken_file_duration_s} "
                               "must be > 0")
@@ -381,6 +408,17 @@ class Config:
                               f"data.num_folds={self.data.num_folds}")
         if self.data.target_source == "birdclef-2020" and self.audio.sample_rate_hz < 22050:
             raise ConfigError("birdclef-2020 audio needs audio.sample_rate_hz >= 22050")
+
+    def data_path(self, path: str | None) -> str | None:
+        """A data path of this config: absolute (or a URL) as given, else under data.root.
+
+        So a config states `augment.background_dir: birdclef-2026/train_soundscapes` and
+        the same file works wherever the data root is (a Kaggle notebook's input folder,
+        a VM's disk) with only `data.root` changed.
+        """
+        if path is None or Path(path).is_absolute() or "://" in path:
+            return path
+        return str(Path(self.data.root) / path)
 
 
 # ----------------------------------------------------------------------------------

@@ -1,10 +1,11 @@
 """`make demo`: every stage that exists, end to end, on the synthetic demo tree.
 
-Stages: synthetic data -> ingest (pretraining and fine-tuning manifests) -> TFRecords
--> verify -> pretrain -> fine-tune (from the pretrained model, and from scratch for
-comparison) -> export to ONNX -> submission for the synthetic labelled soundscapes
-(`workdir/submission.csv`) -> its evaluation with the official metrics. The configs are
-the real ones in configs/, pointed at `workdir`.
+Stages: synthetic data -> ingest (pretraining on 2020-2025 + XC, fine-tuning on the
+synthetic BirdCLEF+ 2026) -> TFRecords -> verify -> pretrain -> fine-tune (from the
+pretrained model, and from scratch for comparison) -> export to ONNX -> submission for
+the synthetic 2026 train soundscapes (`workdir/submission.csv`) -> its evaluation on
+their labelled windows (the 2026 label form) with the official metrics. The configs
+are the real ones in configs/, pointed at `workdir`.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from birdkeras import config as config_lib
 from birdkeras import evaluate, export, infer, manifest, shards, submission, synth, train
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
-TARGET = "birdclef-2024"
+TARGET = "birdclef-2026"
 
 
 class _Clock:
@@ -78,7 +79,7 @@ def make_data(data: Path, seed: int) -> str:
 def prepare_records(stage: str, workdir: Path, data: Path, overrides) -> tuple:
     """Ingest, build and verify the TFRecords of `configs/demo_{stage}.yaml`."""
     cfg = config_lib.load_config(CONFIG_DIR / f"demo_{stage}.yaml", [
-        f"data.root={data}", f"data.corrupt_files={data / 'corrupt_files.json'}",
+        f"data.root={data}", "data.corrupt_files=corrupt_files.json",
         f"data.manifest_dir={workdir / stage / 'manifest'}",
         f"tfrecords.dir={workdir / stage / 'tfrecords'}", f"workdir={workdir / stage}",
         *overrides,
@@ -104,13 +105,21 @@ def finetune(cfg, init: str | None, workdir: Path, data: Path, icfg) -> tuple[st
 
 
 def kaggle_submission(model: str, workdir: Path, data: Path, icfg) -> list[str]:
-    """The Kaggle end: export to ONNX, predict on CPU with ONNX Runtime, evaluate."""
+    """The Kaggle end: export to ONNX; the save run (empty test folder, with a dry run);
+    predict on CPU with ONNX Runtime; evaluate."""
     export.export(model, workdir / "export", formats=("onnx",))
+    save_run = infer.predict([workdir / "export"], data / TARGET / "test_soundscapes",
+                             workdir / "save_run" / "submission.csv", "onnx", icfg,
+                             progress=False, dry_run_audio=data / TARGET / "train_soundscapes")
+    dry = save_run["dry_run"]
     report = infer.predict([workdir / "export"], data / TARGET / "train_soundscapes",
                            workdir / "submission.csv", "onnx", icfg, progress=False)
     final = evaluate.evaluate(workdir / "submission.csv", data, TARGET, workdir / "evaluation")
     classes = len(submission.class_columns(icfg.class_order, []))
-    return [f"submission (ONNX Runtime, {report['windows_per_s']:.0f} windows/s): "
+    return [f"save run (empty test_soundscapes/): header-only submission; dry run on "
+            f"{dry['files']} files: {dry['seconds_per_file']:.2f} s per file, "
+            f"{dry['hidden_test_files']} hidden files ~{dry['projected_hidden_run_s'] / 60:.1f} min",
+            f"submission (ONNX Runtime, {report['windows_per_s']:.0f} windows/s): "
             f"{report['rows']} rows x {classes} classes -> {workdir / 'submission.csv'}",
             f"evaluation of the submission: macro ROC-AUC {final['macro_auc']:.3f}, "
             f"padded cmAP {final['padded_cmap']:.3f} ({final['windows']} windows; "

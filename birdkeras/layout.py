@@ -51,6 +51,8 @@ SOURCES = {s.name: s for s in (
            taxonomy="eBird_Taxonomy_v2021.csv", kaggle=("competition:birdclef-2024",)),
     Source("birdclef-2025", "birdclef-2025", "train.csv", "train_audio", "in_filename",
            taxonomy="taxonomy.csv", kaggle=("competition:birdclef-2025",)),
+    Source("birdclef-2026", "birdclef-2026", "train.csv", "train_audio", "in_filename",
+           taxonomy="taxonomy.csv", kaggle=("competition:birdclef-2026",)),
     Source("xeno-canto", "xeno-canto-extended", "train_extended.csv", "", "xc_halves",
            "ebird_code", kaggle=("dataset:rohanrao/xeno-canto-bird-recordings-extended-a-m",
                                  "dataset:rohanrao/xeno-canto-bird-recordings-extended-n-z"),

@@ -1,12 +1,16 @@
 """The manifest: one cleaned table of recordings, its label map and folds.
 
-Steps, in order (each configurable, each counted in the report):
- 1. read every configured source (`sources.read_source`);
- 2. reject rows whose path would leave the data root ('..', absolute, symlinks out);
+Steps, in order (each configurable, each counted in `ingest_report.json`):
+ 1. read every configured source (`sources.read_source`: rejected rows and coerced
+    values are recorded with their line);
+ 2. reject rows whose path would leave the data root ('..', absolute, symlinks out)
+    and rows whose audio file does not exist (one stat per file);
  3. drop files listed in the user's corrupt-file list;
  4. drop pretraining rows whose `xc_id` is also in the target year (leakage);
  5. drop duplicates on (`xc_id`, primary label, author), keeping the first source listed;
- 6. drop rows below `min_rating`; build the label map; report unknown labels;
+ 6. drop rows below `min_rating`; build the label map (`data.label_map`: the rows'
+    primary labels, or the competition's classes, with those that have no clip
+    reported); report unknown secondary labels;
  7. balance: downsample, then `filter` (rare classes get cv=False), then folds,
     then upsample (a `repeats` count: copies of a recording stay in its fold).
 """
@@ -36,24 +40,17 @@ def build(cfg: config_lib.Config) -> tuple[pd.DataFrame, dict[str, int], dict]:
     root = Path(data.root)
     if not root.is_dir():
         raise MissingPathError(f"data.root={data.root} is not a folder")
-    report: dict = {"read": {}, "rejected": [], "coerced": []}
-    tables = []
-    for source in data.sources:
-        table, rejected, coerced = sources.read_source(root, source)
-        report["read"][source] = len(table)
-        report["rejected"] += rejected.to_dict("records")
-        report["coerced"] += coerced.to_dict("records")
-        tables.append(table)
-    table = pd.concat(tables, ignore_index=True)
-
-    table, unsafe = reject_unsafe_paths(table, root)
-    report["rejected"] += unsafe
+    table, report = read_sources(root, data.sources)
+    table, rejected = reject_unsafe_paths(table, root)
+    report["rejected"] += rejected
+    table, rejected = reject_missing_files(table, root)
+    report["rejected"] += rejected
     if data.corrupt_files:
-        table, dropped = drop_listed(table, data.corrupt_files)
-        report["dropped_corrupt_list"] = dropped
+        table, report["dropped_corrupt_list"] = drop_listed(
+            table, cfg.data_path(data.corrupt_files), data.corrupt_files)
     if data.drop_target_xc_ids:
-        table, dropped = drop_target_leaks(table, data.target_source, root)
-        report["dropped_target_xc_ids"] = dropped
+        table, report["dropped_target_xc_ids"] = drop_target_leaks(table, data.target_source,
+                                                                   root)
     if data.dedupe:
         before = len(table)
         table = dedupe(table)
@@ -62,14 +59,49 @@ def build(cfg: config_lib.Config) -> tuple[pd.DataFrame, dict[str, int], dict]:
     table = table[~(table["rating"] < data.min_rating)]
     report["dropped_low_rating"] = before - len(table)
 
-    name2label = {name: i for i, name in enumerate(sorted(table["primary_label"].unique()))}
-    table, unknown = drop_unknown_secondaries(table, name2label)
-    report["unknown_secondary_labels"] = unknown
-
+    table, name2label = label_map(table, data, report)
+    table, report["unknown_secondary_labels"] = drop_unknown_secondaries(table, name2label)
     table = balance(table, data.balance, data.num_folds, cfg.seed)
     report["rows"] = len(table)
     report["classes"] = len(name2label)
     return table.reset_index(drop=True), name2label, report
+
+
+def read_sources(root: Path, names) -> tuple[pd.DataFrame, dict]:
+    """Every source's rows in one table, and the report of what reading them found."""
+    report: dict = {"read": {}, "rejected": [], "coerced": []}
+    tables = []
+    for source in names:
+        table, rejected, coerced = sources.read_source(root, source)
+        report["read"][source] = len(table)
+        report["rejected"] += rejected.to_dict("records")
+        report["coerced"] += coerced.to_dict("records")
+        tables.append(table)
+    return pd.concat(tables, ignore_index=True), report
+
+
+def label_map(table: pd.DataFrame, data: config_lib.DataConfig, report: dict):
+    """(rows kept, name2label) for `data.label_map` (see the module docstring)."""
+    if data.label_map == "rows":
+        return table, {name: i for i, name in enumerate(sorted(table["primary_label"].unique()))}
+    classes = sources.read_classes(data.root, data.target_source)
+    outside = ~table["primary_label"].isin(set(classes))
+    report["rejected"] += [
+        {"source": r["source"], "path": r["path"],
+         "reason": f"primary label {r['primary_label']!r} is not a class of "
+                   f"{data.target_source}"} for r in table[outside].to_dict("records")]
+    table = table[~outside]
+    with_clips = set(table["primary_label"])
+    report["classes_without_clips"] = [c for c in classes if c not in with_clips]
+    return table, {name: i for i, name in enumerate(classes)}
+
+
+def reject_missing_files(table: pd.DataFrame, root: Path) -> tuple[pd.DataFrame, list]:
+    """Drops rows whose audio file is not there (a typo, a partial download)."""
+    exists = table["path"].map(lambda p: (root / p).is_file())
+    rejected = [{"source": r["source"], "path": r["path"], "reason": "audio file not found"}
+                for r in table[~exists].to_dict("records")]
+    return table[exists.to_numpy()], rejected
 
 
 def reject_unsafe_paths(table: pd.DataFrame, root: Path) -> tuple[pd.DataFrame, list]:
@@ -93,17 +125,24 @@ def reject_unsafe_paths(table: pd.DataFrame, root: Path) -> tuple[pd.DataFrame, 
     return table[keep], rejected
 
 
-def drop_listed(table: pd.DataFrame, list_path: str) -> tuple[pd.DataFrame, int]:
-    """Drops rows whose path (relative to the data root) or file name is in the JSON list."""
+def drop_listed(table: pd.DataFrame, list_path: str,
+                as_configured: str | None = None) -> tuple[pd.DataFrame, int]:
+    """Drops rows whose path (relative to the data root) or file name is in the JSON list.
+
+    `as_configured`: the config's value, named in errors beside the resolved path.
+    """
     path = Path(list_path)
+    name = f"data.corrupt_files={as_configured or list_path}"
+    if as_configured and as_configured != list_path:
+        name += f" ({list_path})"
     if not path.is_file():
-        raise MissingPathError(f"data.corrupt_files={list_path} does not exist")
+        raise MissingPathError(f"{name} does not exist")
     try:
         listed = json.loads(path.read_text())
     except json.JSONDecodeError as err:
-        raise ManifestError(f"data.corrupt_files={list_path} is not valid JSON: {err}") from err
+        raise ManifestError(f"{name} is not valid JSON: {err}") from err
     if not isinstance(listed, list):
-        raise ManifestError(f"data.corrupt_files={list_path} must hold a JSON list of paths")
+        raise ManifestError(f"{name} must hold a JSON list of paths")
     listed = {str(p).strip() for p in listed}
     mask = table["path"].isin(listed) | table["path"].map(lambda p: Path(p).name).isin(listed)
     return table[~mask], int(mask.sum())

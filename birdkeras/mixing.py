@@ -95,6 +95,9 @@ def load_background_pool(folder: str, sample_rate_hz: int, window_s: float,
     Files shorter than one window are skipped; longer ones are cut to the shortest
     usable length so the pool is rectangular.
     """
+    if not Path(folder).is_dir():
+        raise MissingPathError(f"augment.background_dir={folder} is not a folder (a relative "
+                               "path is relative to data.root)")
     paths = sorted(p for p in Path(folder).rglob("*") if p.suffix.lower() in audio.FORMATS)
     if not paths:
         raise MissingPathError(f"augment.background_dir={folder} holds no audio files")
@@ -122,7 +125,8 @@ def batch_augmenter(cfg: config_lib.Config):
         return None
     pool = None
     if aug.background_probability:
-        pool = tf.constant(load_background_pool(aug.background_dir, cfg.audio.sample_rate_hz,
+        pool = tf.constant(load_background_pool(cfg.data_path(aug.background_dir),
+                                                cfg.audio.sample_rate_hz,
                                                 cfg.audio.window_s))
     seed = cfg.seed
 

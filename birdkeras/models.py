@@ -4,18 +4,24 @@
              -> SpectrogramToImage -> keras.applications EfficientNet (B0-B7, V2)
              -> head (GAP | GeM | SED attention) -> dropout -> logits
 
-The backbone is built with `include_top=False`, `input_shape=(mels, None, 3)` (any
-number of frames), and `weights=None` or a local weights file: nothing is downloaded.
+The backbone is keras.applications' (`include_top=False`), built for one window and
+re-wired onto any number of frames. Its weights (`model.weights`): random, ImageNet
+(`weights_file`: Keras' cache, else a download when online, else one line saying which
+file to attach), a weights file, or a folder holding keras.applications' file.
 keras.applications EfficientNets rescale/normalise pixels inside, so the front end
 hands them values in [0, 255].
 """
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import keras
 from keras import ops
 
 from birdkeras import config as config_lib
+from birdkeras.errors import UserError
 from birdkeras.augment import FrequencyMasking, TimeMasking
 from birdkeras.features import LogMelSpectrogram, SpectrogramToImage
 
@@ -94,6 +100,71 @@ class AttentionSEDHead(keras.layers.Layer):
                 "hidden_units": self.hidden_units, "dropout": self.dropout}
 
 
+class WeightsError(UserError):
+    """`model.weights` cannot be found or fetched; the message says what to attach."""
+
+
+def imagenet_file(backbone: str) -> tuple[str, str, str | None]:
+    """(file name, download URL, md5) of keras.applications' ImageNet weights without
+    the top, e.g. ('efficientnetb0_notop.h5', 'https://storage.googleapis.com/...', ...)."""
+    # The URL and hashes are keras.applications' own constants (private modules).
+    if backbone.startswith("EfficientNetV2"):
+        from keras.src.applications import efficientnet_v2 as module  # noqa: PLC0415
+
+        size = backbone.removeprefix("EfficientNetV2").lower()  # b0..b3, s, m, l
+        name, key = f"efficientnetv2-{size}_notop.h5", size if size.startswith("b") else f"-{size}"
+    else:
+        from keras.src.applications import efficientnet as module  # noqa: PLC0415
+
+        key = backbone.removeprefix("EfficientNet").lower()  # b0..b7
+        name = f"efficientnet{key}_notop.h5"
+    md5 = getattr(module, "WEIGHTS_HASHES", {}).get(key, (None, None))[1]
+    return name, module.BASE_WEIGHTS_PATH + name, md5
+
+
+def keras_home() -> Path:
+    """Where Keras caches downloads: $KERAS_HOME, else Keras' own default (~/.keras)."""
+    from keras.src.backend import config as keras_config  # noqa: PLC0415
+
+    return Path(os.environ.get("KERAS_HOME") or keras_config.keras_home())
+
+
+def weights_file(backbone: str, weights: str | None) -> str | None:
+    """The weights file `model.weights` names, fetched into Keras' cache if needed."""
+    if weights is None:
+        return None
+    name, origin, md5 = imagenet_file(backbone)
+    if weights == "imagenet":
+        cached = keras_home() / "models" / name
+        if cached.is_file():
+            return str(cached)
+        try:
+            return _download(name, origin, md5)
+        except Exception as err:  # noqa: BLE001 - urllib/HTTP errors vary; all mean offline
+            raise WeightsError(
+                f"model.weights=imagenet: {name} is not in Keras' cache ({cached.parent}) and "
+                f"could not be downloaded ({type(err).__name__}). Offline: attach a Kaggle "
+                f"dataset holding {name} and set model.weights to its folder, or copy the "
+                f"file to {cached}") from err
+    path = Path(weights)
+    if path.is_dir():
+        found = sorted(path.rglob(name))
+        if not found:
+            raise WeightsError(f"model.weights={weights} is a folder without {name} (the "
+                               f"keras.applications weights of {backbone})")
+        return str(found[0])
+    if not path.is_file():
+        raise WeightsError(f"model.weights={weights} is neither 'imagenet', a weights file nor "
+                           f"a folder holding {name}")
+    return str(path)
+
+
+def _download(name: str, origin: str, md5: str | None) -> str:
+    """The one network call of model building: keras.utils.get_file into Keras' cache."""
+    return keras.utils.get_file(name, origin, cache_subdir="models",
+                                cache_dir=str(keras_home()), file_hash=md5)
+
+
 def _backbone(cfg: config_lib.Config) -> keras.Model:
     """The keras.applications backbone, accepting any number of frames.
 
@@ -104,7 +175,8 @@ def _backbone(cfg: config_lib.Config) -> keras.Model:
     mels = cfg.audio.num_mel_bins
     frames = 1 + int(cfg.audio.window_s * cfg.audio.sample_rate_hz) // cfg.audio.hop_length
     fixed = getattr(keras.applications, cfg.model.backbone)(
-        include_top=False, weights=cfg.model.weights, input_shape=(mels, frames, 3))
+        include_top=False, weights=weights_file(cfg.model.backbone, cfg.model.weights),
+        input_shape=(mels, frames, 3))
     if cfg.model.bn_momentum is not None:
         for layer in fixed._flatten_layers():
             if isinstance(layer, keras.layers.BatchNormalization):

@@ -29,7 +29,8 @@ def history(csv_path: Path, png_path: Path) -> None:
     if not Path(csv_path).is_file():
         return
     table = pd.read_csv(csv_path)
-    panels = [c for c in ("loss", "val_loss", "auc", "val_macro_auc", "val_padded_cmap")
+    panels = [c for c in ("loss", "val_loss", "auc", "val_macro_auc", "val_padded_cmap",
+                          "val_soundscape_macro_auc")
               if c in table]
     plt = pyplot()
     fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3))

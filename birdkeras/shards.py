@@ -34,6 +34,10 @@ CARD, FAILURES = tfrecord.CARD, tfrecord.FAILURES
 _BYTES_PER_SAMPLE = 2
 
 
+class ShardError(UserError):
+    """A shard cannot be built, read, or agree with the manifest; the message names it."""
+
+
 @dataclasses.dataclass(frozen=True)
 class ShardJob:
     name: str
@@ -101,7 +105,20 @@ def build(table: pd.DataFrame, name2label: dict, cfg: config_lib.Config,
         for done in pool.map(_write_shard, work):
             bar.update(done["records"] + len(done["failures"]))
     bar.close()
-    return write_card(jobs, name2label, cfg)
+    card = write_card(jobs, name2label, cfg)
+    # A class whose every recording failed would train as a class nobody can predict.
+    lost = sorted({label_names(name2label)[row["label"]] for job in jobs for row in job.rows}
+                  & set(card["classes_without_records"]))
+    if lost:
+        raise ShardError(f"{len(lost)} classes have rows in the manifest but no record after "
+                         f"the build (every file failed; see {tfrecord.join(out, FAILURES)}): "
+                         f"{lost[:10]}. Fix or drop those rows and ingest again.")
+    return card
+
+
+def label_names(name2label: dict) -> dict:
+    """label id -> class name."""
+    return {v: k for k, v in name2label.items()}
 
 
 def _done_path(out: str, shard_name: str) -> str:
@@ -162,7 +179,7 @@ def _check_length(wave, sample_rate_hz, row, max_duration_s) -> None:
 def write_card(jobs: list[ShardJob], name2label: dict, cfg: config_lib.Config) -> dict:
     """Collects the shards' sidecars into dataset_card.json and failures.csv."""
     out = cfg.tfrecords.dir
-    label_names = {v: k for k, v in name2label.items()}
+    names = label_names(name2label)
     shards, failures, counts, seconds = [], [], {}, []
     for job in jobs:
         with tfrecord.open_file(_done_path(out, job.name), "r") as f:
@@ -175,7 +192,7 @@ def write_card(jobs: list[ShardJob], name2label: dict, cfg: config_lib.Config) -
         for row in job.rows:
             if row["recording_id"] in failed:
                 continue
-            per_fold = counts.setdefault(label_names[row["label"]], {})
+            per_fold = counts.setdefault(names[row["label"]], {})
             per_fold[str(row["fold"])] = per_fold.get(str(row["fold"]), 0) + 1
     total_bytes = sum(seconds) * cfg.audio.sample_rate_hz * _BYTES_PER_SAMPLE
     card = {
@@ -186,6 +203,9 @@ def write_card(jobs: list[ShardJob], name2label: dict, cfg: config_lib.Config) -
         "failures": len(failures),
         "shards": shards,
         "counts_per_class_per_fold": dict(sorted(counts.items())),
+        # Classes of the label map with no record: a competition's classes without
+        # clips (reported at ingest), or classes whose every file failed (an error).
+        "classes_without_records": sorted(set(name2label) - set(counts)),
         "durations_s": _duration_stats(seconds),
         "bytes_per_audio_hour": cfg.audio.sample_rate_hz * _BYTES_PER_SAMPLE * 3600,
         "approx_total_mb": round(total_bytes / 1e6, 1),
@@ -208,10 +228,6 @@ def _duration_stats(seconds: list[float]) -> dict:
     arr = np.asarray(seconds)
     return {"total": round(float(arr.sum()), 2), "min": round(float(arr.min()), 2),
             "median": round(float(np.median(arr)), 2), "max": round(float(arr.max()), 2)}
-
-
-class ShardError(UserError):
-    """A shard cannot be read or disagrees with the manifest; the message names it."""
 
 
 def verify(table: pd.DataFrame, name2label: dict, cfg: config_lib.Config) -> dict:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from birdkeras import layout
@@ -128,3 +129,29 @@ def _seconds(value: str, path: Path, column: str) -> float:
     for part in parts:
         seconds = seconds * 60 + part
     return seconds
+
+
+def labelled_windows(root: str | Path, source: str, class_names: list[str],
+                     sample_rate_hz: int, window_s: float = 5.0):
+    """Every labelled window of `source` as audio and 0/1 targets over `class_names`.
+
+    Returns (windows (n, samples) float32, targets (n, classes) float32, the label
+    table). Each file is decoded once; labels that are not in `class_names` are left
+    out of the targets (the table keeps them).
+    """
+    from birdkeras import audio  # noqa: PLC0415 - keeps the label readers light
+    from birdkeras.windows import cut  # noqa: PLC0415
+
+    table = read_labels(root, source)
+    index = {name: k for k, name in enumerate(class_names)}
+    waves, targets = [], np.zeros((len(table), len(class_names)), dtype=np.float32)
+    for path, rows in table.groupby("path", sort=False):
+        wave = audio.load(path, sample_rate_hz, allow_silence=True)
+        waves.append(cut(wave, sample_rate_hz, rows["start_s"].to_numpy(), window_s))
+    order = np.concatenate([rows.index.to_numpy()
+                            for _, rows in table.groupby("path", sort=False)])
+    for i, labels in zip(table.index, table["labels"]):
+        for label in labels:
+            if label in index:
+                targets[i, index[label]] = 1.0
+    return np.concatenate(waves)[np.argsort(order)], targets, table

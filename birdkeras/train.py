@@ -25,6 +25,7 @@ import tensorflow as tf
 from birdkeras import callbacks as callbacks_lib
 from birdkeras import config as config_lib
 from birdkeras import data, distribute, metrics, models, tfrecord, tracking
+from birdkeras import soundscapes as soundscapes_lib
 from birdkeras.errors import UserError, require_file
 from birdkeras.optimization import make_loss, make_optimizer
 
@@ -165,10 +166,20 @@ def init_from(model: keras.Model, path: str, skip=config_lib.HEAD_LAYERS) -> dic
 
 def make_callbacks(prepared: Run, state, validation, logger) -> list:
     """Validation first (the checkpoints monitor its metrics), then saves and logs."""
+    # Labelled soundscapes are decoded once, before the first epoch.
     cfg, workdir = prepared.cfg, prepared.workdir
     history = workdir / "history.csv"
+    soundscapes = []
+    if cfg.train.val_soundscapes:
+        waves, targets, table = soundscapes_lib.labelled_windows(
+            cfg.data.root, cfg.train.val_soundscapes, prepared.class_names,
+            cfg.audio.sample_rate_hz, cfg.audio.window_s)
+        print(f"validating on {len(table)} labelled soundscape windows of "
+              f"{cfg.train.val_soundscapes} ({table['path'].nunique()} files)")
+        soundscapes = [callbacks_lib.SoundscapeValidation(waves, targets, prepared.global_batch)]
     return [
         validation,
+        *soundscapes,
         *callbacks_lib.best_checkpoints(workdir, cfg.train.monitor,
                                         history if state is not None else None),
         callbacks_lib.StepCheckpoint(workdir / "ckpt", cfg.train.checkpoint_every_steps,

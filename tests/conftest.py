@@ -33,3 +33,22 @@ def real_dir() -> Path:
     if not REAL.is_dir():
         pytest.fail(f"real test material not found at {REAL} (shared/ must sit beside the repo)")
     return REAL
+
+
+def write_applications_file(path, backbone="EfficientNetB0"):
+    """A weights file in keras.applications' own (legacy HDF5) format, with values the
+    test chooses, written under the name keras.applications gives it."""
+    import h5py
+    import keras
+    import numpy as np
+    from keras.src.legacy.saving import legacy_h5_format
+
+    model = getattr(keras.applications, backbone)(include_top=False, weights=None,
+                                                  input_shape=(64, 157, 3))
+    rng = np.random.default_rng(1)
+    model.set_weights([rng.uniform(0.5, 1.5, w.shape).astype("float32")
+                       for w in model.get_weights()])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with h5py.File(path, "w") as f:
+        legacy_h5_format.save_weights_to_hdf5_group(f, model)
+    return model.get_weights()

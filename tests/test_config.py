@@ -81,7 +81,7 @@ def test_saved_config_loads_back_equal(tmp_path):
     cfg = load_config(REPO / "configs" / "demo_ft.yaml", ["seed=3"])
     path = config_lib.save_config(cfg, tmp_path / "config.yaml")
     assert load_config(path) == cfg
-    assert yaml.safe_load(path.read_text())["data"]["sources"] == ["birdclef-2024"]
+    assert yaml.safe_load(path.read_text())["data"]["sources"] == ["birdclef-2026"]
 
 
 def test_cli_reports_config_errors_with_exit_2(capsys):
@@ -126,3 +126,28 @@ def test_user_errors_exit_2_and_bugs_keep_their_traceback(monkeypatch, capsys):
     monkeypatch.setattr(cli, "cmd_config", broken)
     with pytest.raises(ValueError, match="internal bug"):
         cli.main(["config", "--cfg", "nowhere.yaml"])
+
+
+def test_paths_are_checked_where_they_are_used_not_when_a_config_loads(tmp_path):
+    # A run's resolved config, copied to another machine, still loads.
+    cfg = load_config(REPO / "configs" / "b0_ft.yaml", [
+        "train.init_from=/gone/best.keras", "model.weights=/gone/b0.h5",
+        "infer.class_order=/gone/sample_submission.csv"])
+    assert load_config(config_lib.save_config(cfg, tmp_path / "config.yaml")) == cfg
+
+
+def test_data_paths_resolve_under_the_data_root():
+    cfg = load_config(REPO / "configs" / "b0_ft.yaml", ["data.root=/kaggle/input"])
+    assert cfg.data_path(cfg.augment.background_dir) == "/kaggle/input/birdclef-2026/train_soundscapes"
+    assert cfg.data_path("/abs/noise") == "/abs/noise"
+    assert cfg.data_path("gs://bucket/noise") == "gs://bucket/noise"
+    assert cfg.data_path(None) is None
+
+
+def test_monitoring_soundscapes_needs_a_soundscape_source():
+    with pytest.raises(ConfigError, match="needs train.val_soundscapes"):
+        load_config(None, ["train.monitor=val_soundscape_macro_auc"])
+    with pytest.raises(ConfigError, match=r"train.val_soundscapes='birdclef-2062' is not one of"):
+        load_config(None, ["train.val_soundscapes=birdclef-2062"])
+    with pytest.raises(ConfigError, match="infer.time_budget_s=0.0 must be > 0"):
+        load_config(None, ["infer.time_budget_s=0"])

@@ -127,7 +127,7 @@ def test_batch_augmentation_runs_in_training_only(built, synth_root):
     _, name2label, _ = built
     cfg = _cfg(built, "augment.mixup_probability=1.0", "augment.noise_probability=0.5",
                "augment.background_probability=0.5",
-               f"augment.background_dir={synth_root / 'birdclef-2024' / 'unlabeled_soundscapes'}")
+               "augment.background_dir=birdclef-2026/train_soundscapes")  # under data.root
     x, y = next(iter(data.make_dataset(cfg, len(name2label), training=True)))
     np.testing.assert_allclose(y.numpy().sum(axis=1), 1.0, atol=1e-5)
     assert (y.numpy().max(axis=1) < 0.999).any()  # labels were mixed

@@ -1,6 +1,8 @@
 """Inference: export to every runtime with parity, predict, post-processing, evaluate."""
 
+import dataclasses
 import json
+import re
 from pathlib import Path
 
 import keras
@@ -92,8 +94,8 @@ def test_runtime_errors_name_the_problem(run_dir, exported, tmp_path):
         windows.list_audio([tmp_path / "a", tmp_path / "b"])
     with pytest.raises(PredictError, match="not an audio file"):
         windows.list_audio([tmp_path / "a" / "site1.ogg", run_dir / "config.yaml"])
-    with pytest.raises(config_lib.ConfigError, match="infer.class_order"):
-        config_lib.load_config(None, [f"infer.class_order={tmp_path / 'none.csv'}"])
+    with pytest.raises(PredictError, match="infer.class_order=.*none.csv is not a file"):
+        submission.class_columns(str(tmp_path / "none.csv"), CLASSES)
     with pytest.raises(PredictError, match="neither a .keras model nor an export"):
         runtimes.Runner(tmp_path / "missing.keras", "tf")
     lone = tmp_path / "lone"
@@ -103,7 +105,7 @@ def test_runtime_errors_name_the_problem(run_dir, exported, tmp_path):
         export.export(lone / "best.keras", tmp_path / "y")  # no training run beside it
     (tmp_path / "no_row_id.csv").write_text("a,b\n1,2\n")
     with pytest.raises(evaluate.EvaluateError, match="no row_id column"):
-        evaluate.evaluate(tmp_path / "no_row_id.csv", tmp_path, "birdclef-2024")
+        evaluate.evaluate(tmp_path / "no_row_id.csv", tmp_path, "birdclef-2026")
 
 
 def test_birdnet_soundscape_same_rows_in_ogg_mp3_flac(exported, real_dir, tmp_path):
@@ -188,7 +190,7 @@ def test_post_processing():
 
 
 def test_ensemble_tta_and_sample_submission_order(run_dir, exported, synth_root, tmp_path):
-    soundscapes = synth_root / "birdclef-2024" / "train_soundscapes"
+    soundscapes = synth_root / "birdclef-2026" / "train_soundscapes"
     order = tmp_path / "sample_submission.csv"
     columns = ["row_id", "zzz_unknown", *reversed(CLASSES)]
     pd.DataFrame(columns=columns).to_csv(order, index=False)
@@ -229,7 +231,7 @@ def _perfect_submission(synth_root, soundscapes) -> pd.DataFrame:
     Built from the generator's own call list (soundscape_calls.csv), not from the label
     file that `evaluate` reads."""
     calls = pd.read_csv(synth_root / "soundscape_calls.csv")
-    species = sorted(pd.read_csv(synth_root / "birdclef-2024" / "sample_submission.csv")
+    species = sorted(pd.read_csv(synth_root / "birdclef-2026" / "sample_submission.csv")
                      .columns[1:])
     rows = []
     for path in sorted(soundscapes.iterdir()):
@@ -242,13 +244,13 @@ def _perfect_submission(synth_root, soundscapes) -> pd.DataFrame:
 
 
 def test_evaluate_submission(exported, synth_root, tmp_path):
-    soundscapes = synth_root / "birdclef-2024" / "train_soundscapes"
+    soundscapes = synth_root / "birdclef-2026" / "train_soundscapes"
     infer.predict([exported], soundscapes, tmp_path / "sub.csv", "onnx", progress=False)
     with pytest.raises(evaluate.EvaluateError, match="nothing to score"):
-        evaluate.evaluate(tmp_path / "sub.csv", synth_root, "birdclef-2024")  # wrong classes
+        evaluate.evaluate(tmp_path / "sub.csv", synth_root, "birdclef-2026")  # wrong classes
     perfect = _perfect_submission(synth_root, soundscapes)
     perfect.to_csv(tmp_path / "perfect.csv", index=False)
-    result = evaluate.evaluate(tmp_path / "perfect.csv", synth_root, "birdclef-2024",
+    result = evaluate.evaluate(tmp_path / "perfect.csv", synth_root, "birdclef-2026",
                                tmp_path / "eval")
     assert result["scored_classes"] >= 2 and result["macro_auc"] == 1.0
     assert result["padded_cmap"] == 1.0
@@ -256,13 +258,13 @@ def test_evaluate_submission(exported, synth_root, tmp_path):
         assert (tmp_path / "eval" / name).stat().st_size > 0
     perfect.iloc[1:].to_csv(tmp_path / "short.csv", index=False)
     with pytest.raises(evaluate.EvaluateError, match="no rows for 1 labelled"):
-        evaluate.evaluate(tmp_path / "short.csv", synth_root, "birdclef-2024")
+        evaluate.evaluate(tmp_path / "short.csv", synth_root, "birdclef-2026")
 
 
 def test_cli_export_predict_evaluate(run_dir, synth_root, tmp_path, capsys):
     assert cli.main(["export", "--model", str(run_dir / "best.keras"), "--out",
                      str(tmp_path / "exp"), "--formats", "onnx"]) == 0
-    soundscapes = synth_root / "birdclef-2024" / "train_soundscapes"
+    soundscapes = synth_root / "birdclef-2026" / "train_soundscapes"
     assert cli.main(["predict", "--model", str(tmp_path / "exp"), "--runtime", "onnx",
                      "--audio", str(soundscapes), "--out", str(tmp_path / "sub.csv"),
                      "--quiet", "--set", "infer.smoothing=[0.25,0.5,0.25]"]) == 0
@@ -276,3 +278,100 @@ def test_cli_export_predict_evaluate(run_dir, synth_root, tmp_path, capsys):
     assert cli.main(["predict", "--model", str(tmp_path / "exp"), "--audio",
                      str(tmp_path / "nowhere"), "--out", str(tmp_path / "x.csv")]) == 2
     assert "nowhere not found" in capsys.readouterr().err
+
+
+def test_kaggle_save_run_with_no_test_audio_writes_the_header(exported, synth_root, tmp_path):
+    empty = tmp_path / "test_soundscapes"
+    empty.mkdir()
+    sample = synth_root / "birdclef-2026" / "sample_submission.csv"
+    icfg = config_lib.InferConfig(class_order=str(sample), dry_run_files=2,
+                                  hidden_test_files=700)
+    report = infer.predict([exported], empty, tmp_path / "sub.csv", "onnx", icfg,
+                           progress=False,
+                           dry_run_audio=synth_root / "birdclef-2026" / "train_soundscapes")
+    written = pd.read_csv(tmp_path / "sub.csv")
+    assert list(written.columns) == list(pd.read_csv(sample, nrows=0).columns)
+    assert len(written) == 0 and report["files"] == 0 and "save run" in report["note"]
+    dry = report["dry_run"]
+    assert dry["files"] == 2 and dry["windows"] == 24 and dry["seconds"] > 0
+    assert dry["projected_hidden_run_s"] == pytest.approx(dry["seconds"] / 2 * 700, rel=1e-2)
+    saved = json.loads((tmp_path / infer.REPORT).read_text())
+    assert saved["dry_run"] == dry
+    with pytest.raises(PredictError, match="nowhere not found"):
+        infer.predict([exported], tmp_path / "nowhere", tmp_path / "x.csv", "onnx",
+                      progress=False)
+
+
+def test_a_time_budget_drops_optional_work_and_still_writes_every_row(exported, synth_root,
+                                                                    tmp_path):
+    soundscapes = synth_root / "birdclef-2026" / "train_soundscapes"
+    files = windows.list_audio(soundscapes)
+    full = config_lib.InferConfig(tta_shifts_s=(-1.0, 1.0), workers=0)
+    tight = config_lib.InferConfig(tta_shifts_s=(-1.0, 1.0), workers=0, time_budget_s=1e-3)
+    infer.predict([exported, exported], soundscapes, tmp_path / "full.csv", "onnx", full,
+                  progress=False)
+    report = infer.predict([exported, exported], soundscapes, tmp_path / "tight.csv", "onnx",
+                           tight, progress=False)
+    # The first file measures the cost; then TTA goes, then the second model, then scoring.
+    dropped = [e["dropped"] for e in report["time_budget"]["dropped"]]
+    assert dropped == ["tta_shifts", f"model {exported}", "scoring"]
+    assert all(e["before_file"] == 1 for e in report["time_budget"]["dropped"])
+    full_rows, tight_rows = pd.read_csv(tmp_path / "full.csv"), pd.read_csv(tmp_path / "tight.csv")
+    assert tight_rows["row_id"].tolist() == full_rows["row_id"].tolist()  # every row there
+    first = tight_rows["row_id"].str.startswith(files[0].stem + "_")
+    np.testing.assert_allclose(tight_rows[first][CLASSES], full_rows[first][CLASSES], atol=1e-6)
+    for row in tight_rows[~first][CLASSES].to_numpy():  # filled: the scored windows' mean
+        np.testing.assert_allclose(row, tight_rows[first][CLASSES].mean().to_numpy(), atol=1e-6)
+    roomy = dataclasses.replace(tight, time_budget_s=1e6)
+    report = infer.predict([exported, exported], soundscapes, tmp_path / "roomy.csv", "onnx",
+                           roomy, progress=False)
+    assert report["time_budget"]["dropped"] == []
+    np.testing.assert_allclose(pd.read_csv(tmp_path / "roomy.csv")[CLASSES],
+                               full_rows[CLASSES], atol=1e-6)
+
+
+def test_time_budget_levels_follow_the_projection():
+    now = [0.0]
+    budget = infer.TimeBudget(100.0, shifts=3, models=2, windows_per_file=[10] * 10,
+                              clock=lambda: now[0])
+    assert budget.plan(0, ["a", "b"])  # nothing measured yet
+    budget.done(10, 6)  # 60 units
+    now[0] = 6.0  # 0.1 s per unit: the rest at full work would take 9 x 60 x 0.1 = 54 s
+    assert budget.plan(1, ["a", "b"]) and (budget.shifts, budget.models) == (3, 2)
+    now[0] = 60.0  # 1 s per unit: 9 files x 60 units over; x 20 over; x 10 over (150 s)
+    assert budget.plan(1, ["a", "b"]) and (budget.shifts, budget.models) == (1, 1)
+    assert [e["dropped"] for e in budget.events] == ["tta_shifts", "model b"]
+    now[0] = 95.0  # at one pass, the next file alone (10 units, ~16 s) no longer fits
+    assert budget.plan(1, ["a", "b"]) is False
+    assert [e["dropped"] for e in budget.events] == ["tta_shifts", "model b", "scoring"]
+
+
+def test_a_run_copied_elsewhere_exports_and_predicts(run_dir, tmp_path, synth_root):
+    # The run's config names files of the machine it trained on; none of them exist here.
+    moved = tmp_path / "moved"
+    moved.mkdir()
+    for name in ("best.keras", "name2label.json"):
+        (moved / name).write_bytes((run_dir / name).read_bytes())
+    cfg = config_lib.load_config(run_dir / "config.yaml", [
+        "train.init_from=/elsewhere/pre/best.keras", "model.weights=/elsewhere/b0_notop.h5",
+        "infer.class_order=/elsewhere/sample_submission.csv",
+        "data.corrupt_files=/elsewhere/corrupt.json"])
+    config_lib.save_config(cfg, moved / "config.yaml")
+    card = export.export(moved / "best.keras", tmp_path / "export", formats=("onnx",))
+    assert card["classes"] == CLASSES
+    report = infer.predict([moved / "best.keras"], synth_root / "birdclef-2026" /
+                           "train_soundscapes", tmp_path / "sub.csv", "tf", progress=False)
+    assert report["rows"] > 0
+    # A path that is needed and missing still gets its clear error, where it is used.
+    with pytest.raises(PredictError, match="infer.class_order=/elsewhere/sample_submission.csv"):
+        infer.predict([moved / "best.keras"], synth_root / "birdclef-2026" / "train_soundscapes",
+                      tmp_path / "x.csv", "tf", cfg.infer, progress=False)
+
+
+def test_reports_carry_site_date_and_hour_from_the_file_names(exported, synth_root, tmp_path):
+    report = infer.predict([exported], synth_root / "birdclef-2026" / "train_soundscapes",
+                           tmp_path / "sub.csv", "onnx", progress=False)
+    for item in report["recordings"]:
+        site, date, hour = re.search(r"_(S\d+)_(\d{8})_(\d\d)\d{4}\.ogg$", item["file"]).groups()
+        assert (item["site"], item["date"], item["hour"]) == (site, date, int(hour))
+        assert item["windows"] == 12

@@ -84,9 +84,9 @@ def test_dedupe_on_xc_id_label_and_author():
 
 
 def test_target_year_xc_ids_are_dropped_from_pretraining():
-    table = _table([("birdclef-2024", 7, "a", "Ann"), ("birdclef-2021", 7, "a", "Ann"),
+    table = _table([("birdclef-2026", 7, "a", "Ann"), ("birdclef-2021", 7, "a", "Ann"),
                     ("xeno-canto", 7, "b", "Cy"), ("birdclef-2021", 8, "a", "Ann")])
-    out, dropped = manifest.drop_target_leaks(table, "birdclef-2024")
+    out, dropped = manifest.drop_target_leaks(table, "birdclef-2026")
     assert dropped == 2 and sorted(out["xc_id"].tolist()) == [7, 8]
 
 
@@ -94,10 +94,10 @@ def test_pretraining_reads_the_target_years_ids_from_its_metadata(synth_root):
     # Pretraining does not read the target year; its leaks are found from its metadata.
     table = pd.concat([sources.read_source(synth_root, s)[0] for s in
                        ("birdclef-2020", "birdclef-2021", "birdclef-2022", "birdclef-2023",
-                        "xeno-canto")], ignore_index=True)
-    target = sources.read_source(synth_root, "birdclef-2024")[0]
+                        "birdclef-2024", "xeno-canto")], ignore_index=True)
+    target = sources.read_source(synth_root, "birdclef-2026")[0]
     shared = set(table["xc_id"].dropna()) & set(target["xc_id"].dropna())
-    out, dropped = manifest.drop_target_leaks(table, "birdclef-2024", synth_root)
+    out, dropped = manifest.drop_target_leaks(table, "birdclef-2026", synth_root)
     assert dropped == len(table[table["xc_id"].isin(shared)]) > 0
     assert not set(out["xc_id"].dropna()) & shared
 
@@ -145,6 +145,7 @@ def test_path_traversal_rows_are_rejected_and_recorded(tmp_path):
     outside = tmp_path / "secret.ogg"
     outside.write_bytes(b"x")
     (root / "birdclef-2023" / "train_audio" / "a" / "link.ogg").symlink_to(outside)
+    (root / "birdclef-2023" / "train_audio" / "a" / "XC1.ogg").write_bytes(b"ogg")
     rows = ["a/XC1.ogg", "../../../secret.ogg", "/etc/passwd", "a/link.ogg"]
     layout.write_csv(root / "birdclef-2023" / "train_metadata.csv", layout.COLUMNS_2023,
                      [{"primary_label": "a", "filename": f, "author": "A", "rating": 4}
@@ -168,7 +169,7 @@ def test_full_ingest_of_the_synthetic_tree(synth_root, tmp_path):
     listed = set(json.loads((synth_root / "corrupt_files.json").read_text()))
     assert not set(table["path"]) & listed
     target_ids = {int(r["xc_id"]) for r in synth.read_truth(synth_root)
-                  if r["source"] == "birdclef-2024" and r["xc_id"]}
+                  if r["source"] == "birdclef-2026" and r["xc_id"]}
     assert not set(table["xc_id"].dropna()) & target_ids
     assert report["dropped_target_xc_ids"] > 0 and report["dropped_duplicates"] > 0
     assert not table.duplicated(["xc_id", "primary_label", "author"]).any() or \
@@ -229,3 +230,38 @@ def test_repeated_header_rows_are_rejected_and_coerced_values_reported(tmp_path)
                      (4, "latitude", "95", "outside [-90, 90]")}
     assert table["secondary_labels"].tolist() == [["b", "c"], [], ["a"]]
     assert table["rating"].isna().tolist() == [True, True, False]
+
+
+def test_rows_whose_audio_is_missing_are_rejected_not_made_classes(tmp_path):
+    root = tmp_path / "root"
+    (root / "birdclef-2023" / "train_audio" / "a").mkdir(parents=True)
+    (root / "birdclef-2023" / "train_audio" / "a" / "XC1.ogg").write_bytes(b"ogg")
+    layout.write_csv(root / "birdclef-2023" / "train_metadata.csv", layout.COLUMNS_2023, [
+        {"primary_label": "a", "filename": "a/XC1.ogg", "rating": "abc"},
+        {"primary_label": "ghost1", "filename": "ghost1/XC2.ogg"},  # no such file
+    ])
+    cfg = load_config(None, [f"data.root={root}", "data.sources=[birdclef-2023]",
+                             "data.target_source=birdclef-2023", "data.num_folds=2",
+                             f"data.manifest_dir={tmp_path / 'manifest'}"])
+    table, name2label, report, out = manifest.ingest(cfg)
+    assert list(name2label) == ["a"]
+    written = json.loads((out / "ingest_report.json").read_text())
+    assert {"source": "birdclef-2023", "path": "birdclef-2023/train_audio/ghost1/XC2.ogg",
+            "reason": "audio file not found"} in written["rejected"]
+    assert written["coerced"][0]["line"] == 2 and written["coerced"][0]["value"] == "abc"
+
+
+def test_fine_tuning_classes_are_the_competitions_columns(synth_root):
+    cfg = load_config(None, [f"data.root={synth_root}", "data.sources=[birdclef-2026]",
+                             "data.label_map=competition", "data.num_folds=2"])
+    table, name2label, report = manifest.build(cfg)
+    columns = list(pd.read_csv(synth_root / "birdclef-2026" / "sample_submission.csv",
+                               nrows=0).columns[1:])
+    assert list(name2label) == columns and list(name2label.values()) == list(range(len(columns)))
+    missing = sorted(set(columns) - set(table["primary_label"]))
+    assert len(missing) == 2 and report["classes_without_clips"] == [
+        c for c in columns if c in missing]
+    pre = load_config(None, [f"data.root={synth_root}", "data.sources=[birdclef-2025]",
+                             "data.num_folds=2"])
+    assert sorted(manifest.build(pre)[1]) == sorted(manifest.build(pre)[0]["primary_label"]
+                                                    .unique())  # pretraining: its own rows

@@ -89,7 +89,7 @@ def test_background_comes_from_the_pool_at_the_requested_snr():
 
 
 def test_background_pool_from_a_folder(synth_root):
-    folder = synth_root / "birdclef-2024" / "unlabeled_soundscapes"
+    folder = synth_root / "birdclef-2026" / "train_soundscapes"
     pool = mixing.load_background_pool(str(folder), 32000, 5.0)
     assert pool.ndim == 2 and pool.shape[1] >= 5 * 32000
 

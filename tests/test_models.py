@@ -7,6 +7,8 @@ import pytest
 from birdkeras import models
 from birdkeras.config import ConfigError, load_config
 
+from conftest import write_applications_file
+
 SR = 32000
 
 
@@ -80,3 +82,54 @@ def test_gem_pooling_p_is_trainable_and_validated():
 def test_unknown_backbone_is_named():
     with pytest.raises(ConfigError, match="model.backbone='EffNetB0' is not one of"):
         _cfg("model.backbone=EffNetB0")
+
+
+def _backbone_weights(cfg):
+    return models.build_model(cfg, 3).get_layer("efficientnetb0").get_weights()
+
+
+def test_imagenet_weights_come_from_the_keras_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
+    monkeypatch.setattr(models, "_download", lambda *a: pytest.fail("must not download"))
+    name = models.imagenet_file("EfficientNetB0")[0]
+    assert name == "efficientnetb0_notop.h5"
+    expected = write_applications_file(tmp_path / "keras" / "models" / name)
+    loaded = _backbone_weights(_cfg("model.weights=imagenet"))
+    assert len(loaded) == len(expected)
+    for got, want in zip(loaded, expected):
+        np.testing.assert_array_equal(got, want)
+
+
+def test_weights_from_an_attached_folder_or_a_file(tmp_path, monkeypatch):
+    monkeypatch.setattr(models, "_download", lambda *a: pytest.fail("must not download"))
+    dataset = tmp_path / "input" / "keras-efficientnet"  # an attached Kaggle dataset
+    expected = write_applications_file(dataset / "b0" / "efficientnetb0_notop.h5")
+    for weights in (tmp_path / "input", dataset / "b0" / "efficientnetb0_notop.h5"):
+        for got, want in zip(_backbone_weights(_cfg(f"model.weights={weights}")), expected):
+            np.testing.assert_array_equal(got, want)
+
+
+def test_offline_without_a_cached_file_names_the_file_to_attach(tmp_path, monkeypatch):
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "empty"))
+
+    def offline(*args):
+        raise OSError("URL fetch failure: Temporary failure in name resolution")
+
+    monkeypatch.setattr(models, "_download", offline)
+    cached = tmp_path / "empty" / "models" / "efficientnetb0_notop.h5"
+    with pytest.raises(models.WeightsError) as err:
+        models.build_model(_cfg("model.weights=imagenet"), 3)
+    message = str(err.value)
+    assert "efficientnetb0_notop.h5" in message and str(cached) in message
+    assert "attach a Kaggle dataset" in message and "\n" not in message
+    with pytest.raises(models.WeightsError, match="is a folder without efficientnetb0_notop.h5"):
+        models.build_model(_cfg(f"model.weights={tmp_path}"), 3)
+    with pytest.raises(models.WeightsError, match="neither 'imagenet', a weights file nor"):
+        models.build_model(_cfg(f"model.weights={tmp_path / 'nope.h5'}"), 3)
+
+
+def test_imagenet_file_names_follow_keras_applications():
+    assert models.imagenet_file("EfficientNetB7")[0] == "efficientnetb7_notop.h5"
+    name, url, md5 = models.imagenet_file("EfficientNetV2S")
+    assert name == "efficientnetv2-s_notop.h5" and url.endswith("/efficientnetv2-s_notop.h5")
+    assert md5 and len(md5) == 32

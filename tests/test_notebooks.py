@@ -9,20 +9,22 @@ from nbclient import NotebookClient
 from birdkeras import export, manifest, shards
 from birdkeras.config import load_config
 
-from conftest import REPO
+from conftest import REPO, write_applications_file
 
-PRE_SOURCES = "[birdclef-2020, birdclef-2021, birdclef-2022, birdclef-2023, xeno-canto]"
+# Values shrunk for CPU; the structure stays the shipped configs' (b0_pre.yaml: 2020-2025
+# + XC, ImageNet start; b0_ft.yaml: BirdCLEF+ 2026, competition classes, background noise
+# under data.root, validation on the labelled soundscapes).
 TINY = ["input.batch_size=8", "train.epochs=1", "train.steps_per_epoch=3",
-        "train.checkpoint_every_steps=3", "audio.num_mel_bins=32"]
+        "train.checkpoint_every_steps=3", "audio.num_mel_bins=32", "train.jit_compile=false",
+        "data.num_folds=2", "data.balance.filter_min_samples=0",
+        "data.balance.upsample_min_samples=0", "tfrecords.workers=2", "tfrecords.shard_size_mb=1"]
 
 
-def _records(stage, synth_root, out, sources):
-    cfg = load_config(REPO / "configs" / f"demo_{stage}.yaml", [
-        f"data.root={synth_root}", f"data.sources={sources}", "data.num_folds=2",
-        "data.balance.filter_min_samples=0", "data.balance.upsample_min_samples=0",
-        f"data.corrupt_files={synth_root / 'corrupt_files.json'}",
+def _records(stage, synth_root, out):
+    cfg = load_config(REPO / "configs" / f"b0_{stage}.yaml", [
+        f"data.root={synth_root}", "data.corrupt_files=corrupt_files.json",
         f"data.manifest_dir={out / stage / 'manifest'}", f"tfrecords.dir={out / stage / 'shards'}",
-        "tfrecords.shard_size_mb=1"])
+        *TINY])
     table, name2label, report = manifest.build(cfg)
     manifest.save(cfg.data.manifest_dir, table, name2label, report)
     shards.build(table, name2label, cfg, progress=False)
@@ -56,14 +58,20 @@ def test_notebooks_hold_no_core_logic():
 @pytest.fixture(scope="module")
 def trained(synth_root, tmp_path_factory):
     out = tmp_path_factory.mktemp("notebooks")
-    pre = _records("pre", synth_root, out, PRE_SOURCES)
-    ft = _records("ft", synth_root, out, "[birdclef-2024]")
-    nb = _execute("train_tpu.ipynb", {
-        "PRE_CFG": "configs/demo_pre.yaml", "FT_CFG": "configs/demo_ft.yaml",
-        "PRE_DATASET": "unused", "PRE_LOCAL": pre, "FT_DATASET": "unused", "FT_LOCAL": ft,
-        "WORKDIR": str(out / "work"), "INSTALL": False,
-        # No manifest beside the records (as on Kaggle): the records' card is the truth.
-        "OVERRIDES": [*TINY, f"data.manifest_dir={out / 'no_manifest'}"]}, out)
+    pre = _records("pre", synth_root, out)
+    ft = _records("ft", synth_root, out)
+    # b0_pre starts from ImageNet: Keras' cache is pre-seeded (nothing is downloaded).
+    keras_home = out / "keras"
+    write_applications_file(keras_home / "models" / "efficientnetb0_notop.h5")
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("KERAS_HOME", str(keras_home))  # the kernel inherits it
+        nb = _execute("train_tpu.ipynb", {
+            "PRE_CFG": "configs/b0_pre.yaml", "FT_CFG": "configs/b0_ft.yaml",
+            "DATA_ROOT": str(synth_root), "PRE_DATASET": "unused", "PRE_LOCAL": pre,
+            "FT_DATASET": "unused", "FT_LOCAL": ft, "WORKDIR": str(out / "work"),
+            "INSTALL": False,
+            # No manifest beside the records (as on Kaggle): the records' card is the truth.
+            "OVERRIDES": [*TINY, f"data.manifest_dir={out / 'no_manifest'}"]}, out)
     return out, nb
 
 
@@ -72,6 +80,7 @@ def test_train_notebook_trains_and_shows_curves(trained):
     text = _outputs(nb)
     assert "replica(s)" in text and "wandb: offline" in text
     assert "pretrain: val macro ROC-AUC" in text and "fine-tune: val macro ROC-AUC" in text
+    assert "validating on 24 labelled soundscape windows of birdclef-2026" in text
     images = [o for c in nb.cells for o in c.get("outputs", []) if "image/png" in o.get("data", {})]
     assert len(images) == 2  # training curves and spectrograms
     best = out / "work" / "ft" / "best.keras"
@@ -79,17 +88,46 @@ def test_train_notebook_trains_and_shows_curves(trained):
     assert list((out / "work" / "ft" / "wandb").glob("**/offline-run-*"))
     ft_config = (out / "work" / "ft" / "config.yaml").read_text()
     assert f"init_from: {out / 'work' / 'pre' / 'best.keras'}" in ft_config
+    history = pd.read_csv(out / "work" / "ft" / "history.csv")
+    assert history["val_soundscape_macro_auc"].between(0, 1).all()
 
 
-def test_infer_notebook_writes_a_valid_submission(trained, synth_root):
+@pytest.fixture(scope="module")
+def exported(trained):
     out, _ = trained
     export.export(out / "work" / "ft" / "best.keras", out / "export", formats=("onnx",))
-    sample = synth_root / "birdclef-2024" / "sample_submission.csv"
-    soundscapes = synth_root / "birdclef-2024" / "train_soundscapes"
-    nb = _execute("infer_cpu.ipynb", {
-        "MODEL": str(out / "export"), "SOUNDSCAPES": str(soundscapes),
-        "SAMPLE_SUBMISSION": str(sample), "OUT": str(out / "submission.csv"),
-        "RUNTIME": "onnx", "OVERRIDES": [], "INSTALL": False}, out)
+    return out / "export"
+
+
+def _submission_params(exported, synth_root, soundscapes, out_csv):
+    year = synth_root / "birdclef-2026"
+    return {"COMPETITION": str(year), "MODEL": str(exported), "SOUNDSCAPES": str(soundscapes),
+            "DRY_RUN": str(year / "train_soundscapes"),
+            "SAMPLE_SUBMISSION": str(year / "sample_submission.csv"), "OUT": str(out_csv),
+            "RUNTIME": "onnx", "TIME_BUDGET_S": 600, "OVERRIDES": [], "INSTALL": False}
+
+
+def test_infer_notebook_in_kaggles_save_run_writes_a_valid_empty_submission(
+        trained, exported, synth_root):
+    out, _ = trained
+    empty = synth_root / "birdclef-2026" / "test_soundscapes"
+    assert not list(empty.iterdir())
+    nb = _execute("infer_cpu.ipynb", _submission_params(exported, synth_root, empty,
+                                                        out / "save_run.csv"), out)
+    sample = synth_root / "birdclef-2026" / "sample_submission.csv"
+    submission = pd.read_csv(out / "save_run.csv")
+    assert list(submission.columns) == list(pd.read_csv(sample, nrows=0).columns)
+    assert len(submission) == 0
+    text = _outputs(nb)
+    assert "0 rows from 0 files" in text and "projected_hidden_run_s" in text
+
+
+def test_infer_notebook_writes_a_valid_submission(trained, exported, synth_root):
+    out, _ = trained
+    sample = synth_root / "birdclef-2026" / "sample_submission.csv"
+    soundscapes = synth_root / "birdclef-2026" / "train_soundscapes"
+    nb = _execute("infer_cpu.ipynb", _submission_params(exported, synth_root, soundscapes,
+                                                        out / "submission.csv"), out)
     submission = pd.read_csv(out / "submission.csv")
     assert list(submission.columns) == list(pd.read_csv(sample, nrows=0).columns)
     assert len(submission) == 12 * len(list(soundscapes.iterdir()))

@@ -3,6 +3,7 @@
 import csv
 import hashlib
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +27,7 @@ def _header(path: Path, encoding="utf-8") -> list[str]:
     ("birdclef-2023", "train_metadata.csv", "birdclef2023_train_metadata.head40.csv"),
     ("birdclef-2024", "train_metadata.csv", "birdclef2024_train_metadata.head4.csv"),
     ("birdclef-2025", "train.csv", "birdclef2025_train.head_transcribed.csv"),
-    ("birdclef-2024", "train_soundscape_labels.csv",
+    ("birdclef-2021", "train_soundscape_labels.csv",
      "birdclef2021_train_soundscape_labels.selected.csv"),
     ("birdclef-2022", "sample_submission.csv", "birdclef2022_sample_submission.csv"),
 ])
@@ -128,9 +129,8 @@ def test_broken_files_are_broken(synth_root):
 
 def test_species_overlap_so_pretraining_can_help(synth_root):
     truth = synth.read_truth(synth_root)
-    target = {r["primary_label"] for r in truth if r["source"] == "birdclef-2024"}
-    older = {r["primary_label"] for r in truth
-             if r["source"] not in ("birdclef-2024", "birdclef-2025")}
+    target = {r["primary_label"] for r in truth if r["source"] == "birdclef-2026"}
+    older = {r["primary_label"] for r in truth if r["source"] != "birdclef-2026"}
     assert target and target <= older
     xc = [r["xc_id"] for r in truth if r["xc_id"]]
     sources_per_id = {}
@@ -141,24 +141,36 @@ def test_species_overlap_so_pretraining_can_help(synth_root):
     assert any(len(s) > 1 for s in sources_per_id.values())  # ... across years
 
 
-def test_soundscape_labels_match_where_calls_were_placed(synth_root):
+def _placed(calls, name, end):
+    """Species with a call inside the window ending at `end` of soundscape `name`."""
+    return sorted({c["species"] for c in calls if Path(c["path"]).name == name
+                   and float(c["start_s"]) < end and float(c["end_s"]) > end - 5})
+
+
+def test_2026_soundscape_labels_match_where_calls_were_placed(synth_root):
     with open(synth_root / "soundscape_calls.csv") as f:
         calls = list(csv.DictReader(f))
-    with open(synth_root / "birdclef-2024" / "train_soundscape_labels.csv") as f:
-        labels = list(csv.DictReader(f))
-    assert len(labels) == SMALL.labelled_soundscapes * 12
-    f0 = {s.code: s.f0_hz for s in voices.make_species(
-        SMALL.num_birds, SMALL.num_textures, np.random.default_rng(SMALL.seed))}
+    with open(synth_root / "birdclef-2026" / "train_soundscapes_labels.csv") as f:
+        rows = list(csv.DictReader(f))
+    # The 2026 form's quirks: HH:MM:SS times, ';'-joined labels, and windows spread
+    # over several rows (split per species, or written twice) that readers must merge.
+    keys = [(r["filename"], r["start"], r["end"]) for r in rows]
+    assert len(set(keys)) == SMALL.labelled_soundscapes * 12 < len(keys)
+    assert any(";" in r["primary_label"] for r in rows) and rows[0]["end"] == "00:00:05"
+    merged = {}
+    for r in rows:
+        merged.setdefault((r["filename"], r["end"]), set()).update(
+            x for x in r["primary_label"].split(";") if x)
+    species = voices.make_species(SMALL.num_birds, SMALL.num_textures,
+                                  np.random.default_rng(SMALL.seed), SMALL.num_mammals)
+    f0 = {s.code: s.f0_hz for s in species}
     windows = []  # (power spectrum, frequencies, species placed) per labelled window
-    for row in labels:
-        name = f"{row['audio_id']}_{row['site']}_"
-        path = next(p for p in {c["path"] for c in calls} | {""} if Path(p).name.startswith(name))
-        end = int(row["seconds"])
-        placed = sorted({c["species"] for c in calls if c["path"] == path
-                         and float(c["start_s"]) < end and float(c["end_s"]) > end - 5})
-        assert (" ".join(placed) or "nocall") == row["birds"]
-        y, sr = sf.read(str(synth_root / path), start=(end - 5) * 32000, stop=end * 32000)
-        windows.append((np.abs(np.fft.rfft(y)) ** 2, np.fft.rfftfreq(len(y), 1 / sr), placed))
+    for (name, clock), labels in sorted(merged.items()):
+        end = int(clock[-2:]) + 60 * int(clock[3:5])
+        assert sorted(labels) == _placed(calls, name, end), (name, end)
+        path = synth_root / "birdclef-2026" / "train_soundscapes" / name
+        y, sr = sf.read(str(path), start=(end - 5) * 32000, stop=end * 32000)
+        windows.append((np.abs(np.fft.rfft(y)) ** 2, np.fft.rfftfreq(len(y), 1 / sr), labels))
     # The calls are really in the audio: in a labelled window, each species' band holds
     # far more energy than the same band in windows where nobody calls.
     quiet = [w for w in windows if not w[2]]
@@ -168,6 +180,37 @@ def test_soundscape_labels_match_where_calls_were_placed(synth_root):
             band = (freqs > 0.7 * f0[code]) & (freqs < 2.2 * f0[code])
             background = max(q[0][band].sum() for q in quiet)
             assert power[band].sum() > 3 * background, code
+
+
+def test_2021_soundscape_labels_match_where_calls_were_placed(synth_root):
+    with open(synth_root / "soundscape_calls.csv") as f:
+        calls = list(csv.DictReader(f))
+    with open(synth_root / "birdclef-2021" / "train_soundscape_labels.csv") as f:
+        rows = list(csv.DictReader(f))
+    files = {p.name.split("_")[0]: p.name
+             for p in (synth_root / "birdclef-2021" / "train_soundscapes").iterdir()}
+    assert len(rows) == 12 and {r["audio_id"] for r in rows} <= set(files)
+    for r in rows:
+        placed = _placed(calls, files[r["audio_id"]], int(r["seconds"]))
+        assert (" ".join(placed) or "nocall") == r["birds"]
+
+
+def test_current_year_classes_clips_and_soundscapes(synth_root):
+    taxonomy = list(csv.DictReader(open(synth_root / "birdclef-2026" / "taxonomy.csv")))
+    classes = [r["primary_label"] for r in taxonomy]
+    sample = _header(synth_root / "birdclef-2026" / "sample_submission.csv")
+    assert sample == ["row_id", *classes]
+    assert {r["class_name"] for r in taxonomy} == {"Aves", "Amphibia", "Insecta", "Mammalia"}
+    with open(synth_root / "birdclef-2026" / "train.csv") as f:
+        with_clips = {r["primary_label"] for r in csv.DictReader(f)}
+    with open(synth_root / "soundscape_calls.csv") as f:
+        heard = {c["species"] for c in csv.DictReader(f) if "birdclef-2026" in c["path"]}
+    # One taxon only heard in soundscapes, one class only in the taxonomy.
+    assert len(heard - with_clips) == 1 and len(set(classes) - with_clips - heard) == 1
+    names = sorted(p.name for p in (synth_root / "birdclef-2026" / "train_soundscapes").iterdir())
+    assert len(names) == SMALL.labelled_soundscapes + SMALL.unlabelled_soundscapes
+    assert all(re.fullmatch(r"BC2026_Train_\d{4}_S\d{2}_\d{8}_\d{6}\.ogg", n) for n in names)
+    assert not list((synth_root / "birdclef-2026" / "test_soundscapes").iterdir())
 
 
 def _digest(root: Path) -> dict:
@@ -189,5 +232,5 @@ def test_same_seed_same_bytes(tmp_path):
 
 
 def test_spec_validation():
-    with pytest.raises(ValueError, match="target_species=9 must be <= num_birds=4"):
+    with pytest.raises(ValueError, match="target_species=9 must be < num_birds=4"):
         synth.SynthSpec(num_birds=4, target_species=9)

@@ -1,5 +1,6 @@
 """TFRecord shards: round trip, kill-and-resume, corruption, real audio."""
 
+import json
 import os
 import signal
 import subprocess
@@ -194,3 +195,18 @@ def test_building_from_real_files_reports_zero_sample_files(real_dir, tmp_path):
     assert zero and zero <= set(failures["recording_id"])
     assert card["records"] == len(files) - len(failures)
     assert shards.verify(table, {"x": 0}, cfg)["records"] == card["records"]
+
+
+def test_a_class_whose_every_file_fails_stops_the_build_naming_it(real_dir, tmp_path):
+    rows = [("ok", "xeno_canto/XC13742_Vermivora_chrysoptera.mp3"),
+            ("dud", "opensoundscape/empty_2c.wav")]  # 0 samples: every file of 'dud' fails
+    table = pd.DataFrame([{
+        "source": "birdclef-2023", "recording_id": f"real/{p}", "xc_id": None,
+        "primary_label": label, "secondary_labels": [], "rating": 5.0, "author": "",
+        "latitude": np.nan, "longitude": np.nan, "path": p, "duration_s": np.nan,
+        "cv": False, "fold": -1, "repeats": 1} for label, p in rows])
+    cfg = load_config(None, [f"data.root={real_dir}", f"tfrecords.dir={tmp_path}"])
+    with pytest.raises(shards.ShardError, match=r"no record after the build.*\['dud'\]"):
+        shards.build(table, {"dud": 0, "ok": 1}, cfg, progress=False)
+    card = json.loads((tmp_path / tfrecord.CARD).read_text())
+    assert card["classes_without_records"] == ["dud"] and card["records"] == 1

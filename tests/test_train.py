@@ -15,6 +15,7 @@ import pytest
 
 from birdkeras import callbacks, data, distribute, manifest, models, optimization, shards, train
 from birdkeras.config import load_config
+from birdkeras.errors import MissingPathError
 
 from conftest import REPO
 
@@ -289,3 +290,9 @@ def test_two_process_multiworker_training_on_loopback(records, tmp_path):
     for a, b in zip(chief.get_layer("logits").get_weights(), other.get_layer("logits").get_weights()):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
     assert int(chief.optimizer.iterations.numpy()) == 3
+
+
+def test_init_from_a_missing_file_is_named_when_training_starts(tmp_path):
+    model = models.build_model(load_config(None, ["audio.num_mel_bins=32"]), 3)
+    with pytest.raises(MissingPathError, match="train.init_from=.*gone.keras is not a file"):
+        train.init_from(model, str(tmp_path / "gone.keras"))

@@ -9,11 +9,15 @@ import json
 from pathlib import Path
 
 from birdkeras import layout
-from birdkeras.synth.plan import LICENSE, Clip, Planner
+from birdkeras.soundscapes import FORM_2021, FORM_2026
+from birdkeras.synth.plan import LICENSE, TARGET_SOURCE, Clip, Planner
 
 
-def write_metadata(out: Path, plan: Planner, species, birds, target, textures) -> None:
-    """Each source's metadata CSV, taxonomy and sample submission; the corrupt list."""
+def write_metadata(out: Path, plan: Planner, species, target_classes) -> None:
+    """Each source's metadata CSV, taxonomy and sample submission; the corrupt list.
+
+    The current year's taxonomy and sample submission list `target_classes`, clips or
+    not (as BirdCLEF 2025/2026 list species that only soundscapes hold)."""
     by_source: dict[str, list[Clip]] = {}
     for clip in plan.clips:
         by_source.setdefault(clip.source, []).append(clip)
@@ -27,12 +31,19 @@ def write_metadata(out: Path, plan: Planner, species, birds, target, textures) -
             rows, columns = [_row_2022(c) for c in clips], layout.COLUMNS_2022
         elif source == "birdclef-2025":
             rows, columns = [_row_2025(c) for c in clips], layout.COLUMNS_2025
+        elif source == TARGET_SOURCE:
+            rows = [{**_row_2025(c), "class_name": c.primary.class_name} for c in clips]
+            columns = layout.COLUMNS_2026
         else:
             rows, columns = [_row_2022(c) for c in clips], layout.COLUMNS_2023
         layout.write_csv(folder / layout.SOURCES[source].metadata, columns, rows)
         classes = sorted({c.primary.code for c in clips})
-        if layout.SOURCES[source].taxonomy:
+        if source == TARGET_SOURCE:
+            classes = [s.code for s in target_classes]
+            _write_taxonomy(folder, source, target_classes)
+        elif layout.SOURCES[source].taxonomy:
             _write_taxonomy(folder, source, species)
+        if layout.SOURCES[source].taxonomy:
             _write_sample_submission(folder, source, classes)
     corrupt = [c.path for i, c in enumerate(c for c in plan.clips if c.broken) if i % 2 == 0]
     (out / "corrupt_files.json").write_text(json.dumps(corrupt, indent=1) + "\n")
@@ -103,7 +114,7 @@ def _row_2025(c: Clip) -> dict:
 
 
 def _write_taxonomy(folder: Path, source: str, species) -> None:
-    if source == "birdclef-2025":
+    if source in ("birdclef-2025", TARGET_SOURCE):
         rows = [{"primary_label": s.code, "inat_taxon_id": s.code if s.code.isdigit() else "",
                  "scientific_name": s.scientific_name, "common_name": s.common_name,
                  "class_name": s.class_name} for s in species]
@@ -131,7 +142,9 @@ def _write_sample_submission(folder: Path, source: str, classes: list) -> None:
                 for t in (5, 10, 15)]
         layout.write_csv(folder / "sample_submission.csv", ("row_id", "target"), rows)
     else:
-        rows = [{"row_id": f"soundscape_1000170626_{t}", **{c: 1 / len(classes) for c in classes}}
+        stem = ("BC2026_Test_0001_S05_20250101_060000" if source == TARGET_SOURCE
+                else "soundscape_1000170626")
+        rows = [{"row_id": f"{stem}_{t}", **{c: 1 / len(classes) for c in classes}}
                 for t in (5, 10, 15)]
         layout.write_csv(folder / "sample_submission.csv", ("row_id", *classes), rows)
 
@@ -148,22 +161,45 @@ def write_truth(out: Path, clips: list, frames: dict) -> None:
 
 
 def write_soundscape_labels(out: Path, plan: Planner, calls: list) -> None:
+    """Every placed call (soundscape_calls.csv), and the labels of the labelled files:
+    2021's in its form, the current year's in the 2026 form."""
     layout.write_csv(out / "soundscape_calls.csv", ("path", "species", "start_s", "end_s"),
                      [dict(zip(("path", "species", "start_s", "end_s"), c)) for c in calls])
-    for source in ("birdclef-2021", "birdclef-2024"):
-        rows = []
-        for sc in plan.soundscapes:
-            if sc["source"] != source or not sc["labelled"]:
-                continue
-            for w in range(int(plan.spec.soundscape_s // 5)):
-                end = (w + 1) * 5
-                birds = sorted({sp for p, sp, a, b in calls
-                                if p == sc["path"] and a < end and b > end - 5})
-                rows.append({"row_id": f"{sc['audio_id']}_{sc['site']}_{end}",
-                             "site": sc["site"], "audio_id": sc["audio_id"], "seconds": end,
-                             "birds": " ".join(birds) or "nocall"})
-        layout.write_csv(out / layout.SOURCES[source].folder / "train_soundscape_labels.csv",
-                         layout.SOUNDSCAPE_LABEL_COLUMNS, rows)
+    windows = int(plan.spec.soundscape_s // 5)
+    rows_2021, rows_2026 = [], []
+    for sc in plan.soundscapes:
+        if not sc["labelled"]:
+            continue
+        name = Path(sc["path"]).name
+        for w in range(windows):
+            end = (w + 1) * 5
+            labels = sorted({sp for p, sp, a, b in calls
+                             if p == sc["path"] and a < end and b > end - 5})
+            if sc["source"] == "birdclef-2021":
+                audio_id, site = name.split("_")[:2]
+                rows_2021.append({"row_id": f"{audio_id}_{site}_{end}", "site": site,
+                                  "audio_id": audio_id, "seconds": end,
+                                  "birds": " ".join(labels) or "nocall"})
+            else:
+                rows_2026 += _rows_2026(name, end, labels, len(rows_2026))
+    layout.write_csv(out / layout.SOURCES["birdclef-2021"].folder / FORM_2021,
+                     layout.SOUNDSCAPE_LABEL_COLUMNS, rows_2021)
+    layout.write_csv(out / layout.SOURCES[TARGET_SOURCE].folder / FORM_2026,
+                     layout.SOUNDSCAPE_LABEL_COLUMNS_2026, rows_2026)
+
+
+def _rows_2026(name: str, end: int, labels: list, k: int) -> list[dict]:
+    """One window in the 2026 form, with that file's quirks: HH:MM:SS times, labels
+    ';'-joined, and some windows split over several rows (one per annotator) or
+    written twice, which readers must merge."""
+    def clock(seconds):
+        return f"{seconds // 3600:02d}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+
+    row = {"filename": name, "start": clock(end - 5), "end": clock(end)}
+    if len(labels) > 1 and k % 2 == 0:
+        return [{**row, "primary_label": label} for label in labels]
+    rows = [{**row, "primary_label": ";".join(labels)}]
+    return rows * 2 if k % 7 == 3 else rows
 
 
 def read_truth(root: str | Path) -> list[dict]:

@@ -17,8 +17,8 @@ from birdkeras import layout
 from birdkeras.synth import voices
 
 OLDER_SOURCES = ("birdclef-2020", "birdclef-2021", "birdclef-2022", "birdclef-2023",
-                 "xeno-canto")
-TARGET_SOURCE = "birdclef-2024"
+                 "birdclef-2024", "xeno-canto")
+TARGET_SOURCE = "birdclef-2026"
 SAMPLE_RATES = (22050, 32000, 44100, 48000)
 SOUNDSCAPE_RATE_HZ = 32000
 AUTHORS = ("Ana Ruiz", "Bram Piot", "Chen Wei", "Dana Okafor", "Eero Virtanen",
@@ -32,14 +32,20 @@ class SynthSpec:
 
     seed: int = 0
     num_birds: int = 16
-    num_textures: int = 4
-    target_species: int = 10  # birds of the current year (2024), all also in older years
+    num_textures: int = 4  # amphibian- and insect-like taxa (2025, 2026)
+    num_mammals: int = 1  # (2025, 2026)
+    # Birds of the current year (BirdCLEF+ 2026), all also in older years. Its classes
+    # are these, every texture and mammal, and one more bird that is only in its
+    # taxonomy; its last texture has no clips (it is only heard in soundscapes).
+    target_species: int = 10
     clips_per_species: int = 4  # per older source
     target_clips_per_species: int = 3  # the current year has few clips per species
     median_duration_s: float = 8.0
     min_duration_s: float = 2.0
     max_duration_s: float = 75.0
     long_fraction: float = 0.03  # share of clips of minutes rather than seconds
+    # The current year's train_soundscapes/: labelled ones (train_soundscapes_labels.csv,
+    # the 2026 form) and unlabelled ones (their calls only in soundscape_calls.csv).
     labelled_soundscapes: int = 6
     unlabelled_soundscapes: int = 2
     soundscape_s: float = 60.0
@@ -47,10 +53,12 @@ class SynthSpec:
     workers: int = 2
 
     def __post_init__(self):
-        if self.target_species > self.num_birds:
+        if self.target_species >= self.num_birds:
             raise ValueError(
-                f"target_species={self.target_species} must be <= num_birds={self.num_birds}"
+                f"target_species={self.target_species} must be < num_birds={self.num_birds}"
             )
+        if self.num_textures < 1:
+            raise ValueError(f"num_textures={self.num_textures} must be >= 1")
         if not 0 < self.min_duration_s <= self.median_duration_s <= self.max_duration_s:
             raise ValueError(
                 "durations must satisfy 0 < min_duration_s <= median_duration_s <= "
@@ -116,7 +124,7 @@ class Planner:
                 old.xc_id, old.author, old.duration_s, old.secondaries, old.seed)
         else:
             collection = "XC"
-            if source == "birdclef-2025":
+            if source in ("birdclef-2025", TARGET_SOURCE):
                 collection = str(rng.choice(["XC", "iNat", "CSA"], p=[0.5, 0.3, 0.2]))
             xc_id = None
             if collection == "XC":
@@ -170,23 +178,24 @@ class Planner:
         for j, i in enumerate(picks):
             self.clips[i].broken = ("truncated", "empty", "silent")[j % 3]
 
-    def soundscape_jobs(self, out: Path, target: list, textures: list) -> list:
+    def soundscape_jobs(self, out: Path, target_pool: list, textures: list) -> list:
+        """Render jobs for every soundscape: the current year's (2026-style names, labelled
+        and unlabelled), one labelled 2021 soundscape (2021-style name), one of 2025."""
+        spec = self.spec
+        specs = ([(TARGET_SOURCE, target_pool, True)] * spec.labelled_soundscapes
+                 + [(TARGET_SOURCE, target_pool, False)] * spec.unlabelled_soundscapes
+                 + [("birdclef-2021", target_pool, True), ("birdclef-2025", textures, False)])
         jobs = []
-        specs = (
-            [("birdclef-2024", "train_soundscapes", target, True)] * self.spec.labelled_soundscapes
-            + [("birdclef-2021", "train_soundscapes", target, True)]
-            + [("birdclef-2024", "unlabeled_soundscapes", target, False)]
-            * self.spec.unlabelled_soundscapes
-            + [("birdclef-2025", "train_soundscapes", textures, False)]
-        )
-        for k, (source, folder, pool, labelled) in enumerate(specs):
-            audio_id = 10_000 + k * 37
-            site = ("COR", "SSW", "SNE")[k % 3]
-            name = f"{audio_id}_{site}_2019{k % 12 + 1:02d}15.ogg"
-            rel = f"{layout.SOURCES[source].folder}/{folder}/{name}"
-            info = {"source": source, "path": rel, "audio_id": audio_id, "site": site,
-                    "labelled": labelled}
-            self.soundscapes.append(info)
-            jobs.append((str(out / rel), ("soundscape", rel, pool, self.spec.soundscape_s,
+        for k, (source, pool, labelled) in enumerate(specs):
+            if source == TARGET_SOURCE:
+                # BC2026_Train_<id>_S<site>_<YYYYMMDD>_<HHMMSS>: site, date and hour.
+                hour = int(self.rng.integers(0, 24))
+                name = (f"BC2026_Train_{k + 1:04d}_S{k % 4 + 1:02d}_202503{k % 28 + 1:02d}_"
+                        f"{hour:02d}{int(self.rng.choice([0, 30])):02d}00.ogg")
+            else:
+                name = f"{10_000 + k * 37}_{('COR', 'SSW', 'SNE')[k % 3]}_2019{k % 12 + 1:02d}15.ogg"
+            rel = f"{layout.SOURCES[source].folder}/train_soundscapes/{name}"
+            self.soundscapes.append({"source": source, "path": rel, "labelled": labelled})
+            jobs.append((str(out / rel), ("soundscape", rel, pool, spec.soundscape_s,
                                           int(self.rng.integers(2**31)))))
         return jobs

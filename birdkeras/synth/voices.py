@@ -1,7 +1,8 @@
 """Synthetic species and their vocalisations.
 
-Each species has one call type (FM sweep, trill, harmonic stack, buzz, or a pulse train
-for amphibian/insect-like "texture" taxa) with its own pitch and timing. Recordings
+Each species has one call type (FM sweep, trill, harmonic stack, buzz; a pulse train
+for amphibian/insect-like "texture" taxa; low harmonic grunts for mammals) with its own
+pitch and timing. Recordings
 jitter pitch, tempo and level per recording, and mix calls into pink noise at a random
 SNR, so a classifier has to learn the call, not the file.
 """
@@ -14,6 +15,7 @@ import numpy as np
 
 BIRD_KINDS = ("sweep", "trill", "stack", "buzz")
 TEXTURE_KIND = "pulses"
+MAMMAL_KIND = "grunt"
 
 _SYLLABLES = ("ba", "ke", "ro", "ti", "mu", "sa", "lo", "ne", "ga", "pi", "du", "ve", "zo", "hy")
 _GENERA = ("Synthia", "Fauxornis", "Pseudocantor", "Modulus", "Spectrovox", "Harmonica")
@@ -27,7 +29,7 @@ class Species:
     code: str  # eBird-style code, or a numeric iNat id for texture taxa (as in 2025)
     scientific_name: str
     common_name: str
-    class_name: str  # Aves, Amphibia or Insecta
+    class_name: str  # Aves, Amphibia, Insecta or Mammalia
     kind: str
     f0_hz: float
     call_s: float
@@ -39,8 +41,13 @@ class Species:
         return f"{self.scientific_name}_{self.common_name}"
 
 
-def make_species(num_birds: int, num_textures: int, rng: np.random.Generator) -> list[Species]:
-    """Distinct species: pitches spread on a log grid, call types cycled."""
+def make_species(num_birds: int, num_textures: int, rng: np.random.Generator,
+                 num_mammals: int = 0) -> list[Species]:
+    """Distinct species: pitches spread on a log grid, call types cycled.
+
+    Birds, then textures, then mammals: the same seed gives the same birds and textures
+    whatever the number of mammals.
+    """
     species, codes = [], set()
     bird_f0 = np.geomspace(1500, 7000, max(num_birds, 1))
     rng.shuffle(bird_f0)
@@ -79,6 +86,20 @@ def make_species(num_birds: int, num_textures: int, rng: np.random.Generator) ->
                 gap_s=float(rng.uniform(0.3, 0.8)),
             )
         )
+    mammal_f0 = np.geomspace(180, 450, max(num_mammals, 1))
+    for i in range(num_mammals):
+        species.append(
+            Species(
+                code=str(int(rng.integers(10_000, 2_000_000))),
+                scientific_name=f"Mammalia synthia{i}",
+                common_name=f"Grunting Mammal {i}",
+                class_name="Mammalia",
+                kind=MAMMAL_KIND,
+                f0_hz=float(mammal_f0[i]),
+                call_s=float(rng.uniform(0.4, 0.9)),
+                gap_s=float(rng.uniform(0.4, 1.0)),
+            )
+        )
     return species
 
 
@@ -109,6 +130,11 @@ def call(sp: Species, sample_rate_hz: int, rng: np.random.Generator, pitch=1.0, 
         freqs = np.fft.rfftfreq(n, 1 / sample_rate_hz)
         spectrum[np.abs(freqs - f0) > 0.08 * f0] = 0
         y = np.fft.irfft(spectrum, n) * (0.5 + 0.5 * np.sign(np.sin(2 * np.pi * 90 * t)))
+    elif sp.kind == MAMMAL_KIND:
+        # Low harmonic grunts, amplitude-modulated at ~7 Hz.
+        phase = 2 * np.pi * np.cumsum(f0 * (1 - 0.15 * t / dur)) / sample_rate_hz
+        y = sum(np.sin(k * phase) / k for k in range(1, 7))
+        y = y * (0.6 + 0.4 * np.sin(2 * np.pi * 7 * tempo * t))
     else:  # pulses: a regular train of short tone bursts, as frogs and insects call.
         rate = 25.0 * tempo
         phase_in_pulse = (t * rate) % 1.0
