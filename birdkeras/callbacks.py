@@ -1,20 +1,23 @@
 """Callbacks of a training run: validation with the official metrics, checkpoints.
 
     ValidationMetrics  loss, macro ROC-AUC and padded cmAP on the whole validation set
+    SoundscapeValidation  the same on labelled soundscape windows
     StepCheckpoint     ckpt/last.keras + state.json every N steps and every epoch
     best_checkpoints   best.keras and best.weights.h5 by the monitored metric
+    MixShares          the realised share of each mixed training source
 """
 
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import keras
 import numpy as np
 import pandas as pd
 
-from birdkeras import metrics
+from birdkeras import metrics, models
 
 
 class ValidationMetrics(keras.callbacks.Callback):
@@ -35,15 +38,20 @@ class ValidationMetrics(keras.callbacks.Callback):
 
     def _predict(self):
         if self.eager:
-            pairs = [(np.asarray(self.model(x, training=False)), y.numpy())
+            classifier = keras.Model(self.model.input, models.output_of(self.model))
+            pairs = [(np.asarray(classifier(x, training=False)), y.numpy())
                      for x, y, *_ in self.dataset]
             return np.concatenate([p[0] for p in pairs]), np.concatenate([p[1] for p in pairs])
         if self._passthrough[0] is not self.model:
-            labels = keras.Input(self.model.output.shape[1:], name="labels")
+            logits = models.output_of(self.model)
+            labels = keras.Input(logits.shape[1:], name="labels")
             passthrough = keras.Model([self.model.input, labels],
-                                      [self.model.output, keras.layers.Identity()(labels)])
+                                      [logits, keras.layers.Identity()(labels)])
             self._passthrough = (self.model, passthrough)
-        logits, labels = self._passthrough[1].predict(self.inputs, verbose=0)
+        with warnings.catch_warnings():
+            # Keras warns when a dataset of unknown length ends; here that is the point.
+            warnings.filterwarnings("ignore", message="Your input ran out of data")
+            logits, labels = self._passthrough[1].predict(self.inputs, verbose=0)
         return np.asarray(logits), np.asarray(labels)
 
     def evaluate(self) -> dict:
@@ -136,5 +144,25 @@ class SoundscapeValidation(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         logits = self.model.predict(self.windows, batch_size=self.batch_size, verbose=0)
+        if isinstance(logits, dict):  # a SED model trained with its frame-max output
+            logits = logits["logits"]
         logs["val_soundscape_macro_auc"] = metrics.macro_roc_auc(self.targets, logits)
         logs["val_soundscape_padded_cmap"] = metrics.padded_cmap(self.targets, logits)
+
+
+class MixShares(keras.callbacks.Callback):
+    """Logs, per epoch, the share of training windows drawn from each mixed source
+    (`mix_share_<folder name>`; the main records are `mix_share_main`)."""
+
+    def __init__(self, counter):
+        super().__init__()
+        self.counter, self.start = counter, None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.start = self.counter.counts.numpy().copy()
+
+    def on_epoch_end(self, epoch, logs=None):
+        delta = self.counter.counts.numpy() - self.start
+        for k, (name, count) in enumerate(zip(self.counter.names, delta)):
+            key = "main" if k == 0 else Path(name).name
+            logs[f"mix_share_{key}"] = float(count / max(delta.sum(), 1))

@@ -102,7 +102,8 @@ def cmd_train(args) -> int:
 def cmd_export(args) -> int:
     from birdkeras import export  # noqa: PLC0415
 
-    card = export.export(args.model, args.out, tuple(args.formats.split(",")), args.activation)
+    card = export.export(args.model, args.out, tuple(args.formats.split(",")), args.activation,
+                         args.sed_output)
     print(f"exported {len(card['classes'])} classes ({card['activation']}) as "
           f"{', '.join(card['artifacts'])} -> {args.out}")
     return 0
@@ -133,6 +134,19 @@ def cmd_predict(args) -> int:
     if report["classes_filled_with_zero"]:
         print(f"  {len(report['classes_filled_with_zero'])} submission classes unknown to the "
               f"model, filled with 0: {report['classes_filled_with_zero'][:5]}")
+    return 0
+
+
+def cmd_pseudolabel(args) -> int:
+    from birdkeras import pseudolabel  # noqa: PLC0415
+
+    cfg = config_lib.load_config(args.cfg, args.overrides)
+    report = pseudolabel.run(args.models, args.audio, args.out, cfg, args.runtime,
+                             progress=not args.quiet, threads=args.threads)
+    print(f"pseudo-labelled {report['windows_kept']} of {report['windows_seen']} windows from "
+          f"{report['files']} files ({report['failures']} undecodable) -> {args.out}")
+    kept = sorted(report["kept_per_class"].items(), key=lambda kv: -kv[1])
+    print("  kept windows per top class: " + ", ".join(f"{c} {n}" for c, n in kept[:10]))
     return 0
 
 
@@ -243,6 +257,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--formats", default="savedmodel,tflite,onnx",
                    help="comma-separated (default: all three)")
     p.add_argument("--activation", default="sigmoid", choices=["sigmoid", "softmax"])
+    p.add_argument("--sed-output", dest="sed_output", default="clip", choices=["clip", "frame_max"],
+                   help="SED heads: clip logits, or the maximum over the window's frames")
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("predict", help="soundscapes -> submission CSV",
@@ -265,6 +281,23 @@ def build_parser() -> argparse.ArgumentParser:
                    help="e.g. --set infer.smoothing=[0.25,0.5,0.25] (repeatable)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("pseudolabel", help="teachers' soft labels for soundscape windows",
+                       description="Score soundscape windows with one or more models, keep "
+                                   "the confident ones (pseudo.* in the config) and write "
+                                   "them as soft-labelled TFRecord shards (resumable), with "
+                                   "pseudo_report.json (windows kept per class).")
+    p.add_argument("--model", dest="models", action="append", required=True,
+                   help="a .keras model or an export folder; repeat to average an ensemble")
+    p.add_argument("--audio", nargs="+", required=True, help="audio files and/or folders")
+    p.add_argument("--out", required=True, help="shard folder to write (local or gs://)")
+    p.add_argument("--runtime", default="tf", choices=["tf", "tflite", "onnx"])
+    p.add_argument("--threads", type=int, default=0, help="inference threads (0: runtime's)")
+    p.add_argument("--cfg", help="YAML config whose pseudo section applies (optional)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="e.g. --set pseudo.threshold=0.6 (repeatable)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_pseudolabel)
 
     p = sub.add_parser("evaluate", help="score a submission on labelled soundscapes",
                        description="Official metrics (macro ROC-AUC skipping classes without "

@@ -126,8 +126,9 @@ class DataConfig:
                 raise ConfigError(_unknown_choice("data.sources", name, SOURCES))
         if not self.sources:
             raise ConfigError("data.sources must name at least one source")
-        if self.target_source not in SOURCES:
-            raise ConfigError(_unknown_choice("data.target_source", self.target_source, SOURCES))
+        if self.target_source not in layout.SOURCES:
+            raise ConfigError(_unknown_choice("data.target_source", self.target_source,
+                                              list(layout.SOURCES)))
         if self.num_folds < 2:
             raise ConfigError(f"data.num_folds={self.num_folds} must be >= 2")
 
@@ -169,6 +170,14 @@ class InputConfig:
     sample_weight_from_rating: bool = False
     drop_remainder: bool = True
     val_fold: int = 0
+    # Records with both hard labels and teachers' soft targets (distillation) train on
+    # (1 - teacher_weight) x hard + teacher_weight x soft; records with only one use it.
+    teacher_weight: float = 0.5
+    # Other shard folders mixed into training (e.g. pseudo-labelled soundscape windows),
+    # each drawn with its weight; tfrecords.dir gets 1 - sum(mix_weights). Their label
+    # map must be the run's. Every fold of theirs trains.
+    mix_dirs: tuple[str, ...] = ()
+    mix_weights: tuple[float, ...] = ()
 
     def __post_init__(self):
         if self.batch_size < 1:
@@ -176,6 +185,12 @@ class InputConfig:
         if not 0.0 <= self.secondary_label_weight <= 1.0:
             raise ConfigError(f"input.secondary_label_weight={self.secondary_label_weight} "
                               "must be in [0, 1]")
+        if not 0.0 <= self.teacher_weight <= 1.0:
+            raise ConfigError(f"input.teacher_weight={self.teacher_weight} must be in [0, 1]")
+        if len(self.mix_dirs) != len(self.mix_weights) or any(
+                w <= 0 for w in self.mix_weights) or sum(self.mix_weights) >= 1:
+            raise ConfigError(f"input.mix_dirs={list(self.mix_dirs)} needs one weight > 0 each "
+                              f"in input.mix_weights={list(self.mix_weights)}, summing to < 1")
         if self.crops_per_record < 0 or self.max_crops_per_record < 1 or self.eval_windows < 1:
             raise ConfigError("input.crops_per_record must be >= 0, input.max_crops_per_record "
                               "and input.eval_windows >= 1; got "
@@ -290,7 +305,12 @@ class TrainConfig:
     # Train only the head for this many epochs first.
     freeze_backbone_epochs: int = 0
     checkpoint_every_steps: int = 50
-    # Config files run in sequence by one command, each initialised from the previous.
+    # SED heads: the loss on the clip logits plus this weight times the loss on the
+    # maximum over frames of the frame logits (0: clip loss only; other heads: unused).
+    sed_frame_loss_weight: float = 0.0
+    # Stage files run in sequence by one command, each initialised from the previous
+    # stage's best model; a stage file states what differs from this config (or names
+    # its own base:). See train.run_stages (self-training: pseudo.audio_dirs).
     stages: tuple[str, ...] = ()
 
     def __post_init__(self):
@@ -303,6 +323,9 @@ class TrainConfig:
             raise ConfigError(f"need 0 < train.lr_min <= train.lr_max and train.lr_start > 0; "
                               f"got lr_start={self.lr_start}, lr_max={self.lr_max}, "
                               f"lr_min={self.lr_min}")
+        if self.sed_frame_loss_weight < 0:
+            raise ConfigError(f"train.sed_frame_loss_weight={self.sed_frame_loss_weight} "
+                              "must be >= 0")
         if self.monitor.startswith("val_soundscape") and not self.val_soundscapes:
             raise ConfigError(f"train.monitor={self.monitor} needs train.val_soundscapes "
                               "(a source with labelled soundscapes)")
@@ -334,6 +357,9 @@ class InferConfig:
     workers: int = 1
     # For .keras models; an export folder carries the activation it was exported with.
     activation: Literal["sigmoid", "softmax"] = "sigmoid"
+    # For .keras SED models: score windows by their clip logits or by the maximum over
+    # their frames (an export folder carries the output it was exported with).
+    sed_output: Literal["clip", "frame_max"] = "clip"
     # Column order: a sample_submission.csv (columns after row_id) or a taxonomy.csv
     # (primary_label rows). None: the model's classes in label order.
     class_order: str | None = None
@@ -386,6 +412,47 @@ class InferConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class PseudoConfig:
+    """Pseudo-labelling (`birdkeras pseudolabel`, and self-training stages)."""
+
+    # A window is kept when its top averaged teacher probability reaches this...
+    threshold: float = 0.5
+    # ... else dropped, or kept as a soft negative (its low targets teach "nothing here").
+    below_threshold: Literal["drop", "soft_negative"] = "drop"
+    power: float = 1.0  # targets = averaged probabilities ** power (sharpening when > 1)
+    max_windows_per_file: int = 0  # 0: no cap; else the most confident windows
+    hop_s: float = 5.0
+    batch_size: int = 16
+    files_per_shard: int = 32
+    # A source with labelled soundscapes: its labels go beside the soft targets of the
+    # windows they cover (distillation: input.teacher_weight).
+    hard_labels: str | None = None
+    # Self-training (train.stages): a stage with audio_dirs (under data.root) first
+    # pseudo-labels them with the previous stage's best model and `teachers`, then
+    # trains with those windows mixed in at mix_weight.
+    audio_dirs: tuple[str, ...] = ()
+    teachers: tuple[str, ...] = ()
+    mix_weight: float = 0.3
+    runtime: Literal["tf", "tflite", "onnx"] = "tf"
+
+    def __post_init__(self):
+        if not 0.0 <= self.threshold <= 1.0:
+            raise ConfigError(f"pseudo.threshold={self.threshold} must be in [0, 1]")
+        if self.power <= 0 or self.hop_s <= 0:
+            raise ConfigError(f"pseudo.power={self.power} and pseudo.hop_s={self.hop_s} "
+                              "must be > 0")
+        if self.max_windows_per_file < 0 or self.batch_size < 1 or self.files_per_shard < 1:
+            raise ConfigError("pseudo.max_windows_per_file must be >= 0, pseudo.batch_size "
+                              f"and pseudo.files_per_shard >= 1; got {self.max_windows_per_file},"
+                              f" {self.batch_size}, {self.files_per_shard}")
+        if not 0.0 < self.mix_weight < 1.0:
+            raise ConfigError(f"pseudo.mix_weight={self.mix_weight} must be in (0, 1)")
+        if self.hard_labels is not None and self.hard_labels not in layout.SOURCES:
+            raise ConfigError(_unknown_choice("pseudo.hard_labels", self.hard_labels,
+                                              list(layout.SOURCES)))
+
+
+@dataclasses.dataclass(frozen=True)
 class Config:
     """A whole run: what data, how it is stored, and where outputs go."""
 
@@ -401,6 +468,7 @@ class Config:
     train: TrainConfig = TrainConfig()
     wandb: WandbConfig = WandbConfig()
     infer: InferConfig = InferConfig()
+    pseudo: PseudoConfig = PseudoConfig()
 
     def __post_init__(self):
         if self.input.val_fold >= self.data.num_folds:
@@ -408,6 +476,11 @@ class Config:
                               f"data.num_folds={self.data.num_folds}")
         if self.data.target_source == "birdclef-2020" and self.audio.sample_rate_hz < 22050:
             raise ConfigError("birdclef-2020 audio needs audio.sample_rate_hz >= 22050")
+        windows = [s for s in self.data.sources if s in layout.SOUNDSCAPE_SOURCES]
+        if windows and self.train.loss == "cce":
+            raise ConfigError(f"data.sources {windows} are multi-label soundscape windows: "
+                              "use train.loss=bce or focal (categorical cross-entropy "
+                              "assumes one class per example)")
 
     def data_path(self, path: str | None) -> str | None:
         """A data path of this config: absolute (or a URL) as given, else under data.root.
@@ -428,6 +501,20 @@ class Config:
 def load_config(path: str | Path | None = None, overrides: typing.Sequence[str] = ()) -> Config:
     """Loads `path` (or the defaults), applies `a.b=c` overrides, validates, returns."""
     return config_loader.load(Config, path, overrides)
+
+
+def load_stage(parent: dict[str, Any], path: str | Path,
+               overrides: typing.Sequence[str] = ()) -> Config:
+    """A stage of `train.stages`: its file on top of the `parent` config (a plain dict,
+    `to_dict` of the config listing the stages), unless the file names its own `base:`;
+    then `overrides`."""
+    stage = config_loader.read_yaml(Path(path))
+    if "base" in stage:
+        return load_config(path, overrides)
+    raw = config_loader.deep_merge(parent, stage)
+    for item in overrides:
+        config_loader.set_dotted(raw, *config_loader.parse_override(item))
+    return from_dict(raw)
 
 
 def from_dict(raw: dict[str, Any]) -> Config:

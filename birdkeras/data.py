@@ -72,13 +72,28 @@ def _at_least(audio, window, pad_mode):
 
 
 def _labels(example, num_classes, cfg: config_lib.InputConfig):
-    primary = tf.one_hot(example[tfrecord.LABEL], num_classes)
-    if cfg.label_mode == "onehot":
-        return primary
-    secondary = tf.reduce_max(
-        tf.one_hot(example[tfrecord.SECONDARY_LABELS], num_classes), axis=0)
-    secondary = tf.reshape(secondary, [num_classes]) * cfg.secondary_label_weight
-    return tf.maximum(primary, secondary)
+    """The target vector of a record.
+
+    Hard: the primary label one-hot (with secondary labels at their weight in
+    multihot mode), or a window's multi-hot `targets`. Soft: the teachers'
+    `soft_targets`. Both: (1 - teacher_weight) x hard + teacher_weight x soft (the
+    cross-entropy of a mixed target is the mix of the two cross-entropies).
+    """
+    label = example[tfrecord.LABEL]
+    hard = tf.one_hot(label, num_classes)  # label -1 (a soundscape window): zeros
+    if cfg.label_mode == "multihot":
+        secondary = tf.reduce_max(
+            tf.one_hot(example[tfrecord.SECONDARY_LABELS], num_classes), axis=0)
+        secondary = tf.reshape(secondary, [num_classes]) * cfg.secondary_label_weight
+        hard = tf.maximum(hard, secondary)
+    targets, soft = example[tfrecord.TARGETS], example[tfrecord.SOFT_TARGETS]
+    has_targets, has_soft = tf.size(targets) > 0, tf.size(soft) > 0
+    hard = tf.cond(has_targets, lambda: tf.reshape(targets, [num_classes]), lambda: hard)
+    soft = tf.cond(has_soft, lambda: tf.reshape(soft, [num_classes]),
+                   lambda: tf.zeros([num_classes]))
+    has_hard = (label >= 0) | has_targets
+    mixed = (1.0 - cfg.teacher_weight) * hard + cfg.teacher_weight * soft
+    return tf.where(has_soft, tf.where(has_hard, mixed, soft), hard)
 
 
 def _weight(example):
@@ -88,21 +103,28 @@ def _weight(example):
 
 def make_dataset(cfg: config_lib.Config, num_classes: int, training: bool,
                  files: list[str] | None = None, seed: int | None = None,
-                 global_batch_size: int | None = None) -> tf.data.Dataset:
-    """The training or evaluation dataset of `cfg` (files: override the fold choice)."""
+                 global_batch_size: int | None = None,
+                 mix_counter: MixCounter | None = None) -> tf.data.Dataset:
+    """The training or evaluation dataset of `cfg` (files: override the fold choice).
+
+    Training with `input.mix_dirs`: windows are drawn from tfrecords.dir and each mix
+    folder at their weights; `mix_counter` (if given) counts where each came from.
+    """
     files = files if files is not None else fold_files(cfg, training)
     if not files:
         raise DataError(f"no shards for {'training' if training else 'validation'} in "
                         f"{cfg.tfrecords.dir} (val_fold={cfg.input.val_fold})")
     seed = cfg.seed if seed is None else seed
-    ds = read_records(files, training, seed, cfg.audio.sample_rate_hz)
-    ds = ds.interleave(window_maker(cfg, num_classes, training), cycle_length=4,
-                       num_parallel_calls=tf.data.AUTOTUNE, deterministic=not training)
+    ds = windows(files, cfg, num_classes, training, seed)
+    if training and cfg.input.mix_dirs:
+        ds, mix_counter = _mixed(ds, cfg, num_classes, seed, mix_counter)
     if training:
         ds = ds.shuffle(cfg.input.shuffle_buffer, seed=seed).repeat()
     ds = ds.batch(global_batch_size or cfg.input.batch_size,
                   drop_remainder=cfg.input.drop_remainder and training,
                   num_parallel_calls=tf.data.AUTOTUNE)
+    if training and cfg.input.mix_dirs:
+        ds = ds.map(mix_counter.count)
     augmenter = mixing.batch_augmenter(cfg) if training else None
     if augmenter is not None:
         ds = ds.enumerate().map(augmenter, num_parallel_calls=tf.data.AUTOTUNE)
@@ -112,6 +134,57 @@ def make_dataset(cfg: config_lib.Config, num_classes: int, training: bool,
         else tf.data.experimental.AutoShardPolicy.DATA)
     options.deterministic = not training
     return ds.with_options(options).prefetch(tf.data.AUTOTUNE)
+
+
+def windows(files: list[str], cfg: config_lib.Config, num_classes: int, training: bool,
+            seed: int) -> tf.data.Dataset:
+    """The windows `(clip, label[, weight])` of the records in `files`."""
+    ds = read_records(files, training, seed, cfg.audio.sample_rate_hz)
+    return ds.interleave(window_maker(cfg, num_classes, training), cycle_length=4,
+                         num_parallel_calls=tf.data.AUTOTUNE, deterministic=not training)
+
+
+class MixCounter:
+    """Windows drawn from each source of a mixed training dataset, counted per batch.
+
+    `counts` is a variable the input pipeline adds to as it makes batches (a few
+    batches ahead of training, because of prefetching).
+    """
+
+    def __init__(self, names: list[str]):
+        self.names = list(names)
+        with tf.device("/cpu:0"):
+            self.counts = tf.Variable(tf.zeros(len(self.names), tf.int64), trainable=False)
+
+    def count(self, *batch):
+        """Adds a batch's source ids to `counts`; returns the batch without them."""
+        *rest, ids = batch
+        n = len(self.names)
+        self.counts.assign_add(tf.math.bincount(ids, minlength=n, maxlength=n, dtype=tf.int64))
+        return tuple(rest)
+
+    def fractions(self) -> dict[str, float]:
+        counts = self.counts.numpy()
+        return {name: float(c / max(counts.sum(), 1)) for name, c in zip(self.names, counts)}
+
+
+def _mixed(main: tf.data.Dataset, cfg: config_lib.Config, num_classes: int, seed: int,
+           counter: MixCounter | None):
+    """`main` and every `input.mix_dirs` folder's windows, drawn at their weights, each
+    window tagged with its source's index (for `MixCounter.count`)."""
+    name2label = read_card(cfg.tfrecords.dir)["name2label"]
+    sources = [main]
+    for folder in cfg.input.mix_dirs:
+        card = read_card(folder)
+        if card["name2label"] != name2label or card["sample_rate_hz"] != cfg.audio.sample_rate_hz:
+            raise DataError(f"input.mix_dirs: {folder} holds records of another label map or "
+                            f"sample rate than {cfg.tfrecords.dir}; they cannot be mixed")
+        sources.append(windows(shard_files(folder), cfg, num_classes, True, seed))
+    tagged = [ds.repeat().map(lambda *e, k=k: (*e, tf.constant(k, tf.int64)))
+              for k, ds in enumerate(sources)]
+    weights = [1.0 - sum(cfg.input.mix_weights), *cfg.input.mix_weights]
+    counter = counter or MixCounter([cfg.tfrecords.dir, *cfg.input.mix_dirs])
+    return tf.data.Dataset.sample_from_datasets(tagged, weights=weights, seed=seed), counter
 
 
 def fold_files(cfg: config_lib.Config, training: bool) -> list[str]:

@@ -27,12 +27,13 @@ import numpy as np
 
 from birdkeras import config as config_lib
 from birdkeras.errors import UserError
-from birdkeras import models  # noqa: F401 - registers the custom layers for loading
+from birdkeras import models  # also registers the custom layers for loading
 from birdkeras.features import LogMelSpectrogram
 
 CARD = "birdkeras_export.json"
 FORMATS = {"savedmodel": "saved_model", "tflite": "model.tflite", "onnx": "model.onnx"}
 ACTIVATIONS = ("sigmoid", "softmax")
+SED_OUTPUTS = ("clip", "frame_max")
 ONNX_OPSET = 17
 
 
@@ -81,14 +82,22 @@ class _Standardize(keras.layers.Layer):
 
 
 def inference_model(model: keras.Model, activation: str = "sigmoid",
-                    exportable: bool = True) -> keras.Model:
+                    exportable: bool = True, sed_output: str = "clip") -> keras.Model:
     """`model` with no augmentation and probabilities out; `exportable`: the matmul
     front end and constant normalisation (for tf2onnx and TFLite), else the FFT one.
+    `sed_output` (SED heads): "clip" logits, or "frame_max", the maximum over the
+    window's frames.
 
     Layers (and their weights) are shared with `model`, not copied.
     """
     if activation not in ACTIVATIONS:
         raise ExportError(f"activation must be one of {ACTIVATIONS}. Received: {activation!r}")
+    if sed_output not in SED_OUTPUTS:
+        raise ExportError(f"sed_output must be one of {SED_OUTPUTS}. Received: {sed_output!r}")
+    if sed_output == "frame_max":
+        if "sed" not in [layer.name for layer in model.layers]:
+            raise ExportError("sed_output=frame_max needs a model with a SED head (model.head=sed)")
+        model = models.with_frame_max(model)  # before cloning: the frames of this graph
 
     def swap(layer):
         if not exportable and not layer.name.endswith("_mask"):
@@ -105,7 +114,10 @@ def inference_model(model: keras.Model, activation: str = "sigmoid",
         return layer
 
     plain = keras.models.clone_model(model, clone_function=swap)
-    probabilities = keras.layers.Activation(activation, name="probabilities")(plain.output)
+    output = plain.output
+    if isinstance(output, dict):  # a SED model with its frame-max output
+        output = output["frame_max" if sed_output == "frame_max" else "logits"]
+    probabilities = keras.layers.Activation(activation, name="probabilities")(output)
     return keras.Model(plain.input, probabilities, name=f"{model.name}_export")
 
 
@@ -125,7 +137,7 @@ def _frozen(function):
 
 
 def export(model_path: str | Path, out_dir: str | Path, formats=tuple(FORMATS),
-           activation: str = "sigmoid") -> dict:
+           activation: str = "sigmoid", sed_output: str = "clip") -> dict:
     """Writes the requested artifacts and the export card to `out_dir`; returns the card."""
     import tensorflow as tf  # noqa: PLC0415
 
@@ -133,7 +145,7 @@ def export(model_path: str | Path, out_dir: str | Path, formats=tuple(FORMATS),
     if unknown or not formats:
         raise ExportError(f"formats must be among {sorted(FORMATS)}. Received: {list(formats)}")
     cfg, class_names = run_files(model_path)
-    model = inference_model(load_keras(model_path), activation)
+    model = inference_model(load_keras(model_path), activation, sed_output=sed_output)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     function = _concrete(model)
@@ -155,7 +167,8 @@ def export(model_path: str | Path, out_dir: str | Path, formats=tuple(FORMATS),
         written["onnx"] = FORMATS["onnx"]
     card = {"format_version": 1, "source_model": str(model_path), "classes": class_names,
             "sample_rate_hz": cfg.audio.sample_rate_hz, "window_s": cfg.audio.window_s,
-            "activation": activation, "artifacts": written, "config": config_lib.to_dict(cfg)}
+            "activation": activation, "sed_output": sed_output, "artifacts": written,
+            "config": config_lib.to_dict(cfg)}
     (out / CARD).write_text(json.dumps(card, indent=1) + "\n")
     return card
 

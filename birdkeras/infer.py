@@ -41,7 +41,7 @@ def predict(model_paths, inputs, out_csv, runtime: str = "tf",
     """Writes the submission (and optional long CSV / Raven tables); returns a report."""
     files = windows.list_audio(inputs, allow_empty=True)
     paths = model_paths if isinstance(model_paths, (list, tuple)) else [model_paths]
-    runners = runtimes.load_runners(paths, runtime, icfg.activation, threads)
+    runners = runtimes.load_runners(paths, runtime, icfg.activation, threads, icfg.sed_output)
     model = runners[0]
     columns = submission.class_columns(icfg.class_order, model.classes)
     for runner in runners:  # warm up (graph tracing, allocation) before the clock starts

@@ -58,7 +58,11 @@ SOURCES = {s.name: s for s in (
                                  "dataset:rohanrao/xeno-canto-bird-recordings-extended-n-z"),
            soundscapes=None),
 )}
-NAMES = tuple(SOURCES)
+# Labelled soundscapes as a training source: one manifest row per labelled 5 s window
+# (multi-hot labels), read from the competition's label file (birdkeras.soundscapes).
+SOUNDSCAPE_SOURCES = {"birdclef-2021-soundscapes": "birdclef-2021",
+                      "birdclef-2026-soundscapes": "birdclef-2026"}
+NAMES = (*SOURCES, *SOUNDSCAPE_SOURCES)
 
 # BirdCLEF 2020 (birdsong-recognition) train.csv, also Xeno-Canto extended's train_extended.csv.
 COLUMNS_2020 = (

@@ -13,6 +13,10 @@ Steps, in order (each configurable, each counted in `ingest_report.json`):
     reported); report unknown secondary labels;
  7. balance: downsample, then `filter` (rare classes get cv=False), then folds,
     then upsample (a `repeats` count: copies of a recording stay in its fold).
+
+Labelled soundscape sources (`birdclef-2026-soundscapes`, ...) add one row per
+labelled window, with its multi-hot `labels` and no primary label; their folds are
+dealt by group (a site, else a file), so no soundscape is split across folds.
 """
 
 from __future__ import annotations
@@ -81,17 +85,23 @@ def read_sources(root: Path, names) -> tuple[pd.DataFrame, dict]:
 
 
 def label_map(table: pd.DataFrame, data: config_lib.DataConfig, report: dict):
-    """(rows kept, name2label) for `data.label_map` (see the module docstring)."""
+    """(rows kept, name2label) for `data.label_map` (see the module docstring).
+
+    A soundscape window's labels count as rows of their classes."""
+    windows = table["primary_label"] == ""
     if data.label_map == "rows":
-        return table, {name: i for i, name in enumerate(sorted(table["primary_label"].unique()))}
+        names = set(table.loc[~windows, "primary_label"])
+        names |= {label for labels in table.loc[windows, "labels"] for label in labels}
+        return table, {name: i for i, name in enumerate(sorted(names))}
     classes = sources.read_classes(data.root, data.target_source)
-    outside = ~table["primary_label"].isin(set(classes))
+    outside = ~windows & ~table["primary_label"].isin(set(classes))
     report["rejected"] += [
         {"source": r["source"], "path": r["path"],
          "reason": f"primary label {r['primary_label']!r} is not a class of "
                    f"{data.target_source}"} for r in table[outside].to_dict("records")]
     table = table[~outside]
-    with_clips = set(table["primary_label"])
+    with_clips = set(table["primary_label"]) | {label for labels in table["labels"]
+                                                for label in labels}
     report["classes_without_clips"] = [c for c in classes if c not in with_clips]
     return table, {name: i for i, name in enumerate(classes)}
 
@@ -172,7 +182,8 @@ def dedupe(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def drop_unknown_secondaries(table, name2label) -> tuple[pd.DataFrame, dict[str, int]]:
-    """Removes secondary labels that are not classes; returns how often each was seen."""
+    """Removes secondary labels (and soundscape window labels) that are not classes;
+    returns how often each was seen."""
     unknown: dict[str, int] = {}
 
     def known(labels):
@@ -181,12 +192,35 @@ def drop_unknown_secondaries(table, name2label) -> tuple[pd.DataFrame, dict[str,
                 unknown[label] = unknown.get(label, 0) + 1
         return [label for label in labels if label in name2label]
 
-    table = table.assign(secondary_labels=table["secondary_labels"].map(known))
+    table = table.assign(secondary_labels=table["secondary_labels"].map(known),
+                         labels=table["labels"].map(known))
     return table, dict(sorted(unknown.items()))
 
 
 def balance(table: pd.DataFrame, bal: config_lib.BalanceConfig, num_folds: int, seed: int):
-    """Downsample, filter, folds, upsample (see the module docstring)."""
+    """Downsample, filter, folds, upsample (see the module docstring) for recordings;
+    soundscape windows get folds by group (`group_folds`) and are not resampled."""
+    windows = table["primary_label"] == ""
+    recordings = _balance_recordings(table[~windows], bal, num_folds, seed)
+    if not windows.any():
+        return recordings
+    return pd.concat([recordings, group_folds(table[windows], num_folds, seed)],
+                     ignore_index=True)
+
+
+def group_folds(table: pd.DataFrame, num_folds: int, seed: int) -> pd.DataFrame:
+    """Folds by `group` (a soundscape's site, else its file): groups shuffled with `seed`
+    and dealt round-robin, so one group's windows never straddle folds."""
+    groups = sorted(table["group"].unique())
+    order = np.random.default_rng(seed).permutation(len(groups))
+    fold_of = {groups[g]: k % num_folds for k, g in enumerate(order)}
+    return table.assign(cv=True, fold=table["group"].map(fold_of).astype(int), repeats=1)
+
+
+def _balance_recordings(table: pd.DataFrame, bal: config_lib.BalanceConfig, num_folds: int,
+                        seed: int) -> pd.DataFrame:
+    if table.empty:
+        return table.assign(cv=True, fold=TRAIN_ONLY_FOLD, repeats=1)
     rng = np.random.default_rng(seed)
     table = table.reset_index(drop=True)
     if bal.downsample_max_samples:
@@ -223,7 +257,8 @@ def save(out_dir: str | Path, table: pd.DataFrame, name2label: dict, report: dic
     """Writes manifest.csv (lists as space-separated), name2label.json and report.json."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    flat = table.assign(secondary_labels=table["secondary_labels"].map(" ".join))
+    flat = table.assign(secondary_labels=table["secondary_labels"].map(" ".join),
+                        labels=table["labels"].map(" ".join))
     flat.to_csv(out / "manifest.csv", index=False)
     (out / "name2label.json").write_text(json.dumps(name2label, indent=1) + "\n")
     (out / "ingest_report.json").write_text(json.dumps(report, indent=1, default=str) + "\n")
@@ -245,11 +280,18 @@ def load(out_dir: str | Path) -> tuple[pd.DataFrame, dict[str, int]]:
         if not (out / name).is_file():
             raise MissingPathError(
                 f"{out / name} not found: run `birdkeras ingest` with this config first")
-    table = pd.read_csv(out / "manifest.csv", dtype={"secondary_labels": str},
-                        keep_default_na=False, na_values={"rating": [""], "latitude": [""],
-                                                           "longitude": [""],
-                                                           "duration_s": [""], "xc_id": [""]})
-    table["secondary_labels"] = table["secondary_labels"].map(lambda s: s.split() if s else [])
+    numbers = ("rating", "latitude", "longitude", "duration_s", "xc_id", "start_s", "hour")
+    table = pd.read_csv(out / "manifest.csv",
+                        dtype={"secondary_labels": str, "labels": str, "primary_label": str,
+                               "site": str, "date": str, "group": str},
+                        keep_default_na=False, na_values={c: [""] for c in numbers})
+    for column in ("secondary_labels", "labels"):
+        if column not in table:  # a manifest written before soundscape windows
+            table[column] = ""
+        table[column] = table[column].map(lambda s: s.split() if s else [])
+    for column in ("start_s", "hour"):
+        if column not in table:
+            table[column] = np.nan
     table["xc_id"] = table["xc_id"].astype("Int64")
     table["cv"] = table["cv"].astype(str).eq("True")
     return table, json.loads((out / "name2label.json").read_text())

@@ -212,6 +212,41 @@ def build_model(cfg: config_lib.Config, num_classes: int) -> keras.Model:
     return keras.Model(waveform, logits, name=f"birdkeras_{model_cfg.backbone.lower()}")
 
 
+@keras.saving.register_keras_serializable(package="birdkeras")
+class FrameMax(keras.layers.Layer):
+    """The maximum over time of frame-wise logits: `(batch, time, classes)` -> `(batch, classes)`."""
+
+    def call(self, inputs):
+        return ops.max(inputs, axis=1)
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], input_shape[2])
+
+
+def with_frame_max(model: keras.Model) -> keras.Model:
+    """A SED model with two outputs sharing every layer: {"logits": clip logits,
+    "frame_max": the maximum over frames of the frame logits}.
+
+    Training with `train.sed_frame_loss_weight` puts a loss on both (the 2023 2nd place
+    solution's frame term); inference may use either (`infer.sed_output`).
+    """
+    if isinstance(model.output, dict):
+        return model
+    _, frames = model.get_layer("sed").output
+    return keras.Model(model.input, {"logits": model.output,
+                                     "frame_max": FrameMax(name="frame_max")(frames)},
+                       name=model.name)
+
+
+def output_of(model: keras.Model, name: str = "logits"):
+    """One output of a model: its only one, or `name` of a two-output SED model."""
+    if isinstance(model.output, dict):
+        return model.output[name]
+    if name == "frame_max":
+        return with_frame_max(model).output["frame_max"]
+    return model.output
+
+
 def frame_model(model: keras.Model) -> keras.Model:
     """For a SED model: waveform -> (clip logits, frame logits)."""
     head = model.get_layer("sed")

@@ -20,7 +20,7 @@ class Runner:
     """`runner(windows) -> probabilities`, with the model's classes, rate and window."""
 
     def __init__(self, model_path, runtime: str = "tf", activation: str = "sigmoid",
-                 threads: int = 0):
+                 threads: int = 0, sed_output: str = "clip"):
         from birdkeras import export  # noqa: PLC0415 - TensorFlow, only when a model loads
 
         if runtime not in RUNTIMES:
@@ -35,7 +35,8 @@ class Runner:
             self.sample_rate_hz, self.window_s = cfg.audio.sample_rate_hz, cfg.audio.window_s
             self.activation = activation
             self._call = _keras(export.inference_model(export.load_keras(path), activation,
-                                                       exportable=False))
+                                                       exportable=False,
+                                                       sed_output=sed_output))
             return
         if not path.is_dir():
             raise PredictError(f"{path} is neither a .keras model nor an export folder")
@@ -62,9 +63,10 @@ class Runner:
         return int(round(self.window_s * self.sample_rate_hz))
 
 
-def load_runners(model_paths, runtime: str, activation: str, threads: int = 0) -> list[Runner]:
+def load_runners(model_paths, runtime: str, activation: str, threads: int = 0,
+                 sed_output: str = "clip") -> list[Runner]:
     """One runner per model; an ensemble's models must share classes, rate and window."""
-    runners = [Runner(p, runtime, activation, threads) for p in model_paths]
+    runners = [Runner(p, runtime, activation, threads, sed_output) for p in model_paths]
     if not runners:
         raise PredictError("no model given")
     first = runners[0]

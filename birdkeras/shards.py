@@ -52,7 +52,9 @@ def plan_shards(table: pd.DataFrame, name2label: dict, cfg: config_lib.Config) -
     for fold, group in table.sort_values("recording_id").groupby("fold", sort=True):
         shards, current, size = [], [], 0.0
         for rec in group.to_dict("records"):
-            est = _estimated_bytes(root / rec["path"], cfg.audio)
+            est = (_estimated_bytes(root / rec["path"], cfg.audio)
+                   if pd.isna(rec.get("start_s", np.nan))
+                   else rec["duration_s"] * cfg.audio.sample_rate_hz * _BYTES_PER_SAMPLE)
             if current and size + est > target:
                 shards.append(current)
                 current, size = [], 0.0
@@ -76,9 +78,16 @@ def _estimated_bytes(path: Path, audio_cfg) -> float:
 
 
 def _row(rec: dict, name2label: dict) -> dict:
+    # Manifests written before soundscape windows existed have no start_s: recordings.
+    window = not pd.isna(rec.get("start_s", np.nan))
+    targets = None
+    if window:  # a labelled soundscape window: multi-hot targets, no primary label
+        targets = np.zeros(len(name2label), dtype=np.float32)
+        targets[[name2label[s] for s in rec["labels"] if s in name2label]] = 1.0
     return {
         "recording_id": rec["recording_id"], "path": rec["path"], "source": rec["source"],
-        "label": name2label[rec["primary_label"]],
+        "label": -1 if window else name2label[rec["primary_label"]],
+        "targets": targets, "start_s": float(rec["start_s"]) if window else 0.0,
         "secondary": [name2label[s] for s in rec["secondary_labels"] if s in name2label],
         "fold": int(rec["fold"]), "repeats": int(rec["repeats"]),
         "rating": float(rec["rating"]) if not pd.isna(rec["rating"]) else 0.0,
@@ -107,8 +116,8 @@ def build(table: pd.DataFrame, name2label: dict, cfg: config_lib.Config,
     bar.close()
     card = write_card(jobs, name2label, cfg)
     # A class whose every recording failed would train as a class nobody can predict.
-    lost = sorted({label_names(name2label)[row["label"]] for job in jobs for row in job.rows}
-                  & set(card["classes_without_records"]))
+    lost = sorted({label_names(name2label)[label] for job in jobs for row in job.rows
+                   for label in _classes_of(row)} & set(card["classes_without_records"]))
     if lost:
         raise ShardError(f"{len(lost)} classes have rows in the manifest but no record after "
                          f"the build (every file failed; see {tfrecord.join(out, FAILURES)}): "
@@ -121,6 +130,13 @@ def label_names(name2label: dict) -> dict:
     return {v: k for k, v in name2label.items()}
 
 
+def _classes_of(row: dict) -> list[int]:
+    """The classes a planned record counts for: its primary label, or a window's labels."""
+    if row["targets"] is not None:
+        return [int(k) for k in np.flatnonzero(row["targets"])]
+    return [row["label"]]
+
+
 def _done_path(out: str, shard_name: str) -> str:
     return tfrecord.join(out, shard_name + ".done.json")
 
@@ -131,15 +147,18 @@ def _write_shard(args) -> dict:
     final = tfrecord.join(out, job.name)
     tmp = f"{final}.tmp-{os.getpid()}"
     records, failures, durations = 0, [], []
+    decoded = {}  # the last soundscape decoded: its windows are consecutive rows
     with tfrecord.open_file(tmp, "wb") as f:
         for row in job.rows:
             try:
-                wave = audio.load(Path(root) / row["path"], sample_rate_hz, max_duration_s)
-                _check_length(wave, sample_rate_hz, row, max_duration_s)
+                wave = _audio_of(row, Path(root), sample_rate_hz, max_duration_s, decoded)
             except (audio.AudioError, OSError) as err:
                 failures.append({"recording_id": row["recording_id"], "path": row["path"],
                                  "error": str(err)})
                 continue
+            optional = {}
+            if row["targets"] is not None:
+                optional = {tfrecord.TARGETS: row["targets"], tfrecord.START_S: row["start_s"]}
             f.write(tfrecord.frame(tfrecord.encode_example({
                 tfrecord.AUDIO: audio.to_int16(wave).tobytes(),
                 tfrecord.SAMPLE_RATE: sample_rate_hz,
@@ -151,6 +170,7 @@ def _write_shard(args) -> dict:
                 tfrecord.FOLD: row["fold"],
                 tfrecord.REPEATS: row["repeats"],
                 tfrecord.RATING: row["rating"],
+                **optional,
             })))
             records += 1
             durations.append(len(wave) / sample_rate_hz)
@@ -161,6 +181,22 @@ def _write_shard(args) -> dict:
         f.write(json.dumps(done))
     tfrecord.rename(_done_path(out, job.name) + ".tmp", _done_path(out, job.name))
     return done
+
+
+def _audio_of(row: dict, root: Path, sample_rate_hz: int, max_duration_s, decoded: dict):
+    """A recording's audio, or a soundscape window's (its file decoded once per shard)."""
+    if row["targets"] is None:
+        wave = audio.load(root / row["path"], sample_rate_hz, max_duration_s)
+        _check_length(wave, sample_rate_hz, row, max_duration_s)
+        return wave
+    if row["path"] not in decoded:
+        decoded.clear()
+        decoded[row["path"]] = audio.load(root / row["path"], sample_rate_hz,
+                                          allow_silence=True)
+    start = int(round(row["start_s"] * sample_rate_hz))
+    width = int(round(row["duration_s"] * sample_rate_hz))
+    window = decoded[row["path"]][start:start + width]
+    return np.pad(window, (0, width - len(window)))  # a last window past the file's end
 
 
 def _check_length(wave, sample_rate_hz, row, max_duration_s) -> None:
@@ -192,8 +228,9 @@ def write_card(jobs: list[ShardJob], name2label: dict, cfg: config_lib.Config) -
         for row in job.rows:
             if row["recording_id"] in failed:
                 continue
-            per_fold = counts.setdefault(names[row["label"]], {})
-            per_fold[str(row["fold"])] = per_fold.get(str(row["fold"]), 0) + 1
+            for label in _classes_of(row):
+                per_fold = counts.setdefault(names[label], {})
+                per_fold[str(row["fold"])] = per_fold.get(str(row["fold"]), 0) + 1
     total_bytes = sum(seconds) * cfg.audio.sample_rate_hz * _BYTES_PER_SAMPLE
     card = {
         "name2label": name2label,
@@ -270,9 +307,10 @@ def _check_record(path, rid, raw, expected, name2label, cfg) -> None:
     row = expected.get(rid)
     if row is None:
         raise ShardError(f"shard {path}: record {rid} is not in the manifest")
-    if int(raw[tfrecord.LABEL]) != name2label[row["primary_label"]]:
+    expected_label = name2label[row["primary_label"]] if row["primary_label"] else -1
+    if int(raw[tfrecord.LABEL]) != expected_label:
         raise ShardError(f"shard {path}: {rid} has label {int(raw[tfrecord.LABEL])}, "
-                         f"the manifest says {name2label[row['primary_label']]}")
+                         f"the manifest says {expected_label}")
     num, stored = int(raw[tfrecord.NUM_SAMPLES]), int(raw[tfrecord.AUDIO].shape[0])
     if num != stored or num == 0:
         raise ShardError(f"shard {path}: {rid} stores {stored} samples but num_samples={num}")

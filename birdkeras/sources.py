@@ -19,16 +19,23 @@ from __future__ import annotations
 
 import ast
 import math
+import os
 import re
 from pathlib import Path
 
 import pandas as pd
 
-from birdkeras import layout
+from birdkeras import layout, soundscapes
 from birdkeras.errors import UserError
 
 COLUMNS = ("source", "recording_id", "xc_id", "primary_label", "secondary_labels", "rating",
-           "author", "latitude", "longitude", "path", "duration_s")
+           "author", "latitude", "longitude", "path", "duration_s",
+           # Soundscape windows (empty for focal recordings): where the window starts, its
+           # multi-hot labels, and where and when it was recorded (from the file name).
+           "start_s", "labels", "site", "date", "hour",
+           # Rows of one group never straddle folds: a recording, or a soundscape's site
+           # (its file when the name has no site).
+           "group")
 _XC_IN_NAME = re.compile(r"XC(\d+)", re.IGNORECASE)
 _XC_IN_URL = re.compile(r"xeno-canto\.org/(\d+)")
 
@@ -120,6 +127,8 @@ def read_source(root: str | Path, source: str):
     Returns (normalised rows, rejected rows with line and reason, coerced values with
     line, column, text and why), three DataFrames.
     """
+    if source in layout.SOUNDSCAPE_SOURCES:
+        return read_soundscape_windows(root, source)
     src = layout.SOURCES[source]
     meta_path = Path(root) / src.folder / src.metadata
     raw = _read_metadata(meta_path, source, root)
@@ -178,7 +187,37 @@ def _normalised_row(source: str, rec: dict, line: int, label: str, filename: str
         "longitude": coerce.number(rec, line, "longitude"),
         "path": _audio_path(source, label, filename),
         "duration_s": coerce.number(rec, line, "duration"),
+        "start_s": math.nan, "labels": [], "site": None,
+        "date": rec.get("date", "").strip() or None, "hour": _hour(rec.get("time", "")),
+        "group": f"{source}/{filename}",
     }
+
+
+def _hour(text: str) -> int | None:
+    """The hour of a metadata `time` ("07:30", "7:30 am"), or None."""
+    match = re.match(r"\s*(\d{1,2})[:h]", str(text))
+    return int(match.group(1)) if match and int(match.group(1)) < 24 else None
+
+
+def read_soundscape_windows(root: str | Path, source: str):
+    """A labelled-soundscape source (`layout.SOUNDSCAPE_SOURCES`): one row per labelled
+    window, its labels multi-hot, its site/date/hour from the file name; the same three
+    tables as `read_source` (a malformed label file raises instead of rejecting rows)."""
+    table = soundscapes.read_labels(root, layout.SOUNDSCAPE_SOURCES[source])
+    rows = [{
+        "source": source, "recording_id": f"{source}/{r['file']}@{r['start_s']:g}",
+        "xc_id": None, "primary_label": "", "secondary_labels": [], "rating": math.nan,
+        "author": "", "latitude": math.nan, "longitude": math.nan,
+        "path": Path(os.path.relpath(r["path"], root)).as_posix(),
+        "duration_s": r["end_s"] - r["start_s"], "start_s": r["start_s"],
+        "labels": list(r["labels"]), "site": r["site"], "date": r["date"],
+        "hour": None if pd.isna(r["hour"]) else int(r["hour"]),
+        "group": f"{source}/{r['site'] or r['file']}",
+    } for r in table.to_dict("records")]
+    frame = pd.DataFrame(rows, columns=COLUMNS)
+    frame["xc_id"] = frame["xc_id"].astype("Int64")
+    return (frame, pd.DataFrame(columns=("source", "line", "path", "reason")),
+            pd.DataFrame(columns=("source", "line", "column", "value", "as", "why")))
 
 
 def sci_common_to_code(root: str | Path, raw: pd.DataFrame) -> dict[str, str]:

@@ -8,6 +8,13 @@ CRC-32C, data, masked CRC-32C), read back with `tf.data.TFRecordDataset` and
 
 Audio is stored as little-endian int16 PCM bytes: 64 KB per second at 32 kHz,
 230 MB per audio hour.
+
+A record is a whole focal recording (`label` its primary class, `secondary_labels`)
+or a window of a soundscape (`label` -1, `start_s` its start in the file): a labelled
+window carries its multi-hot `targets`, a pseudo-labelled one the teachers' averaged
+probabilities as `soft_targets` (and `teachers`, the models that made them). The
+optional keys were added after the first shards were written; records without them
+read as before (empty target vectors, start 0, no teachers).
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ import struct
 from pathlib import Path
 
 import google_crc32c
+import numpy as np
 
 # Feature keys, shared by the writer and the reader.
 AUDIO = "audio"  # bytes: int16 little-endian PCM, mono
@@ -28,6 +36,10 @@ SOURCE = "source"  # bytes
 FOLD = "fold"  # int64: -1 means train-only (never validation)
 REPEATS = "repeats"  # int64: copies the sampler should draw (class upsampling)
 RATING = "rating"  # float
+TARGETS = "targets"  # float list (classes) or empty: hard multi-hot targets of a window
+SOFT_TARGETS = "soft_targets"  # float list (classes) or empty: teachers' probabilities
+START_S = "start_s"  # float: where the record starts in its file (windows)
+TEACHERS = "teachers"  # bytes: comma-separated models that made soft_targets
 
 SHARD_SUFFIX = ".tfrec"
 CARD = "dataset_card.json"  # label map, counts, config: written last by a build
@@ -75,12 +87,15 @@ def _feature(value) -> bytes:
         return _field(1, _field(1, data))  # bytes_list { value: data }
     if isinstance(value, float):
         return _field(2, _field(1, struct.pack("<f", value)))  # float_list (packed)
+    if isinstance(value, np.ndarray) and value.dtype.kind == "f":
+        return _field(2, _field(1, value.astype("<f4").tobytes()))  # float_list (packed)
     values = [value] if isinstance(value, int) else list(value)
     return _field(3, _field(1, b"".join(_varint(int(v)) for v in values)))  # int64_list
 
 
 def encode_example(features: dict) -> bytes:
-    """Serialises {key: bytes | str | float | int | list[int]} as a tf.train.Example."""
+    """Serialises {key: bytes | str | float | int | list[int] | float ndarray} as a
+    tf.train.Example."""
     entries = b"".join(
         _field(1, _field(1, key.encode()) + _field(2, _feature(value)))
         for key, value in features.items()
@@ -170,6 +185,11 @@ def feature_spec():
         FOLD: tf.io.FixedLenFeature([], tf.int64),
         REPEATS: tf.io.FixedLenFeature([], tf.int64),
         RATING: tf.io.FixedLenFeature([], tf.float32),
+        # Optional (absent from older shards): defaults keep those readable.
+        TARGETS: tf.io.VarLenFeature(tf.float32),
+        SOFT_TARGETS: tf.io.VarLenFeature(tf.float32),
+        START_S: tf.io.FixedLenFeature([], tf.float32, default_value=0.0),
+        TEACHERS: tf.io.FixedLenFeature([], tf.string, default_value=""),
     }
 
 
@@ -179,5 +199,6 @@ def parse_example(serialized):
 
     parsed = tf.io.parse_single_example(serialized, feature_spec())
     parsed[AUDIO] = tf.cast(tf.io.decode_raw(parsed[AUDIO], tf.int16), tf.float32) / 32768.0
-    parsed[SECONDARY_LABELS] = tf.sparse.to_dense(parsed[SECONDARY_LABELS])
+    for key in (SECONDARY_LABELS, TARGETS, SOFT_TARGETS):
+        parsed[key] = tf.sparse.to_dense(parsed[key])
     return parsed

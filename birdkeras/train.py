@@ -46,6 +46,12 @@ class Run:
     steps: int  # per epoch
     train_ds: tf.data.Dataset
     val_ds: tf.data.Dataset
+    mix_counter: data.MixCounter | None = None
+
+    @property
+    def frame_loss(self) -> bool:
+        """A SED head trained on its clip logits and its frames' maximum."""
+        return self.cfg.model.head == "sed" and self.cfg.train.sed_frame_loss_weight > 0
 
     @property
     def multiworker(self) -> bool:
@@ -105,9 +111,19 @@ def prepare(cfg: config_lib.Config, workdir: Path, strategy=None) -> Run:
     steps = steps_per_epoch(cfg, card, global_batch)
     print(f"{cfg.name}: {distribute.describe(strategy)}, global batch {global_batch}, "
           f"{steps} steps x {cfg.train.epochs} epochs, {len(class_names)} classes")
-    return Run(cfg, workdir, strategy, class_names, global_batch, steps,
-               data.make_dataset(cfg, len(class_names), True, global_batch_size=global_batch),
-               data.make_dataset(cfg, len(class_names), False, global_batch_size=global_batch))
+    counter = None
+    if cfg.input.mix_dirs:
+        counter = data.MixCounter([cfg.tfrecords.dir, *cfg.input.mix_dirs])
+        shares = [1 - sum(cfg.input.mix_weights), *cfg.input.mix_weights]
+        print("mixing " + ", ".join(f"{w:.0%} {d}" for w, d in zip(shares, counter.names)))
+    train_ds = data.make_dataset(cfg, len(class_names), True, global_batch_size=global_batch,
+                                 mix_counter=counter)
+    prepared = Run(cfg, workdir, strategy, class_names, global_batch, steps, train_ds,
+                   data.make_dataset(cfg, len(class_names), False,
+                                     global_batch_size=global_batch), counter)
+    if prepared.frame_loss:  # the same targets for the clip and the frame-max outputs
+        prepared.train_ds = train_ds.map(lambda x, y, *w: (x, {"logits": y, "frame_max": y}, *w))
+    return prepared
 
 
 def steps_per_epoch(cfg: config_lib.Config, card: dict, global_batch: int) -> int:
@@ -133,6 +149,8 @@ def initial_model(prepared: Run):
         model = models.build_model(cfg, len(prepared.class_names))
         if cfg.train.init_from:
             init_from(model, cfg.train.init_from, cfg.train.init_skip)
+        if prepared.frame_loss:
+            model = models.with_frame_max(model)
     return model, None
 
 
@@ -177,9 +195,11 @@ def make_callbacks(prepared: Run, state, validation, logger) -> list:
         print(f"validating on {len(table)} labelled soundscape windows of "
               f"{cfg.train.val_soundscapes} ({table['path'].nunique()} files)")
         soundscapes = [callbacks_lib.SoundscapeValidation(waves, targets, prepared.global_batch)]
+    mix = [callbacks_lib.MixShares(prepared.mix_counter)] if prepared.mix_counter else []
     return [
         validation,
         *soundscapes,
+        *mix,
         *callbacks_lib.best_checkpoints(workdir, cfg.train.monitor,
                                         history if state is not None else None),
         callbacks_lib.StepCheckpoint(workdir / "ckpt", cfg.train.checkpoint_every_steps,
@@ -199,7 +219,6 @@ def fit_epochs(prepared: Run, model: keras.Model, state, callbacks) -> None:
     """
     cfg, steps = prepared.cfg, prepared.steps
     backbone = next(layer for layer in model.layers if isinstance(layer, keras.Model))
-    loss = make_loss(cfg.train)
     # One line per epoch when the output is a log file, not a terminal (Keras' bars
     # would be one giant line of ANSI codes there).
     verbose = "auto" if sys.stdout.isatty() else 2
@@ -209,7 +228,7 @@ def fit_epochs(prepared: Run, model: keras.Model, state, callbacks) -> None:
         frozen = epoch < cfg.train.freeze_backbone_epochs
         if needs_compile or backbone.trainable == frozen:
             backbone.trainable = not frozen
-            _compile(prepared, model, loss, offset_steps=epoch * steps)
+            _compile(prepared, model, offset_steps=epoch * steps)
             needs_compile = False
             print(f"epoch {epoch}: backbone {'frozen' if frozen else 'trainable'}")
         end = min(cfg.train.epochs, cfg.train.freeze_backbone_epochs) if frozen else cfg.train.epochs
@@ -218,25 +237,47 @@ def fit_epochs(prepared: Run, model: keras.Model, state, callbacks) -> None:
             end, epoch_steps = epoch + 1, steps - partial
         if prepared.multiworker:
             distribute.fit_multiworker(model, prepared.strategy, prepared.train_ds,
-                                       make_loss(cfg.train, reduction=None), callbacks, epoch,
-                                       end, epoch_steps, prepared.global_batch)
+                                       _per_example_loss(prepared), callbacks, epoch, end,
+                                       epoch_steps, prepared.global_batch)
         else:
             model.fit(prepared.train_ds, initial_epoch=epoch, epochs=end,
                       steps_per_epoch=epoch_steps, callbacks=callbacks, verbose=verbose)
         epoch, partial = end, 0
 
 
-def _compile(prepared: Run, model: keras.Model, loss, offset_steps: int) -> None:
+def losses_for(cfg: config_lib.Config):
+    """(loss, loss weights): one loss, or for a SED head trained on its frames too
+    (`train.sed_frame_loss_weight` > 0) one per output of `models.with_frame_max`."""
+    if cfg.model.head != "sed" or cfg.train.sed_frame_loss_weight <= 0:
+        return make_loss(cfg.train), None
+    return ({"logits": make_loss(cfg.train), "frame_max": make_loss(cfg.train)},
+            {"logits": 1.0, "frame_max": cfg.train.sed_frame_loss_weight})
+
+
+def _compile(prepared: Run, model: keras.Model, offset_steps: int) -> None:
     cfg = prepared.cfg
+    loss, weights = losses_for(cfg)
+    metrics_ = [keras.metrics.AUC(curve="ROC", multi_label=True, from_logits=True, name="auc"),
+                keras.metrics.AUC(curve="PR", multi_label=True, from_logits=True,
+                                  name="pr_auc")]
+    if weights:
+        metrics_ = {"logits": metrics_}
     with prepared.strategy.scope():
         model.compile(
             optimizer=make_optimizer(cfg.train, prepared.global_batch, prepared.steps,
                                      offset_steps),
-            loss=loss, jit_compile=cfg.train.jit_compile,
-            metrics=[keras.metrics.AUC(curve="ROC", multi_label=True, from_logits=True,
-                                       name="auc"),
-                     keras.metrics.AUC(curve="PR", multi_label=True, from_logits=True,
-                                       name="pr_auc")])
+            loss=loss, loss_weights=weights, metrics=metrics_,
+            jit_compile=cfg.train.jit_compile)
+
+
+def _per_example_loss(prepared: Run):
+    """The loss per example (no reduction), for the multi-worker loop."""
+    base = make_loss(prepared.cfg.train, reduction=None)
+    if not prepared.frame_loss:
+        return base
+    weight = prepared.cfg.train.sed_frame_loss_weight
+    return lambda y, out: (base(y["logits"], out["logits"])
+                           + weight * base(y["frame_max"], out["frame_max"]))
 
 
 def final_report(prepared: Run, model: keras.Model, validation, logger) -> dict:
@@ -263,20 +304,50 @@ def final_report(prepared: Run, model: keras.Model, validation, logger) -> dict:
 
 def run_stages(cfg: config_lib.Config, workdir: str | Path | None = None,
                stage_overrides: tuple = (), strategy=None) -> dict:
-    """Runs each config in `train.stages` in order, each from the previous best model.
+    """Runs each stage of `train.stages` in order, each from the previous stage's best.
 
-    Stage files are paths relative to the working directory; `stage_overrides` (the
-    command's --set values) apply to every stage, and every stage shares `strategy`
-    (a TPU is initialised once).
+    A stage file states only what differs from `cfg` (the config that lists the stages),
+    and may itself name a `base:` instead. Paths are relative to the working directory;
+    `stage_overrides` (the command's --set values) apply to every stage; every stage
+    shares `strategy` (a TPU is initialised once) and writes to `workdir/<stage name>`.
+
+    Self-training: a stage with `pseudo.audio_dirs` first pseudo-labels them with the
+    previous stage's best model (and `pseudo.teachers`), then trains on its records
+    with those windows mixed in at `pseudo.mix_weight`.
     """
     workdir = Path(workdir or cfg.workdir)
     strategy = strategy or distribute.select(cfg.train.strategy)
-    previous, summary = cfg.train.init_from, {}
+    parent = config_lib.to_dict(cfg)
+    parent["train"]["stages"] = []
+    previous, summary, names = cfg.train.init_from, {}, set()
     for stage_path in cfg.train.stages:
         overrides = [item for item in stage_overrides if not item.startswith("train.stages=")]
         if previous:
             overrides.append(f"train.init_from={previous}")
-        stage = config_lib.load_config(Path(stage_path), overrides)
+        stage = config_lib.load_stage(parent, Path(stage_path), overrides)
+        if stage.name in names:
+            raise config_lib.ConfigError(f"train.stages: {stage_path} is a second stage named "
+                                         f"{stage.name!r}; give each stage its own name")
+        names.add(stage.name)
+        if stage.pseudo.audio_dirs:
+            stage = _pseudo_label(stage, previous, workdir / stage.name / "pseudo")
         summary = run(stage, workdir / stage.name, strategy=strategy)
         previous = summary["best"]
     return summary
+
+
+def _pseudo_label(stage: config_lib.Config, teacher: str | None, out: Path) -> config_lib.Config:
+    """Pseudo-labels the stage's soundscapes; the stage, with them mixed into training."""
+    from birdkeras import pseudolabel  # noqa: PLC0415
+
+    if not teacher:
+        raise InitError(f"stage {stage.name}: pseudo-labelling needs a teacher (a previous "
+                        "stage, or train.init_from)")
+    folders = [stage.data_path(d) for d in stage.pseudo.audio_dirs]
+    report = pseudolabel.run([teacher, *stage.pseudo.teachers], folders, str(out), stage,
+                             stage.pseudo.runtime, progress=False)
+    print(f"{stage.name}: pseudo-labelled {report['windows_kept']} of "
+          f"{report['windows_seen']} windows -> {out}")
+    return dataclasses.replace(stage, input=dataclasses.replace(
+        stage.input, mix_dirs=(*stage.input.mix_dirs, str(out)),
+        mix_weights=(*stage.input.mix_weights, stage.pseudo.mix_weight)))

@@ -13,7 +13,7 @@ from birdkeras.config import BalanceConfig, load_config
 from birdkeras.errors import MissingPathError
 
 
-@pytest.mark.parametrize("source", layout.NAMES)
+@pytest.mark.parametrize("source", list(layout.SOURCES))
 def test_each_reader_finds_every_recording_with_its_label(synth_root, source):
     table, rejected, _ = sources.read_source(synth_root, source)
     truth = {r["path"]: r for r in synth.read_truth(synth_root) if r["source"] == source}

@@ -83,7 +83,7 @@ def generate(out: str | Path, spec: SynthSpec = SynthSpec()) -> dict:
     return {
         "out": str(out),
         "species": len(species),
-        "clips": {s: sum(c.source == s for c in plan.clips) for s in layout.NAMES},
+        "clips": {s: sum(c.source == s for c in plan.clips) for s in layout.SOURCES},
         "broken": sum(bool(c.broken) for c in plan.clips),
         "soundscapes": len(plan.soundscapes),
     }

@@ -1,0 +1,308 @@
+"""Learning from soundscapes: labelled windows, soft labels, pseudo-labels, mixing,
+distillation, the SED frame-max loss, self-training stages."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+import pandas as pd
+import pytest
+import tensorflow as tf
+
+from birdkeras import data, manifest, models, pseudolabel, shards, tfrecord, train
+from birdkeras import config as config_lib
+from birdkeras.config import ConfigError, load_config
+from birdkeras.errors import PredictError
+
+from conftest import REPO
+
+SMALL_MODEL = ["audio.sample_rate_hz=16000", "audio.num_mel_bins=32", "audio.fft_length=1024",
+               "audio.hop_length=512", "audio.fmax_hz=8000"]
+
+
+def _teacher(folder: Path, classes, seed: int) -> Path:
+    """A 'trained' model folder (model, config, classes) whose outputs spread out."""
+    cfg = load_config(None, SMALL_MODEL)
+    keras.utils.set_random_seed(seed)
+    model = models.build_model(cfg, len(classes))
+    kernel = np.random.default_rng(seed).standard_normal((1280, len(classes))) * 40.0
+    model.get_layer("logits").set_weights([kernel.astype("float32"),
+                                           np.zeros(len(classes), "float32")])
+    folder.mkdir(parents=True, exist_ok=True)
+    model.save(folder / "best.keras")
+    config_lib.save_config(cfg, folder / "config.yaml")
+    (folder / "name2label.json").write_text(json.dumps({c: i for i, c in enumerate(classes)}))
+    return folder / "best.keras"
+
+
+@pytest.fixture(scope="module")
+def classes(synth_root):
+    return list(pd.read_csv(synth_root / "birdclef-2026" / "sample_submission.csv",
+                            nrows=0).columns[1:])
+
+
+@pytest.fixture(scope="module")
+def teachers(classes, tmp_path_factory):
+    out = tmp_path_factory.mktemp("teachers")
+    return [_teacher(out / f"t{seed}", classes, seed) for seed in (1, 2)]
+
+
+def _soundscape_files(synth_root):
+    return [synth_root / "birdclef-2026" / "train_soundscapes",
+            synth_root / "birdclef-2025" / "train_soundscapes"]
+
+
+def _read(folder) -> dict:
+    records = {}
+    for shard in tfrecord.list_shards(str(folder)):
+        for ex in tf.data.TFRecordDataset(shard).map(tfrecord.parse_example):
+            rid = ex[tfrecord.RECORDING_ID].numpy().decode()
+            assert rid not in records, f"{rid} twice"
+            records[rid] = {k: v.numpy() for k, v in ex.items()}
+    return records
+
+
+def test_soft_labels_round_trip_through_shards_exactly(tmp_path):
+    rng = np.random.default_rng(0)
+    soft = rng.random((3, 7)).astype(np.float32)
+    with open(tmp_path / tfrecord.shard_name(-1, 0, 1), "wb") as f:
+        for i, row in enumerate(soft):
+            f.write(tfrecord.frame(tfrecord.encode_example({
+                tfrecord.AUDIO: np.full(16000 * 5, i, np.int16).tobytes(),
+                tfrecord.SAMPLE_RATE: 16000, tfrecord.NUM_SAMPLES: 16000 * 5,
+                tfrecord.LABEL: -1, tfrecord.SECONDARY_LABELS: [],
+                tfrecord.RECORDING_ID: f"w{i}", tfrecord.SOURCE: "pseudo", tfrecord.FOLD: -1,
+                tfrecord.REPEATS: 1, tfrecord.RATING: 0.0, tfrecord.SOFT_TARGETS: row})))
+    records = _read(tmp_path)
+    for i, row in enumerate(soft):
+        np.testing.assert_array_equal(records[f"w{i}"][tfrecord.SOFT_TARGETS], row)  # exact
+    # ... and they are the training targets, unchanged, for records without hard labels.
+    cfg = load_config(None, [*SMALL_MODEL, "input.val_fold=0", "data.num_folds=2"])
+    ds = data.make_dataset(cfg, 7, training=False, files=tfrecord.list_shards(str(tmp_path)))
+    pairs = [(x.numpy(), y.numpy()) for x, y in ds]
+    which = np.round(np.concatenate([x[:, 0] for x, _ in pairs]) * 32768).astype(int)
+    got = np.concatenate([y for _, y in pairs])
+    np.testing.assert_array_equal(got[np.argsort(which)], soft)
+
+
+def test_teacher_weight_mixes_hard_and_soft_targets(tmp_path):
+    soft = np.array([0.2, 0.6, 0.1, 0.1], np.float32)
+    hard = np.array([0.0, 0.0, 1.0, 1.0], np.float32)
+    examples = [{tfrecord.LABEL: 1, tfrecord.SOFT_TARGETS: soft},  # primary label + teacher
+                {tfrecord.LABEL: -1, tfrecord.TARGETS: hard, tfrecord.SOFT_TARGETS: soft},
+                {tfrecord.LABEL: -1, tfrecord.TARGETS: hard},  # labelled window only
+                {tfrecord.LABEL: 3}]  # a plain focal record
+    with open(tmp_path / tfrecord.shard_name(0, 0, 1), "wb") as f:
+        for i, extra in enumerate(examples):
+            f.write(tfrecord.frame(tfrecord.encode_example({
+                tfrecord.AUDIO: np.zeros(80000, np.int16).tobytes(), tfrecord.SAMPLE_RATE: 16000,
+                tfrecord.NUM_SAMPLES: 80000, tfrecord.SECONDARY_LABELS: [],
+                tfrecord.RECORDING_ID: f"r{i}", tfrecord.SOURCE: "s", tfrecord.FOLD: 0,
+                tfrecord.REPEATS: 1, tfrecord.RATING: 0.0, **extra})))
+    cfg = load_config(None, [*SMALL_MODEL, "input.teacher_weight=0.25"])
+    ds = data.make_dataset(cfg, 4, training=False, files=tfrecord.list_shards(str(tmp_path)))
+    got = np.concatenate([y.numpy() for _, y in ds])
+    one_hot = np.eye(4, dtype=np.float32)
+    np.testing.assert_allclose(got, [0.75 * one_hot[1] + 0.25 * soft,
+                                     0.75 * hard + 0.25 * soft, hard, one_hot[3]], atol=1e-7)
+
+
+def test_labelled_windows_become_records_folded_by_site(synth_root, tmp_path):
+    cfg = load_config(None, [f"data.root={synth_root}",
+                             "data.sources=[birdclef-2026, birdclef-2026-soundscapes]",
+                             "data.label_map=competition", "data.num_folds=2",
+                             "data.balance.filter_min_samples=0", "train.loss=bce",
+                             f"tfrecords.dir={tmp_path}"])
+    table, name2label, _ = manifest.build(cfg)
+    windows = table[table["source"] == "birdclef-2026-soundscapes"]
+    assert len(windows) == 24 and windows["site"].str.fullmatch(r"S\d\d").all()
+    assert (windows.groupby("group")["fold"].nunique() == 1).all()  # no site split
+    assert windows["fold"].nunique() == 2
+    shards.build(table, name2label, cfg, progress=False)
+    records = _read(tmp_path)
+    for row in windows.to_dict("records"):
+        record = records[row["recording_id"]]
+        assert record[tfrecord.LABEL] == -1 and record[tfrecord.START_S] == row["start_s"]
+        expected = np.zeros(len(name2label), np.float32)
+        expected[[name2label[c] for c in row["labels"]]] = 1.0
+        np.testing.assert_array_equal(record[tfrecord.TARGETS], expected)
+        assert len(record[tfrecord.AUDIO]) == 5 * 32000
+    with pytest.raises(ConfigError, match="use train.loss=bce or focal"):
+        load_config(None, ["data.sources=[birdclef-2026-soundscapes]", "train.loss=cce"])
+
+
+def _pseudo_cfg(synth_root, *extra):
+    return load_config(None, [f"data.root={synth_root}", "pseudo.threshold=0.5",
+                              "pseudo.files_per_shard=1", *extra])
+
+
+def test_pseudo_labels_are_selected_sharpened_and_reproducible(synth_root, teachers, classes,
+                                                               tmp_path):
+    cfg = _pseudo_cfg(synth_root, "pseudo.power=2", "pseudo.max_windows_per_file=5",
+                      "pseudo.hard_labels=birdclef-2026")
+    first = pseudolabel.run(teachers, _soundscape_files(synth_root), str(tmp_path / "a"), cfg,
+                            progress=False)
+    pseudolabel.run(teachers, _soundscape_files(synth_root), str(tmp_path / "b"), cfg,
+                    progress=False)
+    names = sorted(p.name for p in (tmp_path / "a").glob("*.tfrec"))
+    assert names == sorted(p.name for p in (tmp_path / "b").glob("*.tfrec"))
+    for name in names:  # the same teachers on the same files: the same bytes
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
+    records = _read(tmp_path / "a")
+    assert len(records) == first["windows_kept"] > 0
+    labelled = pd.read_csv(synth_root / "birdclef-2026" / "train_soundscapes_labels.csv")
+    for rid, rec in records.items():
+        soft = rec[tfrecord.SOFT_TARGETS]
+        assert np.sqrt(soft.max()) >= 0.5 - 1e-6  # kept: top teacher probability >= threshold
+        assert rec[tfrecord.TEACHERS].decode() == ",".join(str(t) for t in teachers)
+        name, start = rid.removeprefix("pseudo/").split("@")
+        if name in set(labelled["filename"]):  # hard labels beside the soft ones
+            assert len(rec[tfrecord.TARGETS]) == len(classes)
+    per_file = pd.Series([r.split("@")[0] for r in records]).value_counts()
+    assert per_file.max() <= 5
+    assert sum(first["kept_per_class"].values()) == first["windows_kept"]
+    tops = pd.Series([classes[int(np.argmax(r[tfrecord.SOFT_TARGETS]))]
+                      for r in records.values()]).value_counts()
+    assert {c: n for c, n in first["kept_per_class"].items() if n} == tops.to_dict()
+
+
+def test_select_keeps_confident_windows_and_soft_negatives():
+    probs = np.array([[0.9, 0.1], [0.2, 0.3], [0.6, 0.7], [0.55, 0.1]], np.float32)
+    starts = np.arange(4) * 5.0
+    pcfg = config_lib.PseudoConfig(threshold=0.5, power=2.0)
+    keep, soft = pseudolabel.select(probs, starts, pcfg)
+    assert keep.tolist() == [0, 2, 3]
+    np.testing.assert_allclose(soft, probs[[0, 2, 3]] ** 2)
+    capped = config_lib.PseudoConfig(threshold=0.5, max_windows_per_file=2)
+    assert pseudolabel.select(probs, starts, capped)[0].tolist() == [0, 2]  # top 0.9, 0.7
+    negatives = config_lib.PseudoConfig(threshold=0.5, below_threshold="soft_negative")
+    assert pseudolabel.select(probs, starts, negatives)[0].tolist() == [0, 1, 2, 3]
+
+
+def test_a_killed_pseudo_label_run_resumes_with_every_window_once(synth_root, teachers,
+                                                                  tmp_path):
+    out = tmp_path / "pseudo"
+    args = [sys.executable, "-m", "birdkeras", "pseudolabel", "--quiet", "--out", str(out),
+            "--set", f"data.root={synth_root}", "--set", "pseudo.files_per_shard=1",
+            "--set", "pseudo.threshold=0.3", "--audio", *map(str, _soundscape_files(synth_root))]
+    for teacher in teachers:
+        args += ["--model", str(teacher)]
+    proc = subprocess.Popen(args, start_new_session=True, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while time.time() < deadline and not list(out.glob("*.done.json")):
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    done = list(out.glob("*.done.json"))
+    assert done and len(done) < 4, "no kill between shards"
+    cfg = _pseudo_cfg(synth_root, "pseudo.threshold=0.3")
+    report = pseudolabel.run(teachers, _soundscape_files(synth_root), str(out), cfg,
+                             progress=False)
+    fresh = pseudolabel.run(teachers, _soundscape_files(synth_root), str(tmp_path / "fresh"),
+                            cfg, progress=False)
+    resumed = _read(out)  # asserts that no window is there twice
+    assert set(resumed) == set(_read(tmp_path / "fresh"))
+    assert len(resumed) == report["windows_kept"] == fresh["windows_kept"]
+
+
+def test_bad_soundscapes_are_recorded_and_mismatched_teachers_refused(
+        synth_root, teachers, classes, tmp_path):
+    folder = tmp_path / "audio"
+    folder.mkdir()
+    good = next((synth_root / "birdclef-2026" / "train_soundscapes").iterdir())
+    (folder / good.name).write_bytes(good.read_bytes())
+    (folder / "broken.ogg").write_bytes(good.read_bytes()[:200])
+    report = pseudolabel.run(teachers, [folder], str(tmp_path / "out"), _pseudo_cfg(synth_root),
+                             progress=False)
+    failures = pd.read_csv(tmp_path / "out" / tfrecord.FAILURES)
+    assert report["failures"] == 1 and failures["path"].str.endswith("broken.ogg").all()
+    other = _teacher(tmp_path / "other", classes[::-1], 3)
+    with pytest.raises(PredictError, match="cannot ensemble"):
+        pseudolabel.run([teachers[0], other], [folder], str(tmp_path / "x"),
+                        _pseudo_cfg(synth_root), progress=False)
+    for bad in ("-0.1", "1.5"):
+        with pytest.raises(ConfigError, match=f"pseudo.threshold={float(bad)} must be in"):
+            load_config(None, [f"pseudo.threshold={bad}"])
+
+
+def test_mixing_ratio_holds_over_1000_draws(synth_root, teachers, tmp_path):
+    main = tmp_path / "main"
+    cfg = load_config(None, [*SMALL_MODEL, f"data.root={synth_root}",
+                             "data.sources=[birdclef-2026]", "data.label_map=competition",
+                             "data.num_folds=2", "data.balance.filter_min_samples=0",
+                             f"tfrecords.dir={main}", "input.batch_size=8",
+                             "input.shuffle_buffer=16"])
+    table, name2label, _ = manifest.build(cfg)
+    shards.build(table, name2label, cfg, progress=False)
+    pseudo = tmp_path / "pseudo"
+    pseudolabel.run(teachers, _soundscape_files(synth_root), str(pseudo),
+                    _pseudo_cfg(synth_root, "pseudo.threshold=0.0"), progress=False)
+    mixed = config_lib.from_dict(config_lib.to_dict(cfg) | {"input": {
+        **config_lib.to_dict(cfg.input), "mix_dirs": [str(pseudo)], "mix_weights": [0.3]}})
+    counter = data.MixCounter([str(main), str(pseudo)])
+    batches = iter(data.make_dataset(mixed, len(name2label), True, mix_counter=counter))
+    labels = np.concatenate([next(batches)[1].numpy() for _ in range(125)])  # 1,000 windows
+    # Pseudo-labelled windows are the ones with soft (not 0/1) targets.
+    share = np.mean(np.any((labels > 0) & (labels < 1), axis=1))
+    sigma = np.sqrt(0.3 * 0.7 / 1000)
+    assert abs(share - 0.3) < 3.5 * sigma, share
+    # The counter saw the same mix (plus a few prefetched batches).
+    assert abs(counter.fractions()[str(pseudo)] - share) < 3.5 * sigma
+    with pytest.raises(ConfigError, match="input.mix_dirs"):
+        load_config(None, ["input.mix_dirs=[a, b]", "input.mix_weights=[0.6, 0.5]"])
+
+
+@pytest.mark.parametrize("head,changes", [("sed", True), ("gap", False)])
+def test_frame_max_loss_changes_gradients_only_for_sed_heads(head, changes):
+    x = np.random.default_rng(0).standard_normal((4, 16000 * 5)).astype(np.float32) * 0.1
+    y = np.eye(3, dtype=np.float32)[[0, 1, 2, 0]]
+    grads = []
+    for weight in (0.0, 1.0):
+        cfg = load_config(None, [*SMALL_MODEL, f"model.head={head}", "model.dropout=0",
+                                 "model.mask_probability=0", "train.loss=bce",
+                                 f"train.sed_frame_loss_weight={weight}"])
+        keras.utils.set_random_seed(0)
+        model = models.build_model(cfg, 3)
+        loss, weights = train.losses_for(cfg)
+        if isinstance(loss, dict):
+            model = models.with_frame_max(model)
+        with tf.GradientTape() as tape:
+            out = model(x, training=False)
+            total = (sum(weights[k] * loss[k](y, out[k]) for k in loss)
+                     if isinstance(loss, dict) else loss(y, out))
+        grads.append([g.numpy() for g in tape.gradient(total, model.trainable_variables)])
+    differs = any(not np.allclose(a, b) for a, b in zip(*grads))
+    assert differs == changes
+
+
+def test_self_training_stages_pseudo_label_then_train(synth_root, tmp_path):
+    overrides = [f"data.root={synth_root}", "data.sources=[birdclef-2026, birdclef-2026-soundscapes]",
+                 "data.label_map=competition", "data.num_folds=2",
+                 "data.balance.filter_min_samples=0", "data.balance.upsample_min_samples=0",
+                 f"data.manifest_dir={tmp_path / 'manifest'}", f"tfrecords.dir={tmp_path / 'sh'}",
+                 "audio.num_mel_bins=32", "input.batch_size=8", "train.epochs=1",
+                 "train.steps_per_epoch=2", "train.checkpoint_every_steps=0",
+                 "wandb.mode=disabled"]
+    cfg = load_config(REPO / "configs" / "demo_selftrain.yaml", overrides)
+    table, name2label, report = manifest.build(cfg)
+    manifest.save(cfg.data.manifest_dir, table, name2label, report)
+    shards.build(table, name2label, cfg, progress=False)
+    summary = train.run(cfg, tmp_path / "run", stage_overrides=tuple(overrides))
+    assert Path(summary["workdir"]).name == "demo_round2"
+    for round_ in ("demo_round1", "demo_round2"):
+        card = json.loads((tmp_path / "run" / round_ / "pseudo" / tfrecord.CARD).read_text())
+        assert card["name2label"] == name2label and card["records"] > 0
+        used = (tmp_path / "run" / round_ / "config.yaml").read_text()
+        assert str(tmp_path / "run" / round_ / "pseudo") in used  # mixed into its training
+        history = pd.read_csv(tmp_path / "run" / round_ / "history.csv")
+        assert "mix_share_pseudo" in history.columns
+    teacher = json.loads((tmp_path / "run" / "demo_round2" / "pseudo" / "pseudo_report.json")
+                         .read_text())["teachers"]
+    assert teacher == [str(tmp_path / "run" / "demo_round1" / "best.keras")]
