@@ -150,6 +150,43 @@ def cmd_pseudolabel(args) -> int:
     return 0
 
 
+def cmd_embed(args) -> int:
+    from birdkeras import embed, manifest, submission  # noqa: PLC0415
+
+    clips, classes, root = None, None, args.root
+    if args.manifest:
+        cfg = config_lib.load_config(args.cfg, args.overrides)
+        clips, name2label = manifest.load(cfg.data.manifest_dir)
+        classes, root = sorted(name2label, key=name2label.get), cfg.data.root
+    if args.classes:
+        classes = submission.class_columns(args.classes, [])
+    if (args.labels or args.manifest) and not classes:
+        raise config_lib.ConfigError("--labels needs --classes (a sample submission or taxonomy)")
+    card = embed.run(args.model, args.out, audio=args.audio, clips=clips, root=root,
+                     labels_source=args.labels, classes=classes, hop_s=args.hop_s,
+                     max_windows=args.max_windows, files_per_shard=args.files_per_shard,
+                     progress=not args.quiet)
+    print(f"embedded {card['windows']} windows ({card['dim']}-d, {card['kind']}), "
+          f"{len(card['failures'])} undecodable files -> {args.out}")
+    return 0
+
+
+def cmd_route(args) -> int:
+    from birdkeras import route  # noqa: PLC0415
+
+    cfg = config_lib.load_config(args.cfg, args.overrides)
+    card = route.train(cfg, args.embeddings, args.out, args.taxonomy, args.cnn)
+    for name, score in card["oof_scores"].items():
+        print(f"{name}: out-of-fold macro ROC-AUC {score['macro_auc']:.3f}, padded cmAP "
+              f"{score['padded_cmap']:.3f} ({score['windows']} windows)")
+    if card["mapping"]:
+        m = card["mapping"]
+        print(f"class mapping: {len(m['mapped'])} exact, {len(m['proxied'])} genus proxies, "
+              f"{len(m['unmapped'])} unmapped: {m['unmapped'][:8]}")
+    print(f"route ({card['head']} head) -> {args.out}")
+    return 0
+
+
 def cmd_evaluate(args) -> int:
     from birdkeras import evaluate  # noqa: PLC0415
 
@@ -298,6 +335,41 @@ def build_parser() -> argparse.ArgumentParser:
                    help="e.g. --set pseudo.threshold=0.6 (repeatable)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_pseudolabel)
+
+    p = sub.add_parser("embed", help="a frozen model's per-window embeddings -> shards",
+                       description="Embed 5 s windows of soundscapes (--audio) or of the "
+                                   "manifest's training clips (--manifest) with a Perch-style "
+                                   "SavedModel or a birdkeras .keras model; resumable shards "
+                                   "with file, start, site, hour and labels where known.")
+    p.add_argument("--model", required=True, help="a SavedModel folder (Perch v2) or a .keras")
+    p.add_argument("--out", required=True, help="shard folder to write")
+    p.add_argument("--audio", nargs="+", help="soundscape files and/or folders")
+    p.add_argument("--manifest", action="store_true", help="the --cfg manifest's clips")
+    p.add_argument("--labels", help="a source whose labelled soundscapes label the windows")
+    p.add_argument("--root", help="the data root (for --labels)")
+    p.add_argument("--classes", help="the classes' CSV: a sample submission or a taxonomy")
+    p.add_argument("--hop-s", dest="hop_s", type=float, default=5.0)
+    p.add_argument("--max-windows", dest="max_windows", type=int, default=6,
+                   help="windows per training clip, from its start (6)")
+    p.add_argument("--files-per-shard", dest="files_per_shard", type=int, default=32)
+    p.add_argument("--cfg", help="YAML config (for --manifest)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_embed)
+
+    p = sub.add_parser("route", help="train the embedding route's heads (probe, MLP, ProtoSSM)",
+                       description="Train heads on embedding folders with folds grouped by "
+                                   "site/file, save out-of-fold predictions, tune the "
+                                   "post-processing (and a CNN's fusion weight) on them, and "
+                                   "write a route folder `birdkeras predict --model` runs.")
+    p.add_argument("--embeddings", nargs="+", required=True, help="folders of birdkeras embed")
+    p.add_argument("--taxonomy", required=True, help="the competition's taxonomy.csv")
+    p.add_argument("--cnn", help="a CNN (.keras or export) to fuse with, weight tuned out of fold")
+    p.add_argument("--out", required=True, help="route folder to write")
+    p.add_argument("--cfg", help="YAML config whose route section applies (optional)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="e.g. --set route.head=probe (repeatable)")
+    p.set_defaults(func=cmd_route)
 
     p = sub.add_parser("evaluate", help="score a submission on labelled soundscapes",
                        description="Official metrics (macro ROC-AUC skipping classes without "

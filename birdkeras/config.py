@@ -372,6 +372,22 @@ class InferConfig:
     file_scaling_top_k: int = 3
     # Time-shift TTA: also score windows shifted by these seconds, and average.
     tta_shifts_s: tuple[float, ...] = ()
+    # Cross-window steps (any model; 0 = off): multiplicative file-level confidence
+    # p * topk_mean^power, rank-aware p * file_max^power, and confidence-adaptive
+    # delta-shift smoothing p + s (1 - p)(neighbours - p).
+    file_topk_power: float = 0.0
+    rank_power: float = 0.0
+    adaptive_smoothing: float = 0.0
+    # The embedding route's tuned steps (birdkeras.route): per-taxon temperatures, the
+    # site/hour prior, per-class thresholds, and fusion with the CNN it was tuned with.
+    taxon_temperature: bool = True
+    site_prior: bool = True
+    class_thresholds: bool = False
+    cnn_fusion: bool = True
+    # Where the route's embedding model and fused CNN are on this machine (None: the
+    # paths recorded when it was trained).
+    embedder: str | None = None
+    route_cnn: str | None = None
     # A file that cannot be decoded gets rows for its header duration, or this many
     # seconds if even the header is unreadable, filled with the mean prediction.
     broken_file_duration_s: float = 60.0
@@ -453,6 +469,33 @@ class PseudoConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class RouteConfig:
+    """The embedding route's heads (`birdkeras route`; see birdkeras.route)."""
+
+    head: Literal["probe", "mlp", "sequence"] = "sequence"  # the one predict runs
+    pca_dim: int = 128  # 0: standardise only
+    mlp_hidden: int = 256
+    epochs: int = 60  # probe and MLP
+    seq_epochs: int = 80
+    seq_len: int = 12  # windows per sequence (a 60 s soundscape)
+    d_model: int = 64
+    state_size: int = 8
+    fusion: bool = True  # gate the embedding model's own mapped logits into the sequence head
+    pseudo_unlabelled: bool = True  # the sequence head also learns unlabelled files' probe scores
+    folds: int = 4
+    lr: float = 1e-3
+    batch_size: int = 64
+
+    def __post_init__(self):
+        for name in ("epochs", "seq_epochs", "seq_len", "d_model", "state_size", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"route.{name}={getattr(self, name)} must be >= 1")
+        if self.folds < 2 or self.pca_dim < 0 or self.mlp_hidden < 0:
+            raise ConfigError(f"need route.folds >= 2, route.pca_dim and route.mlp_hidden >= 0; "
+                              f"got {self.folds}, {self.pca_dim}, {self.mlp_hidden}")
+
+
+@dataclasses.dataclass(frozen=True)
 class Config:
     """A whole run: what data, how it is stored, and where outputs go."""
 
@@ -469,6 +512,7 @@ class Config:
     wandb: WandbConfig = WandbConfig()
     infer: InferConfig = InferConfig()
     pseudo: PseudoConfig = PseudoConfig()
+    route: RouteConfig = RouteConfig()
 
     def __post_init__(self):
         if self.input.val_fold >= self.data.num_folds:

@@ -41,7 +41,8 @@ def predict(model_paths, inputs, out_csv, runtime: str = "tf",
     """Writes the submission (and optional long CSV / Raven tables); returns a report."""
     files = windows.list_audio(inputs, allow_empty=True)
     paths = model_paths if isinstance(model_paths, (list, tuple)) else [model_paths]
-    runners = runtimes.load_runners(paths, runtime, icfg.activation, threads, icfg.sed_output)
+    runners = runtimes.load_runners(paths, runtime, icfg.activation, threads, icfg.sed_output,
+                                    icfg)
     model = runners[0]
     columns = submission.class_columns(icfg.class_order, model.classes)
     for runner in runners:  # warm up (graph tracing, allocation) before the clock starts
@@ -107,8 +108,8 @@ def score_files(files, runners, icfg: config_lib.InferConfig, progress: bool = T
             passes = [(clips, runner) for clips in item["windows"][:budget.shifts]
                       for runner in runners[:budget.models]]
             # The mean over every (shift, model) pair: TTA and ensembling in one step.
-            probs = np.mean([score(runner, clips, icfg.batch_size) for clips, runner in passes],
-                            axis=0)
+            probs = np.mean([score(runner, clips, icfg.batch_size, item["path"].name)
+                             for clips, runner in passes], axis=0)
             scored.append(Scored(item["path"], item["starts"], postprocess.apply(probs, icfg)))
             budget.done(len(probs), len(passes))
         if bar is not None:
@@ -118,8 +119,11 @@ def score_files(files, runners, icfg: config_lib.InferConfig, progress: bool = T
     return scored, broken, skipped
 
 
-def score(runner, clips: np.ndarray, batch_size: int) -> np.ndarray:
-    """`runner` over `clips` in batches of `batch_size`."""
+def score(runner, clips: np.ndarray, batch_size: int, name: str = "") -> np.ndarray:
+    """`runner` over `clips` in batches of `batch_size` (a runner that reads a file's
+    windows together, as an embedding route's sequence head does, gets them at once)."""
+    if hasattr(runner, "score_file"):
+        return runner.score_file(clips, name)
     return np.concatenate([runner(clips[i:i + batch_size])
                            for i in range(0, len(clips), batch_size)])
 

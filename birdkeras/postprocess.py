@@ -35,7 +35,61 @@ def file_scale(probs: np.ndarray, mode: str, weight: float, top_k: int) -> np.nd
 
 
 def apply(probs: np.ndarray, icfg) -> np.ndarray:
-    """Every configured step of `icfg` (an `InferConfig`), in order."""
+    """Every configured cross-window step of `icfg` (an `InferConfig`), in order."""
     probs = smooth(probs, icfg.smoothing)
-    return file_scale(probs, icfg.file_scaling, icfg.file_scaling_weight,
-                      icfg.file_scaling_top_k)
+    probs = adaptive_smooth(probs, icfg.adaptive_smoothing)
+    probs = file_scale(probs, icfg.file_scaling, icfg.file_scaling_weight,
+                       icfg.file_scaling_top_k)
+    probs = file_topk_scale(probs, icfg.file_scaling_top_k, icfg.file_topk_power)
+    return rank_scale(probs, icfg.rank_power)
+
+
+# ----------------------------------------------------------------------------------
+# The embedding route's steps (birdkeras.route), each tuned or fitted on out-of-fold
+# predictions. Macro ROC-AUC and padded cmAP rank each class's windows on their own, so a
+# monotone per-class transform (a temperature, a threshold) cannot move them by itself;
+# the steps that share information across windows, files or models can.
+
+
+def taxon_temperature(logits: np.ndarray, taxa: list[str], temperatures: dict) -> np.ndarray:
+    """Logits divided by their class's taxon temperature (e.g. {"Insecta": 2.0})."""
+    scale = np.array([temperatures.get(t, 1.0) for t in taxa], dtype=np.float32)
+    return logits / scale
+
+
+def file_topk_scale(probs: np.ndarray, top_k: int, power: float) -> np.ndarray:
+    """Multiplicative file-level confidence: p * (mean of the file's top-k of the class)^power."""
+    if power == 0:
+        return probs
+    k = min(top_k, len(probs))
+    top = np.sort(probs, axis=0)[-k:].mean(axis=0)
+    return (probs * top[None] ** power).astype(np.float32)
+
+
+def rank_scale(probs: np.ndarray, power: float) -> np.ndarray:
+    """Rank-aware scaling: p * (the file's maximum of the class)^power."""
+    if power == 0:
+        return probs
+    return (probs * probs.max(axis=0, keepdims=True) ** power).astype(np.float32)
+
+
+def adaptive_smooth(probs: np.ndarray, strength: float) -> np.ndarray:
+    """Confidence-adaptive delta-shift smoothing: each window moves towards the mean of
+    its neighbours by strength x (1 - p), so confident windows move least."""
+    if strength == 0 or len(probs) < 2:
+        return probs
+    padded = np.pad(probs, ((1, 1), (0, 0)), mode="edge")
+    neighbours = 0.5 * (padded[:-2] + padded[2:])
+    return (probs + strength * (1 - probs) * (neighbours - probs)).astype(np.float32)
+
+
+def thresholds(probs: np.ndarray, cut: np.ndarray) -> np.ndarray:
+    """Per-class thresholds: probabilities below their class's threshold become 0."""
+    return np.where(probs >= cut[None], probs, 0.0).astype(np.float32)
+
+
+def prior_fusion(probs: np.ndarray, prior: np.ndarray, weight: float) -> np.ndarray:
+    """(1 - weight) p + weight prior, the prior (classes,) of the file's site and hour."""
+    if weight == 0:
+        return probs
+    return ((1 - weight) * probs + weight * prior[None]).astype(np.float32)

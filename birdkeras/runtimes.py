@@ -2,7 +2,8 @@
 
 A model is a `.keras` file from a training run (runtime "tf", the training front end)
 or a `birdkeras export` folder, run by TensorFlow (its SavedModel), TFLite or ONNX
-Runtime. Each runtime is imported only when asked for.
+Runtime; or an embedding route folder (`birdkeras route`). Each runtime is imported
+only when asked for.
 """
 
 from __future__ import annotations
@@ -64,9 +65,19 @@ class Runner:
 
 
 def load_runners(model_paths, runtime: str, activation: str, threads: int = 0,
-                 sed_output: str = "clip") -> list[Runner]:
-    """One runner per model; an ensemble's models must share classes, rate and window."""
-    runners = [Runner(p, runtime, activation, threads, sed_output) for p in model_paths]
+                 sed_output: str = "clip", icfg=None) -> list:
+    """One runner per model; an ensemble's models must share classes, rate and window.
+
+    A folder holding `route.json` is an embedding route (`birdkeras.route_runtime`).
+    """
+    runners = []
+    for path in model_paths:
+        if (Path(path) / "route.json").is_file():
+            from birdkeras import route_runtime  # noqa: PLC0415
+
+            runners.append(route_runtime.RouteRunner(path, runtime, icfg, threads))
+        else:
+            runners.append(Runner(path, runtime, activation, threads, sed_output))
     if not runners:
         raise PredictError("no model given")
     first = runners[0]

@@ -95,7 +95,8 @@ def test_cli_reports_config_errors_with_exit_2(capsys):
 SUBCOMMANDS = {"synth": "--labelled-soundscapes", "config": "--set", "ingest": "--cfg",
                "tfrecords": "{build,verify}", "train": "--workdir", "export": "--formats",
                "predict": "--runtime", "evaluate": "--pred", "kaggle": "{download,publish}",
-               "pseudolabel": "--model", "demo": "--workdir"}
+               "pseudolabel": "--model", "embed": "--manifest", "route": "--embeddings",
+               "demo": "--workdir"}
 
 
 def _help(argv, capsys) -> str:

@@ -1,0 +1,339 @@
+"""The embedding route: heads on frozen embeddings, tuned on out-of-fold predictions.
+
+    birdkeras route --cfg configs/b0_ft.yaml --embeddings work/emb/clips work/emb/soundscapes \
+        --taxonomy data/kaggle/birdclef-2026/taxonomy.csv [--cnn work/b0_ft/best.keras] \
+        --out work/route
+    birdkeras predict --model work/route --audio SOUNDSCAPES --out submission.csv
+
+Training data are the labelled windows of embedding folders (`birdkeras embed`): the
+probe and the MLP (`birdkeras.heads`) learn from every labelled window; the sequence
+head from the soundscape files, `route.seq_len` consecutive windows at a time (and,
+with `route.pseudo_unlabelled`, from unlabelled files with the probe's predictions as
+soft targets). Folds are grouped (site, else file; a clip is its own group), so a
+window's out-of-fold prediction comes from heads that never saw its site or file;
+those predictions are saved (`oof.npz`) and tune, without touching the folds' own
+training windows: the per-taxon temperatures, the site/hour prior weight, the per-class
+thresholds and the weight of a CNN fused in (`--cnn`). The route folder holds each
+head (`.keras` and `.onnx`), `route.json` (classes, taxa, class mapping, sites, tuned
+values, out-of-fold scores) and `oof.npz`; `birdkeras.route_runtime` runs it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import keras
+import numpy as np
+import pandas as pd
+from sklearn.model_selection import GroupKFold
+
+from birdkeras import config as config_lib
+from birdkeras import embed, embedders, heads, metrics, postprocess
+from birdkeras.errors import UserError
+
+CARD = "route.json"
+HEADS = ("probe", "mlp", "sequence")
+
+
+class RouteError(UserError):
+    """The embeddings cannot train a route; the message says what is missing."""
+
+
+@dataclasses.dataclass
+class Windows:
+    """The training windows of one or more embedding folders, side by side."""
+
+    x: np.ndarray
+    y: np.ndarray  # NaN rows: unlabelled
+    logits: np.ndarray | None  # mapped to the competition's classes
+    files: np.ndarray
+    paths: np.ndarray
+    starts: np.ndarray
+    sites: np.ndarray
+    hours: np.ndarray
+    groups: np.ndarray
+
+    @property
+    def labelled(self) -> np.ndarray:
+        return ~np.isnan(self.y).any(axis=1)
+
+
+def load_windows(dirs, taxonomy: pd.DataFrame) -> tuple[Windows, dict]:
+    tables = [embed.read(d) for d in dirs]
+    first = tables[0].card
+    for t in tables[1:]:
+        if (t.card["model"], t.card["classes"]) != (first["model"], first["classes"]):
+            raise RouteError(f"{dirs[0]} and another folder were embedded by different models "
+                             "or for different classes; embed them alike")
+    classes = first["classes"]
+    if not classes:
+        raise RouteError(f"{dirs[0]} has no classes: embed with labels (--labels or --manifest)")
+    mapping = None
+    if tables[0].logits is not None:
+        order = taxonomy.set_index("primary_label").loc[classes].reset_index()
+        mapping = embedders.map_classes(first["model_classes"], order)
+    cat = lambda key: np.concatenate([getattr(t, key) for t in tables])  # noqa: E731
+    logits = None
+    if mapping is not None:
+        logits = embedders.mapped_logits(cat("logits"), mapping)
+    ys = [t.targets if t.targets is not None else np.full((len(t.files), len(classes)), np.nan)
+          for t in tables]
+    return Windows(cat("embeddings"), np.concatenate(ys).astype(np.float32), logits,
+                   cat("files"), cat("paths"), cat("starts"), cat("sites"), cat("hours"),
+                   cat("groups")), {
+        "embedder": first["model"], "kind": first["kind"], "dim": first["dim"],
+        "classes": classes, "model_classes": first["model_classes"],
+        "mapping": None if mapping is None else {
+            "index": mapping["index"].tolist(),
+            "proxies": {str(k): v for k, v in mapping["proxies"].items()},
+            "mapped": mapping["mapped"], "proxied": mapping["proxied"],
+            "unmapped": mapping["unmapped"]},
+        "sample_rate_hz": first["sample_rate_hz"], "window_samples": first["window_samples"]}
+
+
+def sequences(w: Windows, rows: np.ndarray, seq_len: int):
+    """Windows `rows` cut into per-file runs of `seq_len` in start order (the last run of a
+    file is padded by repeating its last window); returns (index (runs, seq_len), mask)."""
+    runs, masks = [], []
+    frame = pd.DataFrame({"file": w.files[rows], "start": w.starts[rows], "row": rows})
+    for _, group in frame.sort_values(["file", "start"]).groupby("file", sort=False):
+        order = group["row"].to_numpy()
+        for i in range(0, len(order), seq_len):
+            run = order[i:i + seq_len]
+            masks.append(np.arange(seq_len) < len(run))
+            runs.append(np.concatenate([run, np.repeat(run[-1], seq_len - len(run))]))
+    return np.array(runs, dtype=np.int64).reshape(-1, seq_len), np.array(masks).reshape(-1, seq_len)
+
+
+def _site_index(sites: np.ndarray, known: list[str]) -> np.ndarray:
+    lookup = {s: k for k, s in enumerate(known)}
+    return np.array([lookup.get(s, len(known)) for s in sites], dtype=np.int32)
+
+
+def _fit(model, inputs, targets, rcfg, epochs: int, seed: int):
+    keras.utils.set_random_seed(seed)
+    model.compile(keras.optimizers.Adam(rcfg.lr),
+                  keras.losses.BinaryCrossentropy(from_logits=True))
+    model.fit(inputs, targets, batch_size=rcfg.batch_size, epochs=epochs, verbose=0)
+    return model
+
+
+def _window_head(w: Windows, rows, rcfg, hidden: int, seed: int):
+    model = heads.probe_model(w.x.shape[1], w.y.shape[1], rcfg.pca_dim, hidden)
+    model.get_layer("projection").fit(w.x[rows])
+    return _fit(model, w.x[rows], w.y[rows], rcfg, rcfg.epochs, seed)
+
+
+def _sequence_inputs(w: Windows, runs, sites: list[str], fusion: bool):
+    x = [w.x[runs], _site_index(w.sites[runs[:, 0]], sites),
+         np.where(w.hours[runs[:, 0]] >= 0, w.hours[runs[:, 0]], 24).astype(np.int32)]
+    if fusion:
+        x.append(w.logits[runs])
+    return x
+
+
+def _sequence_head(w: Windows, rows, targets, rcfg, sites, seed: int):
+    fusion = rcfg.fusion and w.logits is not None
+    model = heads.sequence_model(w.x.shape[1], w.y.shape[1], rcfg.seq_len, rcfg.pca_dim,
+                                 rcfg.d_model, len(sites), rcfg.state_size, fusion)
+    model.get_layer("projection").fit(w.x[rows])
+    runs, _ = sequences(w, rows, rcfg.seq_len)
+    return _fit(model, _sequence_inputs(w, runs, sites, fusion), targets[runs], rcfg,
+                rcfg.seq_epochs, seed)
+
+
+def predict_sequences(model, w: Windows, rows, sites, seq_len: int) -> np.ndarray:
+    """Per-window logits of the sequence head for `rows` (NaN for rows it did not see)."""
+    fusion = len(model.inputs) == 4
+    runs, mask = sequences(w, rows, seq_len)
+    out = np.full((len(w.x), w.y.shape[1]), np.nan, dtype=np.float32)
+    if len(runs):
+        logits = np.asarray(model.predict(_sequence_inputs(w, runs, sites, fusion), verbose=0))
+        out[runs[mask]] = logits[mask]
+    return out
+
+
+def train(cfg: config_lib.Config, embedding_dirs, out, taxonomy_csv, cnn_model=None) -> dict:
+    """Trains, tunes and saves the route (see the module docstring); returns its card."""
+    rcfg = cfg.route
+    taxonomy = pd.read_csv(taxonomy_csv, dtype=str, keep_default_na=False)
+    w, card = load_windows(embedding_dirs, taxonomy)
+    labelled = np.flatnonzero(w.labelled)
+    sites = sorted({s for s in w.sites if s})
+    soundscape = np.flatnonzero(w.sites != "")  # windows of named soundscape files
+    if len(labelled) < rcfg.folds:
+        raise RouteError(f"{len(labelled)} labelled windows: too few for {rcfg.folds} folds")
+    folds = np.full(len(w.x), -1)
+    splitter = GroupKFold(n_splits=rcfg.folds)
+    for k, (_, held) in enumerate(splitter.split(labelled, groups=w.groups[labelled])):
+        folds[labelled[held]] = k
+
+    # Out-of-fold logits of each head: fold k's windows scored by heads trained without k.
+    oof = {name: np.full(w.y.shape, np.nan, np.float32) for name in HEADS}
+    for k in range(rcfg.folds):
+        train_rows, held = labelled[folds[labelled] != k], labelled[folds[labelled] == k]
+        for name, hidden in (("probe", 0), ("mlp", rcfg.mlp_hidden)):
+            oof[name][held] = _window_head(w, train_rows, rcfg, hidden, cfg.seed).predict(
+                w.x[held], verbose=0)
+        seq_rows, targets = _sequence_training(w, train_rows, soundscape, folds, k, rcfg, cfg)
+        if len(seq_rows):
+            model = _sequence_head(w, seq_rows, targets, rcfg, sites, cfg.seed)
+            held_sc = np.intersect1d(held, soundscape)
+            oof["sequence"][held_sc] = predict_sequences(model, w, held_sc, sites,
+                                                         rcfg.seq_len)[held_sc]
+
+    # The final heads, on every labelled window.
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    final = {"probe": _window_head(w, labelled, rcfg, 0, cfg.seed),
+             "mlp": _window_head(w, labelled, rcfg, rcfg.mlp_hidden, cfg.seed)}
+    seq_rows, targets = _sequence_training(w, labelled, soundscape, folds, None, rcfg, cfg)
+    if len(seq_rows):
+        final["sequence"] = _sequence_head(w, seq_rows, targets, rcfg, sites, cfg.seed)
+    for name, model in final.items():
+        model.save(out / f"{name}.keras")
+        export_onnx(model, out / f"{name}.onnx")
+
+    taxa = taxonomy.set_index("primary_label").reindex(card["classes"])["class_name"].fillna("")
+    cnn = cnn_scores(cnn_model, w, card["classes"]) if cnn_model else None
+    tuned = tune(w, oof, folds, taxa.tolist(), sites, rcfg, cnn, card)
+    if cnn_model:
+        tuned["cnn"] = str(cnn_model)
+    np.savez(out / "oof.npz", folds=folds, y=w.y, files=w.files, starts=w.starts,
+             sites=w.sites, hours=w.hours, **oof)
+    card.update({"head": rcfg.head if rcfg.head in final else "probe", "heads": sorted(final),
+                 "seq_len": rcfg.seq_len, "sites": sites, "taxa": taxa.tolist(),
+                 "route": config_lib.to_dict(rcfg), **tuned})
+    (out / CARD).write_text(json.dumps(card, indent=1) + "\n")
+    return card
+
+
+def _sequence_training(w: Windows, train_rows, soundscape, folds, k, rcfg, cfg):
+    """(rows, targets) of the sequence head's training: the labelled soundscape windows of
+    the training folds and, with pseudo_unlabelled, the unlabelled soundscape windows
+    with a probe's predictions (trained on those folds) as soft targets."""
+    rows = np.intersect1d(train_rows, soundscape)
+    targets = w.y.copy()
+    if rcfg.pseudo_unlabelled:
+        unlabelled = np.setdiff1d(soundscape, np.flatnonzero(w.labelled))
+        if len(unlabelled):
+            probe = _window_head(w, train_rows, rcfg, 0, cfg.seed)
+            targets[unlabelled] = sigmoid(probe.predict(w.x[unlabelled], verbose=0))
+            rows = np.union1d(rows, unlabelled)
+    return rows, targets
+
+
+def cnn_scores(model_path, w: Windows, classes: list[str]) -> np.ndarray:
+    """A CNN's probabilities for every window of `w` (its files decoded again), in the
+    route's class order (classes the CNN lacks: 0)."""
+    from birdkeras import audio, runtimes, windows  # noqa: PLC0415
+
+    runner = runtimes.Runner(model_path, "tf")
+    columns = [runner.classes.index(c) if c in runner.classes else -1 for c in classes]
+    out = np.zeros((len(w.x), len(classes)), np.float32)
+    for path in np.unique(w.paths):
+        rows = np.flatnonzero(w.paths == path)
+        wave = audio.load(path, runner.sample_rate_hz, allow_silence=True)
+        probs = runner(windows.cut(wave, runner.sample_rate_hz, w.starts[rows], runner.window_s))
+        for k, col in enumerate(columns):
+            if col >= 0:
+                out[rows, k] = probs[:, col]
+    return out
+
+
+def export_onnx(model: keras.Model, path: Path) -> None:
+    """A head as an ONNX graph (its Keras inputs, in order; logits out)."""
+    import tensorflow as tf  # noqa: PLC0415
+    import tf2onnx  # noqa: PLC0415
+
+    specs = [tf.TensorSpec([None, *t.shape[1:]], t.dtype, name=t.name) for t in model.inputs]
+    function = tf.function(lambda *x: model(list(x) if len(x) > 1 else x[0], training=False),
+                           input_signature=specs, autograph=False)
+    tf2onnx.convert.from_function(function, input_signature=specs, opset=17,
+                                  output_path=str(path))
+
+
+def sigmoid(x):
+    from scipy.special import expit  # noqa: PLC0415 - overflow-free
+
+    return expit(x)
+
+
+def _score(y, p) -> dict:
+    rows = ~np.isnan(p).any(axis=1) & ~np.isnan(y).any(axis=1)
+    if not rows.any() or not len(metrics.scored_classes(y[rows])):
+        return {"windows": int(rows.sum()), "macro_auc": float("nan"), "padded_cmap": float("nan")}
+    return {"windows": int(rows.sum()), "macro_auc": metrics.macro_roc_auc(y[rows], p[rows]),
+            "padded_cmap": metrics.padded_cmap(y[rows], p[rows])}
+
+
+def prior_table(y, sites, hours, rows, smoothing: float = 5.0) -> dict:
+    """{site: {hour: class frequencies}} of the labelled `rows`, shrunk to the overall
+    frequency with `smoothing` pseudo-windows (the site/hour prior)."""
+    overall = y[rows].mean(axis=0)
+    table = {}
+    frame = pd.DataFrame({"site": sites[rows], "hour": hours[rows], "row": rows})
+    for (site, hour), group in frame.groupby(["site", "hour"]):
+        members = group["row"].to_numpy()
+        table.setdefault(site, {})[int(hour)] = (
+            (y[members].sum(axis=0) + smoothing * overall) / (len(members) + smoothing)).tolist()
+    return {"overall": overall.tolist(), "table": table}
+
+
+def prior_of(prior: dict, site: str, hour: int) -> np.ndarray:
+    by_hour = prior["table"].get(site, {})
+    return np.asarray(by_hour.get(hour, by_hour.get(str(hour), prior["overall"])), np.float32)
+
+
+def tune(w: Windows, oof: dict, folds, taxa, sites, rcfg, cnn_probs, card) -> dict:
+    """What the out-of-fold predictions decide: scores per head, taxon temperatures,
+    the prior weight (fold-safe priors), per-class thresholds, the CNN fusion weight."""
+    labelled = np.flatnonzero(w.labelled)
+    scores = {name: _score(w.y, sigmoid(logits)) for name, logits in oof.items()}
+    head = rcfg.head if not np.isnan(scores.get(rcfg.head, {}).get("macro_auc", np.nan)) else "probe"
+    logits = oof[head]
+    rows = labelled[~np.isnan(logits[labelled]).any(axis=1)]
+    # Per-taxon temperature: the one that minimises the cross-entropy of the taxon's classes.
+    temperatures = {}
+    for taxon in sorted({t for t in taxa if t}):
+        cols = [k for k, t in enumerate(taxa) if t == taxon]
+        best = min((0.5, 0.75, 1.0, 1.5, 2.0, 3.0), key=lambda t: _bce(
+            w.y[np.ix_(rows, cols)], logits[np.ix_(rows, cols)] / t))
+        temperatures[taxon] = best
+    probs = sigmoid(postprocess.taxon_temperature(logits, taxa, temperatures))
+    # The prior weight, with each fold's priors from the other folds only.
+    fold_prior = np.full(w.y.shape, np.nan, np.float32)
+    for k in np.unique(folds[rows]):
+        table = prior_table(w.y, w.sites, w.hours, labelled[folds[labelled] != k])
+        for r in rows[folds[rows] == k]:
+            fold_prior[r] = prior_of(table, w.sites[r], int(w.hours[r]))
+    prior_weight = max((0.0, 0.1, 0.2, 0.3, 0.5), key=lambda a: _score(
+        w.y[rows], (1 - a) * probs[rows] + a * fold_prior[rows])["macro_auc"])
+    # Per-class thresholds: the cut that maximises each class's F1 out of fold.
+    cut = np.array([_best_cut(w.y[rows, k], probs[rows, k]) for k in range(w.y.shape[1])])
+    tuned = {"oof_scores": scores, "temperatures": temperatures, "prior_weight": prior_weight,
+             "prior": prior_table(w.y, w.sites, w.hours, labelled), "thresholds": cut.tolist(),
+             "cnn_weight": 0.0}
+    if cnn_probs is not None:
+        tuned["cnn_weight"] = max([k / 10 for k in range(11)], key=lambda a: _score(
+            w.y[rows], a * cnn_probs[rows] + (1 - a) * probs[rows])["macro_auc"])
+    return tuned
+
+
+def _bce(y, logits) -> float:
+    p = np.clip(sigmoid(logits), 1e-7, 1 - 1e-7)
+    return float(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p)))
+
+
+def _best_cut(y, p) -> float:
+    if y.sum() == 0:
+        return 0.0
+    best, cut = -1.0, 0.0
+    for t in np.unique(np.round(p, 3)):
+        pred = p >= t
+        f1 = 2 * (pred & (y > 0.5)).sum() / max(pred.sum() + (y > 0.5).sum(), 1)
+        if f1 > best:
+            best, cut = f1, float(t)
+    return cut
