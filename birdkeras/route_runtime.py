@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from birdkeras import embedders, postprocess, route, soundscapes
+from birdkeras import embedders, postprocess, route, route_tuning, soundscapes
 from birdkeras.errors import PredictError
 
 
@@ -40,6 +40,11 @@ class RouteRunner:
         self.classes, self.activation = card["classes"], "sigmoid"
         self.sample_rate_hz = card["sample_rate_hz"]
         self.window_s = card["window_samples"] / card["sample_rate_hz"]
+        if self.icfg.route_head:
+            if self.icfg.route_head not in card["heads"]:
+                raise PredictError(f"infer.route_head={self.icfg.route_head}: {folder} has "
+                                   f"{card['heads']}")
+            card["head"] = self.icfg.route_head
         self.head = _head(self.path, card["head"], runtime, threads)
         self.mapping = None
         if card["mapping"]:
@@ -74,7 +79,7 @@ class RouteRunner:
             out = postprocess.taxon_temperature(out, card["taxa"], card["temperatures"])
         probs = route.sigmoid(out).astype(np.float32)
         if icfg.site_prior and card["prior_weight"] > 0:
-            prior = route.prior_of(card["prior"], meta["site"] or "", meta["hour"] or -1)
+            prior = route_tuning.prior_of(card["prior"], meta["site"] or "", meta["hour"] or -1)
             probs = postprocess.prior_fusion(probs, prior, card["prior_weight"])
         if icfg.class_thresholds:
             probs = postprocess.thresholds(probs, np.asarray(card["thresholds"]))

@@ -5,7 +5,8 @@
 
 `run` reads as its steps: `prepare` (records checked against the config, workdir,
 strategy, datasets), `initial_model` (resume, `init_from` or scratch), `make_callbacks`,
-`fit_epochs` (with backbone freezing), `final_report`. Everything a run writes goes to
+`fit_epochs` (with backbone freezing), `final_report` (several runs in a row, and
+self-training: `birdkeras.stages`). Everything a run writes goes to
 its workdir: the resolved config, `name2label.json`, `ckpt/` (last.keras + state.json,
 every `checkpoint_every_steps` steps and every epoch), `best.keras` and
 `best.weights.h5` (by `train.monitor`), `final.keras`, `history.csv`, `history.png`,
@@ -67,7 +68,9 @@ def run(cfg: config_lib.Config, workdir: str | Path | None = None,
     policy is restored when the run ends, so the caller's next model does not inherit it.
     """
     if cfg.train.stages:
-        return run_stages(cfg, workdir, stage_overrides, strategy)
+        from birdkeras import stages  # noqa: PLC0415 - stages run this function
+
+        return stages.run_stages(cfg, workdir, stage_overrides, strategy)
     policy = keras.mixed_precision.global_policy()
     try:
         prepared = prepare(cfg, Path(workdir or cfg.workdir), strategy)
@@ -300,54 +303,3 @@ def final_report(prepared: Run, model: keras.Model, validation, logger) -> dict:
     }
     logger.finish(summary)
     return summary
-
-
-def run_stages(cfg: config_lib.Config, workdir: str | Path | None = None,
-               stage_overrides: tuple = (), strategy=None) -> dict:
-    """Runs each stage of `train.stages` in order, each from the previous stage's best.
-
-    A stage file states only what differs from `cfg` (the config that lists the stages),
-    and may itself name a `base:` instead. Paths are relative to the working directory;
-    `stage_overrides` (the command's --set values) apply to every stage; every stage
-    shares `strategy` (a TPU is initialised once) and writes to `workdir/<stage name>`.
-
-    Self-training: a stage with `pseudo.audio_dirs` first pseudo-labels them with the
-    previous stage's best model (and `pseudo.teachers`), then trains on its records
-    with those windows mixed in at `pseudo.mix_weight`.
-    """
-    workdir = Path(workdir or cfg.workdir)
-    strategy = strategy or distribute.select(cfg.train.strategy)
-    parent = config_lib.to_dict(cfg)
-    parent["train"]["stages"] = []
-    previous, summary, names = cfg.train.init_from, {}, set()
-    for stage_path in cfg.train.stages:
-        overrides = [item for item in stage_overrides if not item.startswith("train.stages=")]
-        if previous:
-            overrides.append(f"train.init_from={previous}")
-        stage = config_lib.load_stage(parent, Path(stage_path), overrides)
-        if stage.name in names:
-            raise config_lib.ConfigError(f"train.stages: {stage_path} is a second stage named "
-                                         f"{stage.name!r}; give each stage its own name")
-        names.add(stage.name)
-        if stage.pseudo.audio_dirs:
-            stage = _pseudo_label(stage, previous, workdir / stage.name / "pseudo")
-        summary = run(stage, workdir / stage.name, strategy=strategy)
-        previous = summary["best"]
-    return summary
-
-
-def _pseudo_label(stage: config_lib.Config, teacher: str | None, out: Path) -> config_lib.Config:
-    """Pseudo-labels the stage's soundscapes; the stage, with them mixed into training."""
-    from birdkeras import pseudolabel  # noqa: PLC0415
-
-    if not teacher:
-        raise InitError(f"stage {stage.name}: pseudo-labelling needs a teacher (a previous "
-                        "stage, or train.init_from)")
-    folders = [stage.data_path(d) for d in stage.pseudo.audio_dirs]
-    report = pseudolabel.run([teacher, *stage.pseudo.teachers], folders, str(out), stage,
-                             stage.pseudo.runtime, progress=False)
-    print(f"{stage.name}: pseudo-labelled {report['windows_kept']} of "
-          f"{report['windows_seen']} windows -> {out}")
-    return dataclasses.replace(stage, input=dataclasses.replace(
-        stage.input, mix_dirs=(*stage.input.mix_dirs, str(out)),
-        mix_weights=(*stage.input.mix_weights, stage.pseudo.mix_weight)))

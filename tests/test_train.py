@@ -13,7 +13,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from birdkeras import callbacks, data, distribute, manifest, models, optimization, shards, train
+from birdkeras import (callbacks, data, distribute, manifest, models, optimization, shards,
+                       stages, train)
 from birdkeras.config import load_config
 from birdkeras.errors import MissingPathError
 
@@ -244,7 +245,7 @@ def test_freeze_backbone_epochs_then_stages(records, tmp_path, monkeypatch):
     monkeypatch.setattr(train, "prepare", lambda cfg, workdir, strategy=None: (
         used.append(strategy) or real_prepare(cfg, workdir, strategy)))
     monkeypatch.setattr(distribute, "select", lambda name: pytest.fail("strategy made again"))
-    summary = train.run_stages(staged, tmp_path / "staged",
+    summary = stages.run_stages(staged, tmp_path / "staged",
                                stage_overrides=(*base, "train.epochs=1"), strategy=given)
     assert used == [given, given]
     assert Path(summary["workdir"]).name == "stage_bce"
