@@ -14,15 +14,24 @@ One module per stage of the flow:
     features       in-model log-mel front end; augment: SpecAugment masks
     models         EfficientNet backbones and heads
     train          the trainer; optimization: losses, LR schedule, optimizer;
-                   callbacks: validation, checkpoints; distribute: strategies
+                   callbacks: validation, checkpoints; distribute: strategies;
+                   stages: multi-stage runs (pre-train, fine-tune, self-training rounds)
     metrics        official metrics; tracking: W&B and run logs; plots: every figure
     soundscapes    labelled soundscape tables
-    export         SavedModel / TFLite / ONNX with an FFT-free front end
+    pseudolabel    teachers' soft labels for soundscape windows -> shards
+    embedders      frozen embedding models (Perch v2 SavedModel, a birdkeras model)
+    embed          per-window embeddings -> shards; heads: probe, MLP, sequence head
+    route          train the embedding route's heads; route_tuning: out-of-fold tuning;
+                   route_runtime: run a trained route in predict
+    export         SavedModel / TFLite / ONNX / OpenVINO with an FFT-free front end;
+                   quantize: int8 CNN calibrated on training windows
     windows        inference audio in: files -> windows, decoded ahead in threads
-    runtimes       one model in one runtime (Keras, SavedModel, TFLite, ONNX Runtime)
-    postprocess    smoothing, file-level scaling (numpy)
+    runtimes       one model in one runtime (Keras, SavedModel, TFLite, ONNX Runtime,
+                   OpenVINO)
+    postprocess    smoothing, file scaling, the route's cross-window steps (numpy)
     submission     submission, long table and Raven outputs
-    infer          predict: score files, then write outputs
+    infer          predict: score files, then write outputs (one file or sharded parts)
+    beamrun        shard jobs (TFRecords, pseudo-labels, embeddings, predict) on Beam
     evaluate       a submission vs labelled soundscapes: official metrics, plots
     kaggle         Kaggle download / publish, and the notebook environment
 """

@@ -56,6 +56,8 @@ def load(
     zero samples, NaN or inf values, or all-zero (digital silence over the whole file;
     `allow_silence=True` accepts it, as inference does).
     """
+    if "://" in str(path):  # gs:// and the like: read through TensorFlow's filesystems
+        return _load_remote(str(path), sample_rate_hz, max_duration_s, allow_silence)
     path = Path(path)
     try:
         with sf.SoundFile(str(path)) as f:
@@ -76,6 +78,24 @@ def load(
     if source_rate != sample_rate_hz:
         mono = soxr.resample(mono, source_rate, sample_rate_hz, quality="HQ")
     return np.ascontiguousarray(mono, dtype=np.float32)
+
+
+def _load_remote(url: str, sample_rate_hz, max_duration_s, allow_silence) -> np.ndarray:
+    """`load` of a gs:// (or other TF filesystem) file: its bytes, decoded in memory."""
+    import tempfile  # noqa: PLC0415
+
+    from birdkeras import tfrecord  # noqa: PLC0415
+
+    try:
+        with tfrecord.open_file(url, "rb") as f:
+            data = f.read()
+    except Exception as err:  # noqa: BLE001 - filesystem errors vary by backend
+        raise AudioError(f"{url}: cannot read: {err}") from err
+    suffix = Path(url).suffix
+    with tempfile.NamedTemporaryFile(suffix=suffix) as tmp:  # libsndfile picks codecs by name
+        tmp.write(data)
+        tmp.flush()
+        return load(tmp.name, sample_rate_hz, max_duration_s, allow_silence)
 
 
 def to_int16(audio: np.ndarray) -> np.ndarray:

@@ -310,7 +310,7 @@ class TrainConfig:
     sed_frame_loss_weight: float = 0.0
     # Stage files run in sequence by one command, each initialised from the previous
     # stage's best model; a stage file states what differs from this config (or names
-    # its own base:). See train.run_stages (self-training: pseudo.audio_dirs).
+    # its own base:). See birdkeras.stages (self-training: pseudo.audio_dirs).
     stages: tuple[str, ...] = ()
 
     def __post_init__(self):
@@ -357,6 +357,11 @@ class InferConfig:
     workers: int = 1
     # For .keras models; an export folder carries the activation it was exported with.
     activation: Literal["sigmoid", "softmax"] = "sigmoid"
+    # Export folders with a log-mel CNN (ONNX, OpenVINO): "numpy" computes the log-mel in
+    # the decode threads (a real FFT) and runs the CNN; "graph" runs the whole exported
+    # model on raw audio. int8: the quantised CNN (birdkeras export --int8).
+    front_end: Literal["numpy", "graph"] = "numpy"
+    int8: bool = False
     # For .keras SED models: score windows by their clip logits or by the maximum over
     # their frames (an export folder carries the output it was exported with).
     sed_output: Literal["clip", "frame_max"] = "clip"
@@ -388,6 +393,7 @@ class InferConfig:
     # paths recorded when it was trained).
     embedder: str | None = None
     route_cnn: str | None = None
+    route_head: Literal["probe", "mlp", "sequence"] | None = None  # None: the route's own
     # A file that cannot be decoded gets rows for its header duration, or this many
     # seconds if even the header is unreadable, filled with the mean prediction.
     broken_file_duration_s: float = 60.0
@@ -449,7 +455,7 @@ class PseudoConfig:
     audio_dirs: tuple[str, ...] = ()
     teachers: tuple[str, ...] = ()
     mix_weight: float = 0.3
-    runtime: Literal["tf", "tflite", "onnx"] = "tf"
+    runtime: Literal["tf", "tflite", "onnx", "openvino"] = "tf"
 
     def __post_init__(self):
         if not 0.0 <= self.threshold <= 1.0:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -58,27 +59,35 @@ class Table:
 def run(model_path, out: str, audio=None, clips: pd.DataFrame | None = None, root=None,
         labels_source: str | None = None, classes: list[str] | None = None,
         hop_s: float = 5.0, max_windows: int = 6, files_per_shard: int = 32,
-        batch_size: int = 16, progress: bool = True) -> dict:
+        batch_size: int = 16, progress: bool = True, runner: str = "local",
+        beam_args=()) -> dict:
     """Embeds `audio` (files/folders of soundscapes) or `clips` (manifest rows, paths
-    under `root`) into shards in `out`; returns the card."""
-    model = embedders.load(model_path)
+    under `root`) into shards in `out`; returns the card. `runner`: "local" or "beam"
+    (shards written by Beam workers, each loading the model once)."""
+    model = _embedder(str(model_path))
     items = _items(audio, clips, root, labels_source, classes)
     tfrecord.makedirs(out)
     chunks = [items[i:i + files_per_shard] for i in range(0, len(items), files_per_shard)]
     names = [tfrecord.shard_name(tfrecord.TRAIN_ONLY_FOLD, i, len(chunks))
              for i in range(len(chunks))]
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm  # noqa: PLC0415
+    jobs = [(out, name, chunk, str(model_path), hop_s, max_windows, batch_size)
+            for name, chunk in zip(names, chunks) if not tfrecord.exists(_done(out, name))]
+    if runner == "beam":
+        from birdkeras import beamrun  # noqa: PLC0415
 
-        bar = tqdm(total=len(items), unit="file", desc=f"embed -> {out}")
-    for name, chunk in zip(names, chunks):
-        if not tfrecord.exists(_done(out, name)):
-            _write_shard(out, name, chunk, model, hop_s, max_windows, batch_size)
+        beamrun.run(jobs, write_job, beam_args, 2, "embed")
+    else:
+        bar = None
+        if progress:
+            from tqdm.auto import tqdm  # noqa: PLC0415
+
+            bar = tqdm(total=len(jobs), unit="shard", desc=f"embed -> {out}")
+        for job in jobs:
+            write_job(job)
+            if bar is not None:
+                bar.update()
         if bar is not None:
-            bar.update(len(chunk))
-    if bar is not None:
-        bar.close()
+            bar.close()
     card = {"model": str(model_path), "kind": model.kind, "dim": model.dim,
             "model_classes": model.classes, "classes": classes or [],
             "sample_rate_hz": model.sample_rate_hz, "window_samples": model.window_samples,
@@ -91,6 +100,21 @@ def run(model_path, out: str, audio=None, clips: pd.DataFrame | None = None, roo
     with tfrecord.open_file(tfrecord.join(out, tfrecord.CARD), "w") as f:
         f.write(json.dumps(card, indent=1) + "\n")
     return card
+
+
+_EMBEDDERS: dict = {}  # per process: a Beam worker loads its model once
+
+
+def _embedder(path: str):
+    if path not in _EMBEDDERS:
+        _EMBEDDERS[path] = embedders.load(path)
+    return _EMBEDDERS[path]
+
+
+def write_job(job) -> None:
+    """Writes one planned shard (idempotent: see `birdkeras.beamrun`)."""
+    out, name, items, model_path, hop_s, max_windows, batch_size = job
+    _write_shard(out, name, items, _embedder(model_path), hop_s, max_windows, batch_size)
 
 
 def _items(audio, clips, root, labels_source, classes) -> list[dict]:
@@ -123,9 +147,10 @@ def _items(audio, clips, root, labels_source, classes) -> list[dict]:
 
 def _write_shard(out, name, items, model, hop_s, max_windows, batch_size) -> None:
     final = tfrecord.join(out, name)
+    tmp = f"{final}.tmp-{uuid.uuid4().hex[:8]}"  # per attempt: a retried bundle writes its own
     count, failures = 0, []
     by_path = {str(item["path"]): item for item in items}
-    with tfrecord.open_file(f"{final}.tmp", "wb") as f:
+    with tfrecord.open_file(tmp, "wb") as f:
         decoded = windows.decoded([item["path"] for item in items], 1,
                                   sample_rate_hz=model.sample_rate_hz,
                                   window_s=model.window_samples / model.sample_rate_hz,
@@ -146,7 +171,7 @@ def _write_shard(out, name, items, model, hop_s, max_windows, batch_size) -> Non
                 f.write(tfrecord.frame(_record(item, result["path"], start, emb[i],
                                                None if logits is None else logits[i])))
                 count += 1
-    tfrecord.rename(f"{final}.tmp", final)
+    tfrecord.rename(tmp, final)
     with tfrecord.open_file(_done(out, name) + ".tmp", "w") as f:
         f.write(json.dumps({"shard": name, "windows": count, "failures": failures}))
     tfrecord.rename(_done(out, name) + ".tmp", _done(out, name))

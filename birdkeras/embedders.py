@@ -92,17 +92,18 @@ class BirdkerasModel:
         import keras  # noqa: PLC0415
         import tensorflow as tf  # noqa: PLC0415
 
-        from birdkeras import export  # noqa: PLC0415
+        from birdkeras import export, models  # noqa: PLC0415
 
         cfg, self.classes = export.run_files(model_path)
-        model = export.inference_model(export.load_keras(model_path), exportable=False)
+        # Tensors of one graph only (a clone shares its layers with the original).
+        model = export.load_keras(model_path)
         pooled = next((layer for layer in model.layers if layer.name in ("gap", "gem")), None)
         if pooled is None:  # a SED head: the backbone's features averaged over time and freq
             backbone = next(layer for layer in model.layers if isinstance(layer, keras.Model))
             features = keras.layers.GlobalAveragePooling2D()(backbone.output)
         else:
             features = pooled.output
-        both = keras.Model(model.input, [features, model.get_layer("probabilities").input])
+        both = keras.Model(model.input, [features, models.output_of(model)])
         self._call = tf.function(lambda w: both(w, training=False), reduce_retracing=True)
         self.sample_rate_hz = cfg.audio.sample_rate_hz
         self.window_samples = int(round(cfg.audio.window_s * cfg.audio.sample_rate_hz))

@@ -1,4 +1,4 @@
-"""Export a trained model for CPU inference: SavedModel, TFLite and ONNX.
+"""Export a trained model for CPU inference: SavedModel, TFLite, ONNX and OpenVINO.
 
 Each artifact is the whole model, raw waveform `(batch, samples)` float32 in [-1, 1] to
 probabilities `(batch, classes)`:
@@ -8,12 +8,16 @@ probabilities `(batch, classes)`:
 
 The training front end computes its spectrogram with `ops.stft`, which tf2onnx cannot
 turn into a graph ONNX Runtime accepts; the exported one computes the same values with
-matrix products (see `birdkeras.features`). SpecAugment layers are the identity at
-inference and are left out. Next to the artifacts, `birdkeras_export.json` records the
-classes, the sample rate, the window and the activation, so `birdkeras predict` needs
-nothing else.
+matrix products (see `birdkeras.features`). ONNX and OpenVINO also get the CNN alone
+(`cnn.onnx`, `cnn.xml`: log-mel frames in), which `birdkeras predict` feeds from
+`features.NumpyLogMel` (a real FFT in the decode threads, the fastest CPU path), and,
+with `int8=True`, its int8 version (`birdkeras.quantize`). SpecAugment layers are the
+identity at inference and are left out. Next to the artifacts, `birdkeras_export.json`
+records the classes, the sample rate, the window, the front end's settings and the
+activation, so `birdkeras predict` needs nothing else.
 
-    birdkeras export --model work/demo/ft/train/best.keras --out work/demo/export
+    birdkeras export --model work/demo/ft/train/best.keras --out work/demo/export \
+        --formats onnx,openvino [--int8 --int8-check work/demo/data birdclef-2026]
 """
 
 from __future__ import annotations
@@ -31,7 +35,11 @@ from birdkeras import models  # also registers the custom layers for loading
 from birdkeras.features import LogMelSpectrogram
 
 CARD = "birdkeras_export.json"
-FORMATS = {"savedmodel": "saved_model", "tflite": "model.tflite", "onnx": "model.onnx"}
+FORMATS = {"savedmodel": "saved_model", "tflite": "model.tflite", "onnx": "model.onnx",
+           "openvino": "model.xml"}
+DEFAULT_FORMATS = ("savedmodel", "tflite", "onnx")  # openvino: optional dependency
+FRONT_END_KEYS = ("sample_rate_hz", "fft_length", "hop_length", "num_mel_bins", "fmin_hz",
+                  "fmax_hz", "top_db")
 ACTIVATIONS = ("sigmoid", "softmax")
 SED_OUTPUTS = ("clip", "frame_max")
 ONNX_OPSET = 17
@@ -121,9 +129,15 @@ def inference_model(model: keras.Model, activation: str = "sigmoid",
     return keras.Model(plain.input, probabilities, name=f"{model.name}_export")
 
 
-def _concrete(model: keras.Model):
+def _concrete(model: keras.Model, mel_bins: int | None = None):
+    """The model as a tf.function: waveform (batch, samples), or log-mel frames
+    (batch, mel_bins, frames, 1) for the CNN fed by a numpy front end."""
     import tensorflow as tf  # noqa: PLC0415
 
+    if mel_bins:
+        spec = tf.TensorSpec((None, mel_bins, None, 1), tf.float32, name="log_mel")
+        return tf.function(lambda log_mel: model(log_mel, training=False),
+                           input_signature=[spec], autograph=False)
     spec = tf.TensorSpec((None, None), tf.float32, name="waveform")
     return tf.function(lambda waveform: model(waveform, training=False),
                        input_signature=[spec], autograph=False)
@@ -136,20 +150,60 @@ def _frozen(function):
         function.get_concrete_function())
 
 
-def export(model_path: str | Path, out_dir: str | Path, formats=tuple(FORMATS),
-           activation: str = "sigmoid", sed_output: str = "clip") -> dict:
-    """Writes the requested artifacts and the export card to `out_dir`; returns the card."""
-    import tensorflow as tf  # noqa: PLC0415
+def mel_model(model: keras.Model) -> keras.Model:
+    """The inference model after its front end: log-mel frames in, probabilities out."""
+    return keras.Model(model.get_layer("log_mel").output, model.output, name="cnn")
 
+
+def export(model_path: str | Path, out_dir: str | Path, formats=DEFAULT_FORMATS,
+           activation: str = "sigmoid", sed_output: str = "clip", int8: bool = False,
+           calibration=None, check=None) -> dict:
+    """Writes the requested artifacts and the export card to `out_dir`; returns the card.
+
+    ONNX and OpenVINO get two graphs each: the whole model (raw audio in) and the CNN
+    alone (log-mel in, for `birdkeras.features.NumpyLogMel` in predict's decode threads).
+    `int8`: also an int8 CNN (`birdkeras.quantize`), calibrated on `calibration`
+    windows (default: the run's own training records); `check` = (data root, source)
+    scores its labelled soundscapes with both and records the change.
+    """
     unknown = sorted(set(formats) - set(FORMATS))
     if unknown or not formats:
         raise ExportError(f"formats must be among {sorted(FORMATS)}. Received: {list(formats)}")
+    if int8 and not {"onnx", "openvino"} & set(formats):
+        raise ExportError("--int8 quantises the ONNX / OpenVINO CNN: add onnx or openvino to "
+                          "--formats")
     cfg, class_names = run_files(model_path)
     model = inference_model(load_keras(model_path), activation, sed_output=sed_output)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    function = _concrete(model)
-    written = {}
+    written = _write_tf(model, set(formats), out)
+    front_end = model.get_layer("log_mel").get_config()
+    if {"onnx", "openvino"} & set(formats):
+        _to_onnx(_concrete(model), out / FORMATS["onnx"])
+        _to_onnx(_concrete(mel_model(model), front_end["num_mel_bins"]), out / "cnn.onnx")
+        written.update({"onnx": FORMATS["onnx"], "onnx_mel": "cnn.onnx"})
+    if "openvino" in formats:
+        _to_openvino(out / FORMATS["onnx"], out / FORMATS["openvino"])
+        _to_openvino(out / "cnn.onnx", out / "cnn.xml")
+        written.update({"openvino": FORMATS["openvino"], "openvino_mel": "cnn.xml"})
+    card = {"format_version": 2, "source_model": str(model_path), "classes": class_names,
+            "sample_rate_hz": cfg.audio.sample_rate_hz, "window_s": cfg.audio.window_s,
+            "activation": activation, "sed_output": sed_output, "artifacts": written,
+            "front_end": {k: front_end[k] for k in FRONT_END_KEYS},
+            "config": config_lib.to_dict(cfg)}
+    (out / CARD).write_text(json.dumps(card, indent=1) + "\n")
+    if int8:
+        from birdkeras import quantize  # noqa: PLC0415
+
+        card = quantize.add_int8(out, card, model_path, cfg, calibration, check)
+        (out / CARD).write_text(json.dumps(card, indent=1) + "\n")
+    return card
+
+
+def _write_tf(model, formats: set, out: Path) -> dict:
+    import tensorflow as tf  # noqa: PLC0415
+
+    written, function = {}, _concrete(model)
     if "savedmodel" in formats:
         module = tf.Module()
         module.model, module.serve = model, function
@@ -162,15 +216,7 @@ def export(model_path: str | Path, out_dir: str | Path, formats=tuple(FORMATS),
         converter = tf.lite.TFLiteConverter.from_concrete_functions([_frozen(function)])
         (out / FORMATS["tflite"]).write_bytes(converter.convert())
         written["tflite"] = FORMATS["tflite"]
-    if "onnx" in formats:
-        _to_onnx(function, out / FORMATS["onnx"])
-        written["onnx"] = FORMATS["onnx"]
-    card = {"format_version": 1, "source_model": str(model_path), "classes": class_names,
-            "sample_rate_hz": cfg.audio.sample_rate_hz, "window_s": cfg.audio.window_s,
-            "activation": activation, "sed_output": sed_output, "artifacts": written,
-            "config": config_lib.to_dict(cfg)}
-    (out / CARD).write_text(json.dumps(card, indent=1) + "\n")
-    return card
+    return written
 
 
 def _to_onnx(function, path: Path) -> None:
@@ -183,6 +229,22 @@ def _to_onnx(function, path: Path) -> None:
 
     tf2onnx.convert.from_function(function, input_signature=function.input_signature,
                                   opset=ONNX_OPSET, output_path=str(path))
+
+
+def openvino_module():
+    """The openvino package, or a clear error saying how to install it."""
+    try:
+        import openvino  # noqa: PLC0415
+    except ImportError as err:
+        raise ExportError("OpenVINO is an optional dependency: pip install 'birdkeras[openvino]' "
+                          "(or pip install openvino)") from err
+    return openvino
+
+
+def _to_openvino(onnx_path: Path, xml_path: Path) -> None:
+    """OpenVINO IR from an ONNX graph, weights kept in float32 (parity with Keras)."""
+    ov = openvino_module()
+    ov.save_model(ov.convert_model(str(onnx_path)), str(xml_path), compress_to_fp16=False)
 
 
 def read_card(folder: str | Path) -> dict:

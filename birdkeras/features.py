@@ -151,9 +151,17 @@ class LogMelSpectrogram(keras.layers.Layer):
         half = n // 2
         padded = ops.pad(waveform, ((0, 0), (half, half)), mode="reflect")
         frames_count = 1 + ops.shape(waveform)[1] // hop
-        index = (ops.expand_dims(ops.arange(frames_count) * hop, 1)
-                 + ops.expand_dims(ops.arange(n), 0))
-        frames = ops.take(padded, index, axis=1)  # (batch, frames, n)
+        if n % hop == 0:
+            # Framing by reshape: hop-sized blocks, n // hop of them side by side per frame
+            # (slices and a concatenation, no gather: cheaper in ONNX Runtime).
+            count = frames_count + n // hop - 1
+            blocks = ops.reshape(padded[:, :count * hop], (-1, count, hop))
+            frames = ops.concatenate([blocks[:, k:k + frames_count] for k in range(n // hop)],
+                                     axis=-1)  # (batch, frames, n)
+        else:
+            index = (ops.expand_dims(ops.arange(frames_count) * hop, 1)
+                     + ops.expand_dims(ops.arange(n), 0))
+            frames = ops.take(padded, index, axis=1)  # (batch, frames, n)
         x = ops.reshape(frames, (-1, n1, n2)) * window  # [g, a, b]
         a = ops.matmul(stage1, x)  # [g, (re | im) c, b]
         ar, ai = a[:, :n1], a[:, n1:]
@@ -210,3 +218,46 @@ class SpectrogramToImage(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "eps": self.eps}
+
+
+class NumpyLogMel:
+    """`LogMelSpectrogram`'s values (same filterbank, window, padding, dB and per-example
+    clamp), computed with a real FFT in numpy/scipy: for inference's decode threads, so
+    the exported CNN is fed log-mel frames and the front end costs what an FFT costs.
+
+    Input: `(batch, samples)` float32. Output: `(batch, num_mel_bins, frames, 1)` float32,
+    `frames = 1 + samples // hop_length`. Only the FFT bins some mel filter uses are kept.
+    """
+
+    def __init__(self, sample_rate_hz=32000, fft_length=2048, hop_length=512,
+                 num_mel_bins=128, fmin_hz=50.0, fmax_hz=14000.0, top_db=80.0, **unused):
+        self.fft_length, self.hop_length, self.top_db = fft_length, hop_length, top_db
+        # Two front ends with the same key compute the same values.
+        self.key = (sample_rate_hz, fft_length, hop_length, num_mel_bins, fmin_hz, fmax_hz,
+                    top_db)
+        bank = mel_filterbank(sample_rate_hz, fft_length, num_mel_bins, fmin_hz, fmax_hz)
+        used = np.flatnonzero(bank.any(axis=1))
+        self.lo, self.hi = int(used.min()), int(used.max()) + 1
+        self.bank = np.ascontiguousarray(bank[self.lo:self.hi], dtype=np.float32)
+        n = np.arange(fft_length)
+        self.window = (0.5 - 0.5 * np.cos(2 * np.pi * n / fft_length)).astype(np.float32)
+
+    @classmethod
+    def of(cls, layer_config: dict) -> NumpyLogMel:
+        """From a `LogMelSpectrogram`'s config."""
+        return cls(**layer_config)
+
+    def __call__(self, waves: np.ndarray) -> np.ndarray:
+        from scipy import fft  # noqa: PLC0415
+
+        waves = np.asarray(waves, dtype=np.float32)
+        n, hop = self.fft_length, self.hop_length
+        padded = np.pad(waves, ((0, 0), (n // 2, n // 2)), mode="reflect")
+        frames = np.lib.stride_tricks.sliding_window_view(padded, n, axis=-1)[:, ::hop]
+        spectrum = fft.rfft(frames * self.window, axis=-1)[..., self.lo:self.hi]
+        power = spectrum.real ** 2 + spectrum.imag ** 2
+        mel = np.matmul(power.astype(np.float32), self.bank)  # (batch, frames, mels)
+        db = 10.0 * np.log10(np.maximum(mel, 1e-10))
+        if self.top_db is not None:
+            db = np.maximum(db, db.max(axis=(1, 2), keepdims=True) - self.top_db)
+        return np.ascontiguousarray(db.transpose(0, 2, 1)[..., None], dtype=np.float32)

@@ -37,7 +37,7 @@ REPORT = "predict_report.json"
 def predict(model_paths, inputs, out_csv, runtime: str = "tf",
             icfg: config_lib.InferConfig = config_lib.InferConfig(), long_csv=None,
             raven_dir=None, progress: bool = True, threads: int = 0,
-            dry_run_audio=None) -> dict:
+            dry_run_audio=None, report_path=None) -> dict:
     """Writes the submission (and optional long CSV / Raven tables); returns a report."""
     files = windows.list_audio(inputs, allow_empty=True)
     paths = model_paths if isinstance(model_paths, (list, tuple)) else [model_paths]
@@ -80,8 +80,57 @@ def predict(model_paths, inputs, out_csv, runtime: str = "tf",
                           "hidden run has the test soundscapes)")
         if dry_run_audio is not None:
             report["dry_run"] = dry_run(runners, dry_run_audio, icfg)
-    (out_csv.parent / REPORT).write_text(json.dumps(report, indent=1) + "\n")
+    Path(report_path or out_csv.parent / REPORT).write_text(json.dumps(report, indent=1) + "\n")
     return report
+
+
+def predict_sharded(model_paths, inputs, out_dir, runtime: str = "tf",
+                    icfg: config_lib.InferConfig = config_lib.InferConfig(),
+                    files_per_part: int = 256, threads: int = 0, runner: str = "local",
+                    beam_args=()) -> dict:
+    """Very large folders: one submission part per `files_per_part` files
+    (`part-00003-of-00120.csv` + its report), locally or on Beam workers.
+
+    A part is written to a temporary name and renamed, so a retried Beam bundle leaves
+    one complete part; a part already there is not redone (a rerun finishes the rest).
+    Broken files are filled with the mean of their own part's windows. `parts.json`
+    lists the parts and their rows.
+    """
+    files = windows.list_audio(inputs)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    chunks = [files[i:i + files_per_part] for i in range(0, len(files), files_per_part)]
+    names = [f"part-{i:05d}-of-{len(chunks):05d}" for i in range(len(chunks))]
+    paths = tuple(str(p) for p in (model_paths if isinstance(model_paths, (list, tuple))
+                                   else [model_paths]))
+    jobs = [(str(out), name, [str(f) for f in chunk], paths, runtime, icfg, threads)
+            for name, chunk in zip(names, chunks) if not (out / f"{name}.csv").is_file()]
+    if runner == "beam":
+        from birdkeras import beamrun  # noqa: PLC0415
+
+        beamrun.run(jobs, write_part, beam_args, 2, "predict")
+    else:
+        for job in jobs:
+            write_part(job)
+    parts = [{"part": f"{n}.csv", **{k: v for k, v in json.loads(
+        (out / f"{n}.report.json").read_text()).items() if k in ("files", "rows")}}
+        for n in names]
+    summary = {"parts": parts, "files": len(files), "rows": sum(p["rows"] for p in parts)}
+    (out / "parts.json").write_text(json.dumps(summary, indent=1) + "\n")
+    return summary
+
+
+def write_part(job) -> None:
+    """One part of `predict_sharded` (idempotent: temporary names, then renames)."""
+    import uuid  # noqa: PLC0415
+
+    out, name, files, model_paths, runtime, icfg, threads = job
+    tag = uuid.uuid4().hex[:8]
+    tmp_csv, tmp_report = Path(out) / f".{name}.{tag}.csv", Path(out) / f".{name}.{tag}.json"
+    predict(list(model_paths), files, tmp_csv, runtime, icfg, progress=False, threads=threads,
+            report_path=tmp_report)
+    tmp_report.replace(Path(out) / f"{name}.report.json")
+    tmp_csv.replace(Path(out) / f"{name}.csv")  # last: a part's CSV means it is done
 
 
 def score_files(files, runners, icfg: config_lib.InferConfig, progress: bool = True,
@@ -99,7 +148,7 @@ def score_files(files, runners, icfg: config_lib.InferConfig, progress: bool = T
     for k, item in enumerate(windows.decoded(files, icfg.workers,
                                              sample_rate_hz=model.sample_rate_hz,
                                              window_s=model.window_s, hop_s=icfg.hop_s,
-                                             shifts_s=shifts)):
+                                             shifts_s=shifts, transform=shared_front_end(runners))):
         if "error" in item:
             broken.append(item)
         elif not budget.plan(k, [str(r.path) for r in runners]):
@@ -117,6 +166,14 @@ def score_files(files, runners, icfg: config_lib.InferConfig, progress: bool = T
     if bar is not None:
         bar.close()
     return scored, broken, skipped
+
+
+def shared_front_end(runners):
+    """The numpy front end every runner takes (the decode threads then run it), or None."""
+    ends = [getattr(r, "front_end", None) for r in runners]
+    if ends[0] is not None and all(e is not None and e.key == ends[0].key for e in ends):
+        return ends[0]
+    return None
 
 
 def score(runner, clips: np.ndarray, batch_size: int, name: str = "") -> np.ndarray:

@@ -31,6 +31,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -42,32 +43,59 @@ REPORT = "pseudo_report.json"
 
 
 def run(model_paths, audio_dirs, out: str, cfg: config_lib.Config, runtime: str = "tf",
-        progress: bool = True, threads: int = 0) -> dict:
-    """Pseudo-labels every audio file under `audio_dirs` into shards in `out`."""
+        progress: bool = True, threads: int = 0, runner: str = "local", beam_args=()) -> dict:
+    """Pseudo-labels every audio file under `audio_dirs` into shards in `out`.
+
+    `runner`: "local" (this process) or "beam" (shards written by Beam workers, each
+    loading the teachers once; see `birdkeras.beamrun`).
+    """
     pcfg = cfg.pseudo
-    runners = runtimes.load_runners(list(model_paths), runtime, "sigmoid", threads)
+    model_paths = [str(p) for p in model_paths]
+    runners = _teachers(tuple(model_paths), runtime, threads)  # fails early on a mismatch
     files = windows.list_audio(audio_dirs)
-    classes = runners[0].classes
     hard = _hard_labels(cfg) if pcfg.hard_labels else {}
-    teachers = ",".join(str(p) for p in model_paths)
     tfrecord.makedirs(out)
     chunks = [files[i:i + pcfg.files_per_shard]
               for i in range(0, len(files), pcfg.files_per_shard)]
     names = [tfrecord.shard_name(tfrecord.TRAIN_ONLY_FOLD, i, len(chunks))
              for i in range(len(chunks))]
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm  # noqa: PLC0415
+    jobs = [(out, name, chunk, tuple(model_paths), runtime, threads, pcfg, hard)
+            for name, chunk in zip(names, chunks) if not tfrecord.exists(_done_path(out, name))]
+    if runner == "beam":
+        from birdkeras import beamrun  # noqa: PLC0415
 
-        bar = tqdm(total=len(files), unit="file", desc=f"pseudolabel -> {out}")
-    for name, chunk in zip(names, chunks):
-        if not tfrecord.exists(_done_path(out, name)):
-            _write_shard(out, name, chunk, runners, pcfg, hard, teachers)
+        beamrun.run(jobs, write_job, beam_args, 2, "pseudolabel")
+    else:
+        bar = None
+        if progress:
+            from tqdm.auto import tqdm  # noqa: PLC0415
+
+            bar = tqdm(total=len(jobs), unit="shard", desc=f"pseudolabel -> {out}")
+        for job in jobs:
+            write_job(job)
+            if bar is not None:
+                bar.update()
         if bar is not None:
-            bar.update(len(chunk))
-    if bar is not None:
-        bar.close()
-    return _write_card(out, names, classes, runners[0].sample_rate_hz, cfg, teachers)
+            bar.close()
+    return _write_card(out, names, runners[0].classes, runners[0].sample_rate_hz, cfg,
+                       ",".join(model_paths))
+
+
+_TEACHERS: dict = {}  # per process: a Beam worker loads its teachers once
+
+
+def _teachers(model_paths: tuple, runtime: str, threads: int):
+    key = (model_paths, runtime, threads)
+    if key not in _TEACHERS:
+        _TEACHERS[key] = runtimes.load_runners(list(model_paths), runtime, "sigmoid", threads)
+    return _TEACHERS[key]
+
+
+def write_job(job) -> None:
+    """Writes one planned shard (idempotent: see `birdkeras.beamrun`)."""
+    out, name, files, model_paths, runtime, threads, pcfg, hard = job
+    _write_shard(out, name, files, _teachers(model_paths, runtime, threads), pcfg, hard,
+                 ",".join(model_paths))
 
 
 def select(probs: np.ndarray, starts: np.ndarray, pcfg) -> tuple[np.ndarray, np.ndarray]:
@@ -87,7 +115,7 @@ def select(probs: np.ndarray, starts: np.ndarray, pcfg) -> tuple[np.ndarray, np.
 def _write_shard(out, name, files, runners, pcfg, hard: dict, teachers: str) -> None:
     model = runners[0]
     final = tfrecord.join(out, name)
-    tmp = f"{final}.tmp"
+    tmp = f"{final}.tmp-{uuid.uuid4().hex[:8]}"  # per attempt: a retried bundle writes its own
     kept = np.zeros(len(model.classes), dtype=np.int64)
     seen, records, failures = 0, 0, []
     with tfrecord.open_file(tmp, "wb") as f:

@@ -14,20 +14,23 @@ import numpy as np
 
 from birdkeras.errors import PredictError
 
-RUNTIMES = ("tf", "tflite", "onnx")
+RUNTIMES = ("tf", "tflite", "onnx", "openvino")
 
 
 class Runner:
     """`runner(windows) -> probabilities`, with the model's classes, rate and window."""
 
     def __init__(self, model_path, runtime: str = "tf", activation: str = "sigmoid",
-                 threads: int = 0, sed_output: str = "clip"):
+                 threads: int = 0, sed_output: str = "clip", front_end: str = "numpy",
+                 int8: bool = False):
         from birdkeras import export  # noqa: PLC0415 - TensorFlow, only when a model loads
 
         if runtime not in RUNTIMES:
             raise PredictError(f"runtime must be one of {RUNTIMES}. Received: {runtime!r}")
         path = Path(model_path)
         self.runtime, self.path = runtime, path
+        # A numpy log-mel front end the decode threads run (None: the model takes audio).
+        self.front_end = None
         if path.is_file() and path.suffix == ".keras":
             if runtime != "tf":
                 raise PredictError(f"{path} is a Keras model: use --runtime tf, or "
@@ -45,14 +48,29 @@ class Runner:
         self.classes, self.activation = card["classes"], card["activation"]
         self.sample_rate_hz, self.window_s = card["sample_rate_hz"], card["window_s"]
         key = "savedmodel" if runtime == "tf" else runtime
+        if runtime in ("onnx", "openvino") and (front_end == "numpy" or int8):
+            # The CNN on log-mel frames, the front end in numpy (decode threads).
+            key = f"{runtime}_mel_int8" if int8 else f"{runtime}_mel"
+            if key in card["artifacts"]:
+                from birdkeras.features import NumpyLogMel  # noqa: PLC0415
+
+                self.front_end = NumpyLogMel(**card["front_end"])
+            elif int8:
+                raise PredictError(f"{path} has no int8 {runtime} CNN: export it with --int8")
+            else:
+                key = runtime  # an older export: the whole model on raw audio
         if key not in card["artifacts"]:
             raise PredictError(f"{path} has no {key} artifact (it has "
                                f"{sorted(card['artifacts'])}): export it with --formats {key}")
         artifact = path / card["artifacts"][key]
-        self._call = {"tf": _saved_model, "tflite": _tflite, "onnx": _onnx}[runtime](
-            artifact, threads)
+        self._call = {"tf": _saved_model, "tflite": _tflite, "onnx": _onnx,
+                      "openvino": _openvino}[runtime](artifact, threads)
 
     def __call__(self, windows: np.ndarray) -> np.ndarray:
+        """Probabilities of `windows`: audio (n, samples), or log-mel frames (n, mels,
+        frames, 1) when the runner has a numpy `front_end` (see `features`)."""
+        if self.front_end is not None and np.ndim(windows) == 2:
+            windows = self.front_end(windows)
         probs = np.asarray(self._call(np.ascontiguousarray(windows, dtype=np.float32)))
         if probs.shape != (len(windows), len(self.classes)):
             raise PredictError(f"{self.path} ({self.runtime}) returned shape {probs.shape}, "
@@ -77,7 +95,9 @@ def load_runners(model_paths, runtime: str, activation: str, threads: int = 0,
 
             runners.append(route_runtime.RouteRunner(path, runtime, icfg, threads))
         else:
-            runners.append(Runner(path, runtime, activation, threads, sed_output))
+            runners.append(Runner(path, runtime, activation, threads, sed_output,
+                                  icfg.front_end if icfg else "numpy",
+                                  icfg.int8 if icfg else False))
     if not runners:
         raise PredictError("no model given")
     first = runners[0]
@@ -133,3 +153,36 @@ def _onnx(artifact, threads):
     session = ort.InferenceSession(str(artifact), options, providers=["CPUExecutionProvider"])
     name = session.get_inputs()[0].name
     return lambda w: session.run(None, {name: w})[0]
+
+
+def _openvino(artifact, threads):
+    from birdkeras import export  # noqa: PLC0415
+
+    ov = export.openvino_module()
+    config = {"PERFORMANCE_HINT": "LATENCY"}
+    if threads:
+        config["INFERENCE_NUM_THREADS"] = threads
+    compiled = ov.Core().compile_model(str(artifact), "CPU", config)
+    request = compiled.create_infer_request()
+    output = compiled.output(0)
+    return lambda w: request.infer({0: w})[output].copy()
+
+
+def best_available(folder) -> tuple[str, str]:
+    """The fastest runtime an export folder and this machine's packages allow, and why
+    (OpenVINO, then ONNX Runtime, then TensorFlow's SavedModel)."""
+    from birdkeras import export  # noqa: PLC0415
+
+    artifacts = export.read_card(folder)["artifacts"]
+    reasons = []
+    for runtime, module in (("openvino", "openvino"), ("onnx", "onnxruntime")):
+        if runtime not in artifacts:
+            reasons.append(f"no {runtime} artifact in {folder}")
+            continue
+        try:
+            __import__(module)
+        except ImportError:
+            reasons.append(f"{module} is not installed")
+            continue
+        return runtime, "; ".join(reasons) or f"{runtime}: the fastest available"
+    return "tf", "; ".join(reasons)

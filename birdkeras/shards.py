@@ -7,6 +7,10 @@ then marked done by a small JSON sidecar (renamed last). A re-run skips every sh
 whose sidecar exists and redoes the rest, so a build killed at any point and started
 again holds every good recording exactly once. Files that fail to decode are skipped
 and listed with their error in `failures.csv`; one bad file never stops the build.
+
+The shard jobs run in local worker processes, or on Apache Beam (`runner="beam"`:
+`birdkeras.beamrun`), which writes the same shards; the driver then writes the card
+from the done markers either way. Verify re-reads what build wrote, so both live here.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import math
 import multiprocessing
 import os
 import sys
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -96,24 +101,26 @@ def _row(rec: dict, name2label: dict) -> dict:
 
 
 def build(table: pd.DataFrame, name2label: dict, cfg: config_lib.Config,
-          progress: bool = True) -> dict:
-    """Builds (or finishes building) the shards of `table` in cfg.tfrecords.dir."""
+          progress: bool = True, runner: str = "local", beam_args=(), write=None) -> dict:
+    """Builds (or finishes building) the shards of `table` in cfg.tfrecords.dir.
+
+    `runner`: "local" (`tfrecords.workers` processes) or "beam" (Apache Beam, with
+    `beam_args` its pipeline options; see `birdkeras.beamrun`). Both write the same shards.
+    `write`: the function that writes one shard (tests wrap it to inject failures).
+    """
     out = cfg.tfrecords.dir
     tfrecord.makedirs(out)
     jobs = plan_shards(table, name2label, cfg)
     todo = [j for j in jobs if not tfrecord.exists(_done_path(out, j.name))]
     work = [(j, cfg.data.root, out, cfg.audio.sample_rate_hz, cfg.audio.max_duration_s)
             for j in todo]
-    bar = tqdm(total=sum(len(j.rows) for j in todo), unit="rec", disable=not progress,
-               desc=f"tfrecords -> {out}")
-    # Forked workers start in milliseconds; but a parent that holds TensorFlow (its
-    # threads do not survive a fork) or writes to gs:// (workers need TensorFlow) spawns.
-    spawn = "tensorflow" in sys.modules or tfrecord.is_remote(out)
-    context = multiprocessing.get_context("spawn" if spawn else "fork")
-    with concurrent.futures.ProcessPoolExecutor(cfg.tfrecords.workers, mp_context=context) as pool:
-        for done in pool.map(_write_shard, work):
-            bar.update(done["records"] + len(done["failures"]))
-    bar.close()
+    write = write or _write_shard
+    if runner == "beam":
+        from birdkeras import beamrun  # noqa: PLC0415
+
+        beamrun.run(work, write, beam_args, cfg.tfrecords.workers, "tfrecords")
+    else:
+        _build_locally(work, write, cfg, progress)
     card = write_card(jobs, name2label, cfg)
     # A class whose every recording failed would train as a class nobody can predict.
     lost = sorted({label_names(name2label)[label] for job in jobs for row in job.rows
@@ -123,6 +130,19 @@ def build(table: pd.DataFrame, name2label: dict, cfg: config_lib.Config,
                          f"the build (every file failed; see {tfrecord.join(out, FAILURES)}): "
                          f"{lost[:10]}. Fix or drop those rows and ingest again.")
     return card
+
+
+def _build_locally(work, write, cfg: config_lib.Config, progress: bool) -> None:
+    bar = tqdm(total=sum(len(w[0].rows) for w in work), unit="rec", disable=not progress,
+               desc=f"tfrecords -> {cfg.tfrecords.dir}")
+    # Forked workers start in milliseconds; but a parent that holds TensorFlow (its
+    # threads do not survive a fork) or writes to gs:// (workers need TensorFlow) spawns.
+    spawn = "tensorflow" in sys.modules or tfrecord.is_remote(cfg.tfrecords.dir)
+    context = multiprocessing.get_context("spawn" if spawn else "fork")
+    with concurrent.futures.ProcessPoolExecutor(cfg.tfrecords.workers, mp_context=context) as pool:
+        for done in pool.map(write, work):
+            bar.update(done["records"] + len(done["failures"]))
+    bar.close()
 
 
 def label_names(name2label: dict) -> dict:
@@ -145,13 +165,16 @@ def _write_shard(args) -> dict:
     """Writes one shard; returns its record count, durations and failures."""
     job, root, out, sample_rate_hz, max_duration_s = args
     final = tfrecord.join(out, job.name)
-    tmp = f"{final}.tmp-{os.getpid()}"
+    # Unique per attempt: a shard written twice (a retried Beam bundle) never shares a
+    # temporary file; the rename below replaces the final shard with identical bytes.
+    tmp = f"{final}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     records, failures, durations = 0, [], []
     decoded = {}  # the last soundscape decoded: its windows are consecutive rows
     with tfrecord.open_file(tmp, "wb") as f:
         for row in job.rows:
             try:
-                wave = _audio_of(row, Path(root), sample_rate_hz, max_duration_s, decoded)
+                wave = _audio_of(row, root if tfrecord.is_remote(str(root)) else Path(root),
+                                 sample_rate_hz, max_duration_s, decoded)
             except (audio.AudioError, OSError) as err:
                 failures.append({"recording_id": row["recording_id"], "path": row["path"],
                                  "error": str(err)})
@@ -185,14 +208,14 @@ def _write_shard(args) -> dict:
 
 def _audio_of(row: dict, root: Path, sample_rate_hz: int, max_duration_s, decoded: dict):
     """A recording's audio, or a soundscape window's (its file decoded once per shard)."""
+    path = tfrecord.join(str(root), row["path"]) if tfrecord.is_remote(str(root)) else root / row["path"]
     if row["targets"] is None:
-        wave = audio.load(root / row["path"], sample_rate_hz, max_duration_s)
+        wave = audio.load(path, sample_rate_hz, max_duration_s)
         _check_length(wave, sample_rate_hz, row, max_duration_s)
         return wave
     if row["path"] not in decoded:
         decoded.clear()
-        decoded[row["path"]] = audio.load(root / row["path"], sample_rate_hz,
-                                          allow_silence=True)
+        decoded[row["path"]] = audio.load(path, sample_rate_hz, allow_silence=True)
     start = int(round(row["start_s"] * sample_rate_hz))
     width = int(round(row["duration_s"] * sample_rate_hz))
     window = decoded[row["path"]][start:start + width]

@@ -69,8 +69,12 @@ def cut(wave: np.ndarray, sample_rate_hz: int, starts_s, window_s: float,
 
 
 def decode(path: Path, sample_rate_hz: int, window_s: float, hop_s: float,
-           shifts_s: tuple[float, ...]) -> dict:
-    """One file -> its windows for each shift, or its error (runs in a decode thread)."""
+           shifts_s: tuple[float, ...], transform=None) -> dict:
+    """One file -> its windows for each shift, or its error (runs in a decode thread).
+
+    `transform` (e.g. a numpy log-mel front end) is applied to each shift's windows here,
+    in the decode thread, while inference runs on the previous file.
+    """
     try:
         wave = audio.load(path, sample_rate_hz, allow_silence=True)
     except audio.AudioError as err:
@@ -80,8 +84,11 @@ def decode(path: Path, sample_rate_hz: int, window_s: float, hop_s: float,
             duration = None
         return {"path": path, "error": str(err), "duration_s": duration}
     starts = window_starts(len(wave) / sample_rate_hz, window_s, hop_s)
+    clips = [cut(wave, sample_rate_hz, starts, window_s, s) for s in shifts_s]
+    if transform is not None:
+        clips = [transform(c) for c in clips]
     return {"path": path, "starts": starts, "duration_s": len(wave) / sample_rate_hz,
-            "windows": [cut(wave, sample_rate_hz, starts, window_s, s) for s in shifts_s]}
+            "windows": clips}
 
 
 def decoded(files, workers: int, **kwargs):

@@ -190,7 +190,10 @@ def gcs_emulator(folder: Path, bucket: str = "birdkeras-test"):
         env = {"HTTPS_PROXY": proxy, "HTTP_PROXY": proxy, "https_proxy": proxy,
                "http_proxy": proxy, "CURL_CA_BUNDLE": ready[2],
                "GOOGLE_AUTH_TOKEN_FOR_TESTING": "loopback-test-token",
-               "NO_GCE_CHECK": "true", "NO_PROXY": "", "no_proxy": "",
+               "NO_GCE_CHECK": "true",
+               # Local connections go direct: Beam's workers reach their runner over
+               # gRPC on localhost, and gRPC honours the proxy variables too.
+               "NO_PROXY": "localhost,127.0.0.1", "no_proxy": "localhost,127.0.0.1",
                # Read-after-write: no stale caches between build, verify and training.
                "GCS_STAT_CACHE_MAX_AGE": "0", "GCS_MATCHING_PATHS_CACHE_MAX_AGE": "0",
                "GCS_READ_CACHE_MAX_SIZE_MB": "0"}

@@ -93,7 +93,7 @@ def test_cli_reports_config_errors_with_exit_2(capsys):
 
 # Every subcommand, with an option its help must describe.
 SUBCOMMANDS = {"synth": "--labelled-soundscapes", "config": "--set", "ingest": "--cfg",
-               "tfrecords": "{build,verify}", "train": "--workdir", "export": "--formats",
+               "tfrecords": "--beam-option", "train": "--workdir", "export": "--formats",
                "predict": "--runtime", "evaluate": "--pred", "kaggle": "{download,publish}",
                "pseudolabel": "--model", "embed": "--manifest", "route": "--embeddings",
                "demo": "--workdir"}

@@ -7,7 +7,8 @@ import pytest
 import tensorflow as tf
 
 from birdkeras.augment import FrequencyMasking, TimeMasking
-from birdkeras.features import LogMelSpectrogram, SpectrogramToImage, mel_filterbank
+from birdkeras.features import (LogMelSpectrogram, NumpyLogMel, SpectrogramToImage,
+                                mel_filterbank)
 
 SR = 32000
 
@@ -145,3 +146,19 @@ def test_a_seeded_mask_differs_from_batch_to_batch(cls):
     first = np.asarray(layer(x, training=True))
     second = np.asarray(layer(x, training=True))
     assert (first != second).any()
+
+
+@pytest.mark.parametrize("rate,fft,hop,mels,fmax", [(32000, 2048, 512, 128, 14000.0),
+                                                   (22050, 1000, 320, 40, 8000.0),
+                                                   (16000, 1024, 1024, 32, 8000.0)])
+def test_numpy_front_end_equals_the_training_layer(rate, fft, hop, mels, fmax):
+    # The front end predict runs in its decode threads (a real FFT) must give the
+    # log-mel the model was trained on: to 1e-3 dB.
+    settings = dict(sample_rate_hz=rate, fft_length=fft, hop_length=hop, num_mel_bins=mels,
+                    fmin_hz=50.0, fmax_hz=fmax, top_db=80.0)
+    rng = np.random.default_rng(0)
+    x = (rng.standard_normal((3, rate * 2)) * np.linspace(0, 1, rate * 2)).astype("float32")
+    x[1, :rate] = 0.0  # silence and a step
+    layer = LogMelSpectrogram(**settings)
+    np.testing.assert_allclose(NumpyLogMel.of(layer.get_config())(x), np.asarray(layer(x)),
+                               atol=1e-3)

@@ -19,9 +19,8 @@ def bucket(tmp_path_factory):
         yield root
 
 
-def test_build_verify_read_and_train_from_gcs(bucket, synth_root, tmp_path):
-    shards_dir = f"{bucket}/demo/pre"
-    cfg = load_config(REPO / "configs" / "demo_pre.yaml", [
+def _cfg(synth_root, tmp_path, shards_dir):
+    return load_config(REPO / "configs" / "demo_pre.yaml", [
         f"data.root={synth_root}", "data.sources=[birdclef-2021, birdclef-2022]",
         "data.num_folds=2", "data.balance.filter_min_samples=0",
         "data.balance.upsample_min_samples=0",
@@ -30,6 +29,11 @@ def test_build_verify_read_and_train_from_gcs(bucket, synth_root, tmp_path):
         "tfrecords.shard_size_mb=1", "tfrecords.workers=2", "audio.num_mel_bins=32",
         "input.batch_size=4", "train.epochs=1", "train.steps_per_epoch=2",
         "train.checkpoint_every_steps=2", "wandb.mode=disabled"])
+
+
+def test_build_verify_read_and_train_from_gcs(bucket, synth_root, tmp_path):
+    shards_dir = f"{bucket}/demo/pre"
+    cfg = _cfg(synth_root, tmp_path, shards_dir)
     table, name2label, report = manifest.build(cfg)
     manifest.save(cfg.data.manifest_dir, table, name2label, report)
 
@@ -58,3 +62,18 @@ def test_build_verify_read_and_train_from_gcs(bucket, synth_root, tmp_path):
     for path in remote + [str(p) for p in tmp_path.rglob("*") if p.is_file()]:
         with tfrecord.open_file(path, "rb") as f:
             assert TOKEN.encode() not in f.read(), path
+
+
+def test_beam_workers_build_the_same_shards_on_gcs(bucket, synth_root, tmp_path):
+    # Beam's worker processes write to gs:// themselves (they inherit the loopback setup).
+    local = _cfg(synth_root, tmp_path / "a", f"{bucket}/beam/local")
+    table, name2label, _ = manifest.build(local)
+    card = shards.build(table, name2label, local, progress=False)
+    beam_cfg = _cfg(synth_root, tmp_path / "b", f"{bucket}/beam/runner")
+    beam_card = shards.build(table, name2label, beam_cfg, progress=False, runner="beam")
+    assert beam_card["shards"] == card["shards"] and beam_card["records"] == card["records"]
+    assert shards.verify(table, name2label, beam_cfg)["records"] == card["records"]
+    for name in (shard["name"] for shard in card["shards"]):
+        with tfrecord.open_file(f"{local.tfrecords.dir}/{name}", "rb") as a, \
+                tfrecord.open_file(f"{beam_cfg.tfrecords.dir}/{name}", "rb") as b:
+            assert a.read() == b.read(), name

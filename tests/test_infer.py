@@ -9,6 +9,7 @@ import keras
 import numpy as np
 import pandas as pd
 import pytest
+import soundfile as sf
 
 from birdkeras import (audio, cli, evaluate, export, infer, models, postprocess, runtimes,
                        submission, windows)
@@ -47,9 +48,121 @@ def run_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def exported(run_dir):
-    card = export.export(run_dir / "best.keras", run_dir / "export")
-    assert sorted(card["artifacts"]) == ["onnx", "savedmodel", "tflite"]
+    card = export.export(run_dir / "best.keras", run_dir / "export",
+                         ("savedmodel", "tflite", "onnx", "openvino"))
+    assert sorted(card["artifacts"]) == ["onnx", "onnx_mel", "openvino", "openvino_mel",
+                                         "savedmodel", "tflite"]
     return run_dir / "export"
+
+
+def _tones(freqs, seed: int) -> np.ndarray:
+    """5 s clips at 16 kHz: a tone per frequency (random phase) in light noise."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(16000 * 5) / 16000
+    return (0.3 * np.sin(2 * np.pi * np.asarray(freqs)[:, None] * t
+                         + rng.uniform(0, 2 * np.pi, (len(freqs), 1)))
+            + 0.03 * rng.standard_normal((len(freqs), t.size))).astype("float32")
+
+
+@pytest.fixture(scope="module")
+def tone_run(tmp_path_factory, synth_root):
+    """A run whose model separates tones: batch-norm statistics and a head (the
+    features' main directions) set from its 'training audio', 24 tone clips saved as
+    WAVs. (A random EfficientNet with default batch-norm statistics gives nearly the
+    same features for every input: int8 noise would swamp them.)"""
+    folder = tmp_path_factory.mktemp("tone_run")
+    cfg = config_lib.load_config(None, [
+        "audio.sample_rate_hz=16000", "audio.num_mel_bins=32", "audio.fft_length=1024",
+        "audio.hop_length=512", "audio.fmax_hz=8000", "model.bn_momentum=0.01",
+        "model.mask_probability=0"])
+    classes = list(pd.read_csv(synth_root / "birdclef-2026" / "sample_submission.csv",
+                               nrows=0).columns[1:])  # so that the int8 check can score it
+    keras.utils.set_random_seed(0)
+    model = models.build_model(cfg, len(classes))
+    clips = _tones(np.repeat(np.geomspace(200, 6000, 8), 3), seed=1)
+    model(clips, training=True)  # batch-norm statistics of the training audio
+    features = np.array(keras.Model(model.input, model.get_layer("head_dropout").output)(clips))
+    mean = features.mean(axis=0)
+    directions = np.linalg.svd(features - mean, full_matrices=False)[2][:6]
+    kernel = directions.T @ np.random.default_rng(0).standard_normal((6, len(classes)))
+    kernel = kernel * 2.0 / ((features - mean) @ kernel).std(axis=0)
+    model.get_layer("logits").set_weights([kernel.astype("float32"),
+                                           (-(mean @ kernel)).astype("float32")])
+    model.save(folder / "best.keras")
+    config_lib.save_config(cfg, folder / "config.yaml")
+    (folder / "name2label.json").write_text(json.dumps({c: i for i, c in enumerate(classes)}))
+    (folder / "audio").mkdir()
+    for i, clip in enumerate(clips):
+        sf.write(folder / "audio" / f"clip{i:02d}.wav", clip, 16000)
+    return folder
+
+
+def _logit(p):
+    p = np.clip(p, 1e-6, 1 - 1e-6)
+    return np.log(p / (1 - p))
+
+
+def test_int8_export_is_calibrated_on_the_runs_data_and_close_to_float32(
+        tone_run, run_dir, exported, synth_root, tmp_path, capsys):
+    out = tmp_path / "q"
+    assert cli.main(["export", "--model", str(tone_run / "best.keras"), "--out", str(out),
+                     "--formats", "onnx,openvino", "--int8", "--calibration",
+                     str(tone_run / "audio"), "--int8-check", str(synth_root),
+                     "birdclef-2026"]) == 0
+    card = export.read_card(out)
+    assert {"onnx_mel_int8", "openvino_mel_int8"} <= set(card["artifacts"])
+    assert card["int8"]["calibration_windows"] == 24
+    assert card["int8"]["calibration"] == str(tone_run / "audio")
+
+    # The check scores the labelled soundscapes with both CNNs; its float32 figure is
+    # what a plain float32 predict + evaluate gives, and the command prints the change.
+    check = card["int8"]["check"]
+    infer.predict([out], synth_root / "birdclef-2026" / "train_soundscapes", tmp_path / "f.csv",
+                  "onnx", config_lib.InferConfig(), progress=False)
+    expected = evaluate.evaluate(tmp_path / "f.csv", synth_root, "birdclef-2026")["macro_auc"]
+    assert check["float32_macro_auc"] == pytest.approx(expected, abs=1e-9)
+    assert check["delta"] == pytest.approx(check["int8_macro_auc"] - expected)
+    assert f"{check['delta']:+.4f}" in capsys.readouterr().out
+
+    # Fresh tones: int8 follows float32 (close, not equal), in both runtimes.
+    clips = _tones(np.tile(np.geomspace(200, 6000, 8), 2), seed=2)
+    full = runtimes.Runner(out, "onnx")(clips)
+    assert _logit(full).std() > 1.0  # spread-out scores: a meaningful comparison
+    agreement = {}
+    for runtime in ("onnx", "openvino"):
+        quantised = runtimes.Runner(out, runtime, int8=True)(clips)
+        assert not np.array_equal(quantised, full)
+        agreement[runtime] = np.corrcoef(_logit(quantised).ravel(), _logit(full).ravel())[0, 1]
+    assert min(agreement.values()) > 0.75, agreement
+
+    # The calibration data matter: calibrated on near-silence, the same CNN is far off.
+    from birdkeras import quantize
+    from birdkeras.features import NumpyLogMel
+
+    silence = (np.random.default_rng(5).standard_normal((24, 16000 * 5)) * 1e-4).astype("float32")
+    quantize.quantize_onnx(out / "cnn.onnx", out / "cnn_int8.onnx",
+                           NumpyLogMel(**card["front_end"])(silence))
+    off = runtimes.Runner(out, "onnx", int8=True)(clips)
+    assert np.corrcoef(_logit(off).ravel(), _logit(full).ravel())[0, 1] < agreement["onnx"] - 0.3
+
+    with pytest.raises(PredictError, match="no int8 onnx CNN"):
+        runtimes.Runner(exported, "onnx", int8=True)
+    with pytest.raises(export.ExportError, match="add onnx or openvino"):
+        export.export(run_dir / "best.keras", tmp_path / "x", ("tflite",), int8=True)
+
+
+def test_the_fastest_available_runtime_is_chosen_with_a_reason(exported, monkeypatch):
+    assert runtimes.best_available(exported) == ("openvino", "openvino: the fastest available")
+    real_import = __builtins__["__import__"] if isinstance(__builtins__, dict) else __import__
+
+    def no_openvino(name, *args, **kwargs):
+        if name == "openvino":
+            raise ImportError("not in this image")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr("builtins.__import__", no_openvino)
+    runtime, reason = runtimes.best_available(exported)
+    assert runtime == "onnx" and "openvino is not installed" in reason
 
 
 @pytest.mark.parametrize("rate,fft,hop,mels,fmax", [(32000, 2048, 512, 128, 14000),
@@ -72,8 +185,12 @@ def test_every_runtime_matches_keras_on_real_audio(run_dir, exported, real_dir):
     expected = np.asarray(keras.ops.sigmoid(model(clips, training=False)))
     assert expected.std() > 0.05  # spread probabilities, not all ~0.5
     for runtime in runtimes.RUNTIMES:
-        got = runtimes.Runner(exported, runtime)(clips)
-        np.testing.assert_allclose(got, expected, atol=1e-4, err_msg=runtime)
+        for front_end in ("numpy", "graph"):  # log-mel in numpy + CNN, or the whole graph
+            runner = runtimes.Runner(exported, runtime, front_end=front_end)
+            assert (runner.front_end is not None) == (
+                front_end == "numpy" and runtime in ("onnx", "openvino"))
+            np.testing.assert_allclose(runner(clips), expected, atol=1e-4,
+                                       err_msg=f"{runtime} {front_end}")
     keras_runner = runtimes.Runner(run_dir / "best.keras", "tf")
     np.testing.assert_allclose(keras_runner(clips), expected, atol=1e-4)
 
