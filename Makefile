@@ -25,7 +25,7 @@ demo: install
 	TF_CPP_MIN_LOG_LEVEL=2 $(VENV)/bin/birdkeras demo --workdir work/demo
 
 test: dev
-	TF_CPP_MIN_LOG_LEVEL=2 $(PY) -m pytest -q
+	TF_CPP_MIN_LOG_LEVEL=2 $(PY) -m pytest -q -n 2 --dist loadfile
 
 # benchmarks/postprocessing.py scores the demo's trained models: `make demo` first
 # (skipped when its outputs are there).

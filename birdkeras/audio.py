@@ -39,6 +39,11 @@ def info(path: str | Path):
     Raises `AudioError` when the header cannot be read.
     """
     try:
+        if "://" in str(path):  # gs://: the header's bytes only, by ranged reads
+            from birdkeras import tfrecord  # noqa: PLC0415
+
+            with tfrecord.open_file(str(path), "rb") as f:
+                return sf.info(f)
         return sf.info(str(path))
     except _DECODE_ERRORS as err:
         raise AudioError(f"{path}: cannot read the header: {err}") from err
@@ -95,7 +100,10 @@ def _load_remote(url: str, sample_rate_hz, max_duration_s, allow_silence) -> np.
     with tempfile.NamedTemporaryFile(suffix=suffix) as tmp:  # libsndfile picks codecs by name
         tmp.write(data)
         tmp.flush()
-        return load(tmp.name, sample_rate_hz, max_duration_s, allow_silence)
+        try:
+            return load(tmp.name, sample_rate_hz, max_duration_s, allow_silence)
+        except AudioError as err:  # name the file the user gave, not the temporary copy
+            raise AudioError(str(err).replace(tmp.name, url)) from err
 
 
 def to_int16(audio: np.ndarray) -> np.ndarray:

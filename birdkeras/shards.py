@@ -51,13 +51,13 @@ class ShardJob:
 
 def plan_shards(table: pd.DataFrame, name2label: dict, cfg: config_lib.Config) -> list[ShardJob]:
     """Assigns every manifest row to one shard: grouped by fold, about shard_size_mb each."""
-    root = Path(cfg.data.root)
+    root = cfg.data.root  # local, or gs:// (a Beam build on Dataflow reads audio there)
     target = cfg.tfrecords.shard_size_mb * 1e6
     jobs = []
     for fold, group in table.sort_values("recording_id").groupby("fold", sort=True):
         shards, current, size = [], [], 0.0
         for rec in group.to_dict("records"):
-            est = (_estimated_bytes(root / rec["path"], cfg.audio)
+            est = (_estimated_bytes(_audio_path(root, rec["path"]), cfg.audio)
                    if pd.isna(rec.get("start_s", np.nan))
                    else rec["duration_s"] * cfg.audio.sample_rate_hz * _BYTES_PER_SAMPLE)
             if current and size + est > target:
@@ -72,7 +72,11 @@ def plan_shards(table: pd.DataFrame, name2label: dict, cfg: config_lib.Config) -
     return jobs
 
 
-def _estimated_bytes(path: Path, audio_cfg) -> float:
+def _audio_path(root: str, path: str) -> str | Path:
+    return tfrecord.join(root, path) if tfrecord.is_remote(root) else Path(root) / path
+
+
+def _estimated_bytes(path: str | Path, audio_cfg) -> float:
     try:
         duration = audio.info(path).duration
     except audio.AudioError:
@@ -173,8 +177,7 @@ def _write_shard(args) -> dict:
     with tfrecord.open_file(tmp, "wb") as f:
         for row in job.rows:
             try:
-                wave = _audio_of(row, root if tfrecord.is_remote(str(root)) else Path(root),
-                                 sample_rate_hz, max_duration_s, decoded)
+                wave = _audio_of(row, str(root), sample_rate_hz, max_duration_s, decoded)
             except (audio.AudioError, OSError) as err:
                 failures.append({"recording_id": row["recording_id"], "path": row["path"],
                                  "error": str(err)})
@@ -206,9 +209,9 @@ def _write_shard(args) -> dict:
     return done
 
 
-def _audio_of(row: dict, root: Path, sample_rate_hz: int, max_duration_s, decoded: dict):
+def _audio_of(row: dict, root: str, sample_rate_hz: int, max_duration_s, decoded: dict):
     """A recording's audio, or a soundscape window's (its file decoded once per shard)."""
-    path = tfrecord.join(str(root), row["path"]) if tfrecord.is_remote(str(root)) else root / row["path"]
+    path = _audio_path(root, row["path"])
     if row["targets"] is None:
         wave = audio.load(path, sample_rate_hz, max_duration_s)
         _check_length(wave, sample_rate_hz, row, max_duration_s)

@@ -52,3 +52,18 @@ def write_applications_file(path, backbone="EfficientNetB0"):
     with h5py.File(path, "w") as f:
         legacy_h5_format.save_weights_to_hdf5_group(f, model)
     return model.get_weights()
+
+
+# `make test` runs two processes, each taking whole files (--dist loadfile) in collection
+# order: the longest files go first, so the short ones fill in at the end.
+LONGEST_FIRST = ("test_train.py", "test_infer.py", "test_notebooks.py",
+                 "test_soundscape_training.py", "test_embedding_route.py", "test_beam.py",
+                 "test_gcs.py")
+
+
+def pytest_collection_modifyitems(items):
+    def rank(item):
+        name = item.path.name
+        return LONGEST_FIRST.index(name) if name in LONGEST_FIRST else len(LONGEST_FIRST)
+
+    items.sort(key=rank)  # stable: the order inside a file is kept

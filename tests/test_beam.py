@@ -57,6 +57,20 @@ def test_beam_build_gives_the_local_builds_shards(local_build, synth_root, tmp_p
     shards.verify(table, name2label, beam_cfg)
 
 
+def test_audio_read_through_tfs_filesystems_gives_the_same_shards(local_build, synth_root,
+                                                                  tmp_path):
+    # On Dataflow the workers read audio from data.root=gs://...; any URL goes through
+    # tf.io.gfile (headers by ranged reads when planning shards, whole files to decode).
+    cfg, table, name2label, card = local_build
+    url_cfg = load_config(None, [f"data.root=file://{synth_root}", f"data.sources={SOURCES}",
+                                 "data.num_folds=2", f"tfrecords.dir={tmp_path}",
+                                 "tfrecords.workers=1", "tfrecords.shard_size_mb=1"])
+    url_card = shards.build(table, name2label, url_cfg, progress=False)
+    assert _records(tmp_path) == _records(cfg.tfrecords.dir)  # same shards, same records
+    assert url_card["failures"] == card["failures"] > 0
+    assert f"file://{synth_root}" in (tmp_path / tfrecord.FAILURES).read_text()
+
+
 def test_a_failed_bundle_retried_leaves_every_recording_once(local_build, synth_root,
                                                              tmp_path, monkeypatch):
     import beam_flaky

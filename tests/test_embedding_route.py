@@ -185,9 +185,10 @@ def test_out_of_fold_predictions_never_come_from_the_folds_own_windows(tmp_path)
     classes = _random_embeddings(tmp_path / "emb")
     pd.DataFrame({"primary_label": classes, "scientific_name": classes,
                   "class_name": "Aves"}).to_csv(tmp_path / "taxonomy.csv", index=False)
-    cfg = load_config(None, ["route.epochs=300", "route.seq_epochs=5", "route.pca_dim=0",
+    cfg = load_config(None, ["route.epochs=60", "route.seq_epochs=5", "route.pca_dim=0",
                              "route.mlp_hidden=64", "route.folds=2", "route.fusion=false",
-                             "route.pseudo_unlabelled=false", "route.lr=0.01"])
+                             "route.pseudo_unlabelled=false", "route.lr=0.03",
+                             "route.batch_size=256"])
     card = route.train(cfg, [str(tmp_path / "emb")], tmp_path / "route", tmp_path / "taxonomy.csv")
     oof = np.load(tmp_path / "route" / "oof.npz")
     table = embed.read(str(tmp_path / "emb"))

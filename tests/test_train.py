@@ -209,35 +209,29 @@ def test_demo_configuration_learns_and_logs_to_wandb_offline(learnable, tmp_path
     assert list((tmp_path / "learn" / "tb").rglob("events.out.tfevents*"))
 
 
-def test_freeze_backbone_epochs_then_stages(records, tmp_path, monkeypatch):
-    overrides, _ = records
+def test_stages_chain_and_a_frozen_backbone_stays_put(records, tmp_path, monkeypatch):
+    overrides, name2label = records
     base = [*overrides, *SMALL, "train.steps_per_epoch=3", "wandb.mode=disabled",
             "train.checkpoint_every_steps=0"]
-    cfg = load_config(REPO / "configs" / "demo_pre.yaml", [*base, "train.epochs=1"])
-    first = train.run(cfg, tmp_path / "first")
-    start = keras.models.load_model(first["best"])
+    start = models.build_model(load_config(REPO / "configs" / "demo_pre.yaml", base),
+                               len(name2label))
     start.save(tmp_path / "start.keras")
-    frozen = train.run(load_config(REPO / "configs" / "demo_pre.yaml", [
-        *base, "train.epochs=1", "train.freeze_backbone_epochs=1",
-        f"train.init_from={tmp_path / 'start.keras'}"]), tmp_path / "frozen")
-    after = keras.models.load_model(Path(frozen["workdir"]) / "final.keras")
-    backbone = "efficientnetb0"
-    for a, b in zip(after.get_layer(backbone).get_weights(), start.get_layer(backbone).get_weights()):
-        np.testing.assert_array_equal(a, b)  # one frozen epoch: the backbone did not move
-    assert not np.array_equal(after.get_layer("logits").get_weights()[0],
-                              start.get_layer("logits").get_weights()[0])
 
-    # Two stages in one command: the second starts from the first's best model, and
-    # both run under the strategy the command was given (a TPU is initialised once).
+    # Two stages in one command: the first starts from train.init_from, the second from
+    # the first's best model with its backbone frozen for its one epoch (head loaded
+    # too, so a head that did not train would show). Both run under the strategy the
+    # command was given (a TPU is initialised once).
     stage_files = []
-    for name, loss in (("stage_ce", "cce"), ("stage_bce", "bce")):
+    for name, train_ in (("stage_ce", "{loss: cce}"),
+                         ("stage_bce", "{loss: bce, freeze_backbone_epochs: 1, init_skip: []}")):
         path = tmp_path / f"{name}.yaml"
         lines = [f"base: {REPO / 'configs' / 'demo_pre.yaml'}", f"name: {name}",
-                 f"train: {{loss: {loss}}}", "input: {label_mode: multihot}"]
+                 f"train: {train_}", "input: {label_mode: multihot}"]
         path.write_text("\n".join(lines) + "\n")
         stage_files.append(str(path))
     staged = load_config(REPO / "configs" / "demo_pre.yaml",
-                         [*base, f"train.stages=[{', '.join(stage_files)}]"])
+                         [*base, f"train.stages=[{', '.join(stage_files)}]",
+                          f"train.init_from={tmp_path / 'start.keras'}"])
     # Stage files hold only what differs; the command's --set values apply to each stage.
     given = distribute.select("default")
     used = []
@@ -246,11 +240,24 @@ def test_freeze_backbone_epochs_then_stages(records, tmp_path, monkeypatch):
         used.append(strategy) or real_prepare(cfg, workdir, strategy)))
     monkeypatch.setattr(distribute, "select", lambda name: pytest.fail("strategy made again"))
     summary = stages.run_stages(staged, tmp_path / "staged",
-                               stage_overrides=(*base, "train.epochs=1"), strategy=given)
+                                stage_overrides=(*base, "train.epochs=1"), strategy=given)
     assert used == [given, given]
     assert Path(summary["workdir"]).name == "stage_bce"
-    log = (tmp_path / "staged" / "stage_bce" / "config.yaml").read_text()
-    assert f"init_from: {tmp_path / 'staged' / 'stage_ce' / 'best.keras'}" in log
+    first = tmp_path / "staged" / "stage_ce" / "best.keras"
+    assert f"init_from: {tmp_path / 'start.keras'}" in (
+        tmp_path / "staged" / "stage_ce" / "config.yaml").read_text()
+    assert f"init_from: {first}" in (tmp_path / "staged" / "stage_bce" / "config.yaml").read_text()
+
+    before = keras.models.load_model(first)
+    after = keras.models.load_model(Path(summary["workdir"]) / "final.keras")
+    backbone = "efficientnetb0"
+    moved = [not np.array_equal(a, b) for a, b in zip(
+        before.get_layer(backbone).get_weights(), start.get_layer(backbone).get_weights())]
+    assert any(moved)  # the first stage trained its backbone
+    for a, b in zip(after.get_layer(backbone).get_weights(), before.get_layer(backbone).get_weights()):
+        np.testing.assert_array_equal(a, b)  # one frozen epoch: the backbone did not move
+    assert not np.array_equal(after.get_layer("logits").get_weights()[0],
+                              before.get_layer("logits").get_weights()[0])
 
 
 def _free_ports(n):
