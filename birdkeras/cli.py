@@ -8,8 +8,14 @@
     birdkeras export --model work/demo/ft/train/best.keras --out work/demo/export
     birdkeras predict --model work/demo/export --runtime onnx --audio SOUNDSCAPES \
         --out submission.csv
-    birdkeras evaluate --pred submission.csv --root work/demo/data --source birdclef-2024
+    birdkeras evaluate --pred submission.csv --root work/demo/data --source birdclef-2026
+    birdkeras pseudolabel --model RUN/best.keras --audio SOUNDSCAPES --out PSEUDO
+    birdkeras embed --model PERCH_DIR --audio SOUNDSCAPES --out EMB
+    birdkeras route --embeddings EMB --taxonomy taxonomy.csv --out ROUTE
     birdkeras demo
+
+Most of this module's length is `build_parser`, declarative (one block of arguments per
+subcommand); each handler is a few lines that call into the package.
 """
 
 from __future__ import annotations

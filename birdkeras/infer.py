@@ -39,6 +39,13 @@ def predict(model_paths, inputs, out_csv, runtime: str = "tf",
             raven_dir=None, progress: bool = True, threads: int = 0,
             dry_run_audio=None, report_path=None) -> dict:
     """Writes the submission (and optional long CSV / Raven tables); returns a report."""
+    with runtimes.single_threaded_blas():
+        return _predict(model_paths, inputs, out_csv, runtime, icfg, long_csv, raven_dir,
+                        progress, threads, dry_run_audio, report_path)
+
+
+def _predict(model_paths, inputs, out_csv, runtime, icfg, long_csv, raven_dir, progress,
+             threads, dry_run_audio, report_path) -> dict:
     files = windows.list_audio(inputs, allow_empty=True)
     paths = model_paths if isinstance(model_paths, (list, tuple)) else [model_paths]
     runners = runtimes.load_runners(paths, runtime, icfg.activation, threads, icfg.sed_output,
