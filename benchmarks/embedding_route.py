@@ -25,7 +25,6 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 import soundscape_training as base  # noqa: E402
@@ -35,21 +34,12 @@ YEAR = base.YEAR
 
 
 def _score(models, root: Path, work: Path, icfg) -> tuple[float, float]:
-    from birdkeras import infer, metrics, soundscapes  # noqa: PLC0415
+    from birdkeras import infer  # noqa: PLC0415
 
     infer.predict([str(m) for m in models], root / YEAR / "heldout_soundscapes",
                   work / "heldout.csv", "onnx" if Path(models[0]).is_dir() else "tf", icfg,
                   progress=False)
-    pred = pd.read_csv(work / "heldout.csv").set_index("row_id")
-    truth = soundscapes._read_2026(root / YEAR / "heldout_labels.csv",
-                                   root / YEAR / "heldout_soundscapes")
-    classes = list(pred.columns)
-    y = np.zeros((len(truth), len(classes)))
-    for i, labels in enumerate(truth["labels"]):
-        y[i, [classes.index(c) for c in labels if c in classes]] = 1
-    rows = [f"{Path(f).stem}_{int(e)}" for f, e in zip(truth["file"], truth["end_s"])]
-    scores = pred.loc[rows, classes].to_numpy()
-    return metrics.macro_roc_auc(y, scores), metrics.padded_cmap(y, scores)
+    return base.score_submission(work / "heldout.csv", root)
 
 
 def main() -> None:

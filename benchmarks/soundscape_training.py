@@ -65,13 +65,20 @@ def _split_sites(root: Path) -> set[str]:
 
 def _score_heldout(model: str, root: Path, work: Path) -> tuple[float, float]:
     from birdkeras import config as config_lib  # noqa: PLC0415
-    from birdkeras import infer, metrics, soundscapes  # noqa: PLC0415
+    from birdkeras import infer  # noqa: PLC0415
 
     sample = root / YEAR / "sample_submission.csv"
     icfg = config_lib.InferConfig(class_order=str(sample))
     infer.predict([model], root / YEAR / "heldout_soundscapes", work / "heldout.csv", "tf",
                   icfg, progress=False)
-    pred = pd.read_csv(work / "heldout.csv").set_index("row_id")
+    return score_submission(work / "heldout.csv", root)
+
+
+def score_submission(csv: Path, root: Path) -> tuple[float, float]:
+    """Macro ROC-AUC and padded cmAP of a submission over the held-out labelled windows."""
+    from birdkeras import metrics, soundscapes  # noqa: PLC0415
+
+    pred = pd.read_csv(csv).set_index("row_id")
     truth = soundscapes._read_2026(root / YEAR / "heldout_labels.csv",
                                    root / YEAR / "heldout_soundscapes")
     classes = list(pred.columns)
@@ -135,7 +142,7 @@ def run_seed(seed: int, work: Path) -> list[dict]:
         return cfg
 
     pre = train.run(records("demo_pre.yaml", "pre"), work / "pre" / "train")
-    rows, timings = [], {}
+    rows = []
     clips = records("demo_selftrain.yaml", "clips", "data.sources=[birdclef-2026]",
                     "train.stages=[]", "train.val_soundscapes=null")
     windows = records("demo_selftrain.yaml", "windows", "train.stages=[]",

@@ -71,3 +71,16 @@ def run(jobs: list, write, beam_args=(), workers: int = 2, name: str = "birdkera
              | f"{name}: jobs" >> beam.Create(jobs, reshuffle=False)
              | f"{name}: spread" >> beam.Reshuffle()
              | f"{name}: write shards" >> beam.Map(write))
+
+
+def run_jobs(jobs: list, write, runner: str = "local", beam_args=(), name: str = "birdkeras",
+             progress: bool = False, workers: int = 2) -> None:
+    """`write(job)` for every job: in this process (a progress bar per job when
+    `progress`), or on Beam (`runner="beam"`, see `run`)."""
+    if runner == "beam":
+        run(jobs, write, beam_args, workers, name)
+        return
+    from tqdm.auto import tqdm  # noqa: PLC0415
+
+    for job in tqdm(jobs, unit="shard", desc=name, disable=not progress):
+        write(job)

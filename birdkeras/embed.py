@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from birdkeras import embedders, soundscapes, tfrecord, windows
+from birdkeras import beamrun, embedders, soundscapes, tfrecord, windows
 
 EMBEDDING, LOGITS, TARGETS = "embedding", "logits", "targets"
 FILE, PATH, START_S = "file", "path", "start_s"
@@ -72,22 +72,7 @@ def run(model_path, out: str, audio=None, clips: pd.DataFrame | None = None, roo
              for i in range(len(chunks))]
     jobs = [(out, name, chunk, str(model_path), hop_s, max_windows, batch_size)
             for name, chunk in zip(names, chunks) if not tfrecord.exists(_done(out, name))]
-    if runner == "beam":
-        from birdkeras import beamrun  # noqa: PLC0415
-
-        beamrun.run(jobs, write_job, beam_args, 2, "embed")
-    else:
-        bar = None
-        if progress:
-            from tqdm.auto import tqdm  # noqa: PLC0415
-
-            bar = tqdm(total=len(jobs), unit="shard", desc=f"embed -> {out}")
-        for job in jobs:
-            write_job(job)
-            if bar is not None:
-                bar.update()
-        if bar is not None:
-            bar.close()
+    beamrun.run_jobs(jobs, write_job, runner, beam_args, f"embed -> {out}", progress)
     card = {"model": str(model_path), "kind": model.kind, "dim": model.dim,
             "model_classes": model.classes, "classes": classes or [],
             "sample_rate_hz": model.sample_rate_hz, "window_samples": model.window_samples,

@@ -112,13 +112,9 @@ def predict_sharded(model_paths, inputs, out_dir, runtime: str = "tf",
                                    else [model_paths]))
     jobs = [(str(out), name, [str(f) for f in chunk], paths, runtime, icfg, threads)
             for name, chunk in zip(names, chunks) if not (out / f"{name}.csv").is_file()]
-    if runner == "beam":
-        from birdkeras import beamrun  # noqa: PLC0415
+    from birdkeras import beamrun  # noqa: PLC0415
 
-        beamrun.run(jobs, write_part, beam_args, 2, "predict")
-    else:
-        for job in jobs:
-            write_part(job)
+    beamrun.run_jobs(jobs, write_part, runner, beam_args, "predict")
     parts = [{"part": f"{n}.csv", **{k: v for k, v in json.loads(
         (out / f"{n}.report.json").read_text()).items() if k in ("files", "rows")}}
         for n in names]

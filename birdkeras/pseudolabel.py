@@ -28,15 +28,12 @@ its top class) sit beside the shards.
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import uuid
-from pathlib import Path
 
 import numpy as np
 
-from birdkeras import audio, runtimes, soundscapes, tfrecord, windows
+from birdkeras import audio, beamrun, runtimes, soundscapes, tfrecord, windows
 from birdkeras import config as config_lib
 
 REPORT = "pseudo_report.json"
@@ -61,22 +58,7 @@ def run(model_paths, audio_dirs, out: str, cfg: config_lib.Config, runtime: str 
              for i in range(len(chunks))]
     jobs = [(out, name, chunk, tuple(model_paths), runtime, threads, pcfg, hard)
             for name, chunk in zip(names, chunks) if not tfrecord.exists(_done_path(out, name))]
-    if runner == "beam":
-        from birdkeras import beamrun  # noqa: PLC0415
-
-        beamrun.run(jobs, write_job, beam_args, 2, "pseudolabel")
-    else:
-        bar = None
-        if progress:
-            from tqdm.auto import tqdm  # noqa: PLC0415
-
-            bar = tqdm(total=len(jobs), unit="shard", desc=f"pseudolabel -> {out}")
-        for job in jobs:
-            write_job(job)
-            if bar is not None:
-                bar.update()
-        if bar is not None:
-            bar.close()
+    beamrun.run_jobs(jobs, write_job, runner, beam_args, f"pseudolabel -> {out}", progress)
     return _write_card(out, names, runners[0].classes, runners[0].sample_rate_hz, cfg,
                        ",".join(model_paths))
 
@@ -203,10 +185,5 @@ def _write_card(out, names, classes, sample_rate_hz, cfg, teachers) -> dict:
         f.write(json.dumps(card, indent=1) + "\n")
     with tfrecord.open_file(tfrecord.join(out, REPORT), "w") as f:
         f.write(json.dumps(report, indent=1) + "\n")
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=["recording_id", "path", "error"])
-    writer.writeheader()
-    writer.writerows(failures)
-    with tfrecord.open_file(tfrecord.join(out, tfrecord.FAILURES), "w") as f:
-        f.write(buf.getvalue())
+    tfrecord.write_failures(out, failures)
     return report

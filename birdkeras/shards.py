@@ -17,9 +17,7 @@ from the done markers either way. Verify re-reads what build wrote, so both live
 from __future__ import annotations
 
 import concurrent.futures
-import csv
 import dataclasses
-import io
 import json
 import math
 import multiprocessing
@@ -277,12 +275,7 @@ def write_card(jobs: list[ShardJob], name2label: dict, cfg: config_lib.Config) -
     }
     with tfrecord.open_file(tfrecord.join(out, CARD), "w") as f:
         f.write(json.dumps(card, indent=1) + "\n")
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=["recording_id", "path", "error"])
-    writer.writeheader()
-    writer.writerows(failures)
-    with tfrecord.open_file(tfrecord.join(out, FAILURES), "w") as f:
-        f.write(buf.getvalue())
+    tfrecord.write_failures(out, failures)
     return card
 
 

@@ -19,6 +19,8 @@ read as before (empty target vectors, start 0, no teachers).
 
 from __future__ import annotations
 
+import csv
+import io
 import struct
 from pathlib import Path
 
@@ -156,6 +158,16 @@ def makedirs(path: str) -> None:
 
 def join(folder: str, name: str) -> str:
     return f"{str(folder).rstrip('/')}/{name}"
+
+
+def write_failures(folder: str, failures: list[dict]) -> None:
+    """`failures.csv` in `folder`: one row per skipped input (recording_id, path, error)."""
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=["recording_id", "path", "error"])
+    writer.writeheader()
+    writer.writerows(failures)
+    with open_file(join(folder, FAILURES), "w") as f:
+        f.write(buf.getvalue())
 
 
 def list_shards(folder: str) -> list[str]:
