@@ -6,7 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip -q --disable-pip-version-check
 
-.PHONY: demo test install dev bench clean
+.PHONY: demo test test-fast install dev bench clean
 
 $(VENV)/.installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,8 +24,15 @@ dev: $(VENV)/.dev
 demo: install
 	TF_CPP_MIN_LOG_LEVEL=2 $(VENV)/bin/birdkeras demo --workdir work/demo
 
+# `lint-imports` checks the flow's layering declared in setup.cfg ([importlinter]).
 test: dev
+	$(VENV)/bin/lint-imports
 	TF_CPP_MIN_LOG_LEVEL=2 $(PY) -m pytest -q -n 2 --dist loadfile
+
+# The edit-test loop: everything but the training-heavy tests (marked `slow`).
+test-fast: dev
+	$(VENV)/bin/lint-imports
+	TF_CPP_MIN_LOG_LEVEL=2 $(PY) -m pytest -q -n 2 --dist loadfile -m "not slow"
 
 # benchmarks/postprocessing.py scores the demo's trained models: `make demo` first
 # (skipped when its outputs are there).

@@ -52,7 +52,9 @@ def main() -> None:
         base.run_seed(args.seed, work)  # data, pretraining, CNN fine-tuning (and the rest)
 
     from birdkeras import config as config_lib  # noqa: PLC0415
-    from birdkeras import embed, manifest, route  # noqa: PLC0415
+    from birdkeras.embeddings import extract  # noqa: PLC0415
+    from birdkeras.datasets import manifest  # noqa: PLC0415
+    from birdkeras.embeddings import fit  # noqa: PLC0415
 
     root, pre, cnn = work / "data", work / "pre" / "train" / "best.keras", work / "(a)" / "best.keras"
     sample = root / YEAR / "sample_submission.csv"
@@ -60,12 +62,12 @@ def main() -> None:
     emb = work / "embeddings"
     if not (emb / "soundscapes" / "dataset_card.json").is_file():
         clips, _ = manifest.load(work / "clips" / "manifest")
-        embed.run(pre, str(emb / "clips"), clips=clips, root=root, classes=classes,
+        extract.run(pre, str(emb / "clips"), clips=clips, root=root, classes=classes,
                   progress=False)
-        embed.run(pre, str(emb / "soundscapes"), audio=[root / YEAR / "train_soundscapes"],
+        extract.run(pre, str(emb / "soundscapes"), audio=[root / YEAR / "train_soundscapes"],
                   root=root, labels_source=YEAR, classes=classes, progress=False)
     cfg = config_lib.load_config(None, [f"seed={args.seed}"])
-    card = route.train(cfg, [str(emb / "clips"), str(emb / "soundscapes")], work / "route",
+    card = fit.train(cfg, [str(emb / "clips"), str(emb / "soundscapes")], work / "route",
                        root / YEAR / "taxonomy.csv", cnn)
     print("out of fold:", {k: round(v["macro_auc"], 3) for k, v in card["oof_scores"].items()},
           "tuned:", {k: card[k] for k in ("temperatures", "prior_weight", "cnn_weight")})

@@ -40,7 +40,7 @@ YEAR = "birdclef-2026"
 
 
 def _soundscapes(folder: Path, count: int, sr: int) -> list[Path]:
-    from birdkeras import audio  # noqa: PLC0415
+    from birdkeras.audio import io as audio_io  # noqa: PLC0415
 
     rng = np.random.default_rng(0)
     paths = []
@@ -48,7 +48,7 @@ def _soundscapes(folder: Path, count: int, sr: int) -> list[Path]:
         t = np.arange(60 * sr) / sr
         chirps = np.sin(2 * np.pi * (2000 + 1500 * np.sin(2 * np.pi * 0.7 * t + i)) * t)
         wave = 0.05 * rng.standard_normal(len(t)) + 0.2 * chirps * (np.sin(t * (i + 1)) > 0.6)
-        paths.append(audio.write(folder / f"bench_{i:03d}.ogg", wave.astype(np.float32), sr))
+        paths.append(audio_io.write(folder / f"bench_{i:03d}.ogg", wave.astype(np.float32), sr))
     return paths
 
 
@@ -64,7 +64,9 @@ def _rate(fn, inputs, batch, repeats=2) -> float:
 def trained_128(work: Path, demo: Path) -> Path:
     """B0 at b0_ft.yaml's front end, fine-tuned on the demo's synthetic 2026 records."""
     from birdkeras import config as config_lib  # noqa: PLC0415
-    from birdkeras import manifest, shards, train  # noqa: PLC0415
+    from birdkeras.datasets import manifest  # noqa: PLC0415
+    from birdkeras.records import shards  # noqa: PLC0415
+    from birdkeras import train  # noqa: PLC0415
 
     best = work / "model128" / "best.keras"
     if best.is_file():
@@ -84,17 +86,23 @@ def trained_128(work: Path, demo: Path) -> Path:
 
 
 def measure(name: str, model: Path, work: Path, args, demo: Path) -> list[tuple]:
-    from birdkeras import audio, export, infer, quantize, runtimes, windows  # noqa: PLC0415
+    from birdkeras.audio import io as audio_io  # noqa: PLC0415
+    from birdkeras.export import convert  # noqa: PLC0415
+    from birdkeras import infer  # noqa: PLC0415
+    from birdkeras.export import runtime as export_runtime  # noqa: PLC0415
+    from birdkeras.audio import windows  # noqa: PLC0415
     from birdkeras import config as config_lib  # noqa: PLC0415
+    from birdkeras.export import card as card_lib  # noqa: PLC0415
+    from birdkeras.infer import evaluate  # noqa: PLC0415
 
     out = work / f"export_{name}"
-    if not (out / export.CARD).is_file():
-        export.export(model, out, ("savedmodel", "tflite", "onnx", "openvino"), int8=True)
-    card = export.read_card(out)
+    if not (out / card_lib.CARD).is_file():
+        convert.export(model, out, ("savedmodel", "tflite", "onnx", "openvino"), int8=True)
+    card = card_lib.read_export_card(out)
     sr = card["sample_rate_hz"]
     folder = work / f"audio_{sr}"
     files = sorted(folder.glob("*.ogg")) or _soundscapes(folder, args.files, sr)
-    clips = np.concatenate([windows.cut(audio.load(p, sr), sr, np.arange(0, 60, 5.0), 5.0)
+    clips = np.concatenate([windows.cut(audio_io.load(p, sr), sr, np.arange(0, 60, 5.0), 5.0)
                             for p in files])
     rows = []
     icfg = config_lib.InferConfig(batch_size=args.batch, workers=1)
@@ -107,7 +115,7 @@ def measure(name: str, model: Path, work: Path, args, demo: Path) -> list[tuple]
              ("ONNX Runtime int8", out, "onnx", "numpy", True),
              ("OpenVINO int8", out, "openvino", "numpy", True)]
     for label, path, runtime, front_end, int8 in cases:
-        runner = runtimes.Runner(path, runtime, threads=args.threads, front_end=front_end,
+        runner = export_runtime.Runner(path, runtime, threads=args.threads, front_end=front_end,
                                  int8=int8)
         inputs = runner.front_end(clips) if runner.front_end is not None else clips
         ceiling = _rate(runner, inputs, args.batch)
@@ -117,8 +125,9 @@ def measure(name: str, model: Path, work: Path, args, demo: Path) -> list[tuple]
                                case_cfg, progress=False, threads=args.threads)
         auc = None
         if int8:
-            check = quantize.check_int8(out, demo / "data", YEAR) if demo.is_dir() else None
-            auc = check and (check["float32_macro_auc"], check["delta"])
+            check = (evaluate.precision_check(out, demo / "data", YEAR, runtime, "int8")
+                     if demo.is_dir() else None)
+            auc = check and (check["f32_macro_auc"], check["delta"])
         rows.append((name, label, ceiling, decoded, report["windows_per_s"], auc))
         print(rows[-1], flush=True)
     return rows

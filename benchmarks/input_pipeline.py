@@ -44,7 +44,9 @@ def _records(work: Path):
     """The benchmark tree's TFRecords; the recordings both sides read (failures removed)."""
     import pandas as pd  # noqa: PLC0415
 
-    from birdkeras import manifest, shards, synth  # noqa: PLC0415
+    from birdkeras.datasets import manifest  # noqa: PLC0415
+    from birdkeras.records import shards  # noqa: PLC0415
+    from birdkeras import synth  # noqa: PLC0415
     from birdkeras.config import load_config  # noqa: PLC0415
 
     root = synth.ensure(work / "data", synth.BENCHMARK)
@@ -74,7 +76,7 @@ def _front_end_rates(clips: np.ndarray, seconds: float) -> tuple[float, float]:
     import librosa  # noqa: PLC0415
     import tensorflow as tf  # noqa: PLC0415
 
-    from birdkeras.features import LogMelSpectrogram  # noqa: PLC0415
+    from birdkeras.model.frontend import LogMelSpectrogram  # noqa: PLC0415
 
     layer = LogMelSpectrogram()
     call = tf.function(layer.call, jit_compile=False)
@@ -108,9 +110,9 @@ def main() -> None:
 
     # (a) clips/s: the peer's per-file loader, then our tf.data pipeline.
     peer = _peer_rate(files, args.seconds)
-    from birdkeras import data  # noqa: PLC0415
+    from birdkeras.records import pipeline  # noqa: PLC0415
 
-    it = iter(data.make_dataset(cfg, len(name2label), training=True))
+    it = iter(pipeline.make_dataset(cfg, len(name2label), training=True))
     for _ in range(5):
         next(it)  # warm up: fill the shuffle buffer
     count, start = 0, time.perf_counter()

@@ -25,7 +25,8 @@ def main() -> None:
     parser.add_argument("--demo", default="work/demo", help="the make demo workdir")
     args = parser.parse_args()
 
-    from birdkeras import evaluate, infer  # noqa: PLC0415
+    from birdkeras.infer import evaluate  # noqa: PLC0415
+    from birdkeras import infer  # noqa: PLC0415
     from birdkeras import config as config_lib  # noqa: PLC0415
 
     demo = Path(args.demo)

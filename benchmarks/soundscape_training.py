@@ -76,7 +76,8 @@ def _score_heldout(model: str, root: Path, work: Path) -> tuple[float, float]:
 
 def score_submission(csv: Path, root: Path) -> tuple[float, float]:
     """Macro ROC-AUC and padded cmAP of a submission over the held-out labelled windows."""
-    from birdkeras import metrics, soundscapes  # noqa: PLC0415
+    from birdkeras import metrics  # noqa: PLC0415
+    from birdkeras.datasets import soundscapes  # noqa: PLC0415
 
     pred = pd.read_csv(csv).set_index("row_id")
     truth = soundscapes._read_2026(root / YEAR / "heldout_labels.csv",
@@ -94,20 +95,20 @@ def _pseudo_quality(folder: Path, root: Path, labelled: set[str]) -> tuple[float
     """Precision and recall of the kept pseudo-labels on the unlabelled files."""
     import tensorflow as tf  # noqa: PLC0415
 
-    from birdkeras import tfrecord  # noqa: PLC0415
+    from birdkeras.records import format as record_format  # noqa: PLC0415
 
-    card = json.loads((folder / tfrecord.CARD).read_text())
+    card = json.loads((folder / record_format.CARD).read_text())
     classes = sorted(card["name2label"], key=card["name2label"].get)
     calls = pd.read_csv(root / "soundscape_calls.csv", dtype={"species": str})
     calls["file"] = calls["path"].map(lambda p: Path(p).name)
     predicted, kept_windows = set(), set()
-    for shard in tfrecord.list_shards(str(folder)):
-        for ex in tf.data.TFRecordDataset(shard).map(tfrecord.parse_example):
-            name, start = ex[tfrecord.RECORDING_ID].numpy().decode()[7:].split("@")
+    for shard in record_format.list_shards(str(folder)):
+        for ex in tf.data.TFRecordDataset(shard).map(record_format.parse_example):
+            name, start = ex[record_format.RECORDING_ID].numpy().decode()[7:].split("@")
             if name in labelled:
                 continue
             kept_windows.add((name, float(start)))
-            for k in np.flatnonzero(ex[tfrecord.SOFT_TARGETS].numpy() >= 0.5):
+            for k in np.flatnonzero(ex[record_format.SOFT_TARGETS].numpy() >= 0.5):
                 predicted.add((name, float(start), classes[k]))
     unlabelled = {p.name for p in (root / YEAR / "train_soundscapes").iterdir()} - labelled
     truth = set()
@@ -121,7 +122,11 @@ def _pseudo_quality(folder: Path, root: Path, labelled: set[str]) -> tuple[float
 
 def run_seed(seed: int, work: Path) -> list[dict]:
     from birdkeras import config as config_lib  # noqa: PLC0415
-    from birdkeras import manifest, pseudolabel, shards, synth, train  # noqa: PLC0415
+    from birdkeras.datasets import manifest  # noqa: PLC0415
+    from birdkeras.selftrain import pseudolabel  # noqa: PLC0415
+    from birdkeras.records import shards  # noqa: PLC0415
+    from birdkeras import synth  # noqa: PLC0415
+    from birdkeras import train  # noqa: PLC0415
 
     root = work / "data"
     if not (root / YEAR / "heldout_labels.csv").is_file():

@@ -28,7 +28,11 @@ from pathlib import Path
 
 import soundfile as sf
 
-from birdkeras import audio, beamrun, manifest, shards, synth
+from birdkeras.audio import io as audio_io
+from birdkeras.records import jobs
+from birdkeras.datasets import manifest
+from birdkeras.records import shards
+from birdkeras import synth
 from birdkeras.config import load_config
 
 
@@ -66,8 +70,8 @@ def main() -> None:
     audio_s = 0.0
     for p in paths:
         try:
-            audio_s += len(audio.load(p, 32000)) / 32000
-        except audio.AudioError:
+            audio_s += len(audio_io.load(p, 32000)) / 32000
+        except audio_io.AudioError:
             pass  # broken files cost the build a failed decode too
     limit_cpu, limit_wall = time.process_time() - cpu0, time.perf_counter() - wall0
 
@@ -82,7 +86,7 @@ def main() -> None:
         card = shards.build(table, name2label, run_cfg, progress=False, runner=runner)
         results[label] = (_cpu() - cpu0, time.perf_counter() - wall0, card)
     cpu0, wall0 = _cpu(), time.perf_counter()
-    beamrun.run([b"", b""], len, workers=2, name="no-op")
+    jobs.run_beam([b"", b""], len, workers=2, name="no-op")
     beam_start = (_cpu() - cpu0, time.perf_counter() - wall0)
 
     durations = sorted(table["path"].map(lambda p: _duration(root / p)))

@@ -1,39 +1,27 @@
 """birdkeras: BirdCLEF bird-sound classifiers in TensorFlow/Keras.
 
-One module per stage of the flow:
+One folder per stage of the flow; each imports only from the stages above it in this
+list (an import-linter `layers` contract in setup.cfg, checked by `make test`):
 
-    errors         UserError: the base of every error caused by bad user input
-    config         the run configuration's schema; config_loader: YAML, base:, --set
-    layout         each Kaggle download's folders, metadata files and columns
-    synth          synthetic BirdCLEF tree for tests and the demo (plan, render, metadata)
-    audio          decode, down-mix, resample (soundfile + soxr)
-    sources        each Kaggle download's metadata -> one normalised table
-    manifest       hygiene, class balancing, folds, label map
-    tfrecord       the record format and shard names; shards: resumable build, verify
-    data           tf.data pipeline; mixing: batch-level waveform augmentation
-    features       in-model log-mel front end; augment: SpecAugment masks
-    models         EfficientNet backbones and heads
-    train          the trainer; optimization: losses, LR schedule, optimizer;
-                   callbacks: validation, checkpoints; distribute: strategies;
-                   stages: multi-stage runs (pre-train, fine-tune, self-training rounds)
-    metrics        official metrics; tracking: W&B and run logs; plots: every figure
-    soundscapes    labelled soundscape tables
-    pseudolabel    teachers' soft labels for soundscape windows -> shards
-    embedders      frozen embedding models (Perch v2 SavedModel, a birdkeras model)
-    embed          per-window embeddings -> shards; heads: probe, MLP, sequence head
-    route          train the embedding route's heads; route_tuning: out-of-fold tuning;
-                   route_runtime: run a trained route in predict
-    export         SavedModel / TFLite / ONNX / OpenVINO with an FFT-free front end;
-                   quantize: int8 CNN calibrated on training windows
-    windows        inference audio in: files -> windows, decoded ahead in threads
-    runtimes       one model in one runtime (Keras, SavedModel, TFLite, ONNX Runtime,
-                   OpenVINO)
-    postprocess    smoothing, file scaling, the route's cross-window steps (numpy)
-    submission     submission, long table and Raven outputs
-    infer          predict: score files, then write outputs (one file or sharded parts)
-    beamrun        shard jobs (TFRecords, pseudo-labels, embeddings, predict) on Beam
-    evaluate       a submission vs labelled soundscapes: official metrics, plots
-    kaggle         Kaggle download / publish, and the notebook environment
+    errors, storage, logs       user errors; files local or gs://; the birdkeras logger
+    metrics, postprocess, plots official metrics; numpy score post-processing; figures
+    config/      schema (typed defaults, checks), loader (YAML, base:, --set), catalog
+                 (each Kaggle download's folders, metadata and columns)
+    audio/       io (find, decode, down-mix, resample, write), windows (cut, decode ahead)
+    datasets/    sources (metadata readers), soundscapes (labelled soundscapes), manifest
+    synth/       synthetic BirdCLEF tree for tests, the demo and benchmarks
+    records/     format (TFRecord keys, encoding), shard_writer (resumable), shards
+                 (build, verify), jobs (here or on Beam), pipeline (tf.data), mixing
+    model/       frontend (Keras log-mel), mel (its numpy twin), specaugment, backbones,
+                 classifier (heads), run_files (config + classes beside a model)
+    train/       trainer, callbacks, optimization, distribute, tracking
+    export/      convert (SavedModel/TFLite/ONNX/OpenVINO), int8, card, runtime
+                 (one model in one runtime), keras_runtime, openvino_support
+    embeddings/  frozen (Perch v2, a birdkeras model), extract (embed -> shards), heads,
+                 fit (train the route), tuning (out-of-fold), runner (a route in predict)
+    infer/       runners, scoring, predicting (predict, sharded), submission, evaluate
+    selftrain/   pseudolabel, stages (multi-stage runs, self-training rounds)
+    kaggle, demo, cli           Kaggle data in and out; `make demo`; the `birdkeras` command
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

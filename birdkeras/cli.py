@@ -15,7 +15,11 @@
     birdkeras demo
 
 Most of this module's length is `build_parser`, declarative (one block of arguments per
-subcommand); each handler is a few lines that call into the package.
+subcommand); each handler is a few lines that call into the package. Each handler
+imports its stage when it runs (`# noqa: PLC0415 - lazy stage`): a command loads only
+what it uses, so `birdkeras predict --runtime onnx` never imports TensorFlow or Keras
+and `--help` answers at once. The library reports through the `birdkeras` logger; this
+module sets it up (`-v`, `-q`) and prints the results.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ import sys
 import yaml
 
 from birdkeras import config as config_lib
+from birdkeras import logs
 from birdkeras.errors import UserError
 
 
@@ -54,7 +59,7 @@ def _add_runner_args(parser: argparse.ArgumentParser) -> None:
 
 
 def cmd_synth(args) -> int:
-    from birdkeras import synth  # noqa: PLC0415
+    from birdkeras import synth  # noqa: PLC0415 - lazy stage
 
     spec_fields = {f.name for f in dataclasses.fields(synth.SynthSpec)}
     knobs = {k: v for k, v in vars(args).items() if k in spec_fields and v is not None}
@@ -69,7 +74,7 @@ def cmd_config(args) -> int:
 
 
 def cmd_ingest(args) -> int:
-    from birdkeras import manifest  # noqa: PLC0415
+    from birdkeras.datasets import manifest  # noqa: PLC0415 - lazy stage
 
     cfg = _load(args)
     table, name2label, report, out = manifest.ingest(cfg)
@@ -86,7 +91,8 @@ def cmd_ingest(args) -> int:
 
 
 def cmd_tfrecords(args) -> int:
-    from birdkeras import manifest, shards  # noqa: PLC0415
+    from birdkeras.datasets import manifest  # noqa: PLC0415 - lazy stage
+    from birdkeras.records import shards  # noqa: PLC0415 - lazy stage
 
     cfg = _load(args)
     table, name2label = manifest.load(cfg.data.manifest_dir)
@@ -106,35 +112,47 @@ def cmd_tfrecords(args) -> int:
 
 
 def cmd_train(args) -> int:
-    from birdkeras import train  # noqa: PLC0415
+    from birdkeras.selftrain import stages  # noqa: PLC0415 - lazy stage
+    from birdkeras.train import trainer  # noqa: PLC0415 - lazy stage
 
     cfg = _load(args)
-    summary = train.run(cfg, args.workdir, stage_overrides=tuple(args.overrides))
+    if cfg.train.stages:  # self-training rounds and other multi-stage runs
+        summary = stages.run_stages(cfg, args.workdir, tuple(args.overrides))
+    else:
+        summary = trainer.run(cfg, args.workdir)
     print(f"trained {cfg.name}: val macro ROC-AUC {summary['val_macro_auc']:.3f}, "
           f"padded cmAP {summary['val_padded_cmap']:.3f} -> {summary['workdir']}")
     return 0
 
 
 def cmd_export(args) -> int:
-    from birdkeras import export  # noqa: PLC0415
+    from birdkeras.export import convert  # noqa: PLC0415 - lazy stage
 
-    card = export.export(args.model, args.out, tuple(args.formats.split(",")), args.activation,
-                         args.sed_output, args.int8, args.calibration, args.int8_check)
+    formats = tuple(args.formats.split(","))
+    card = convert.export(args.model, args.out, formats, args.activation, args.sed_output,
+                          args.int8, args.calibration)
     print(f"exported {len(card['classes'])} classes ({card['activation']}) as "
           f"{', '.join(card['artifacts'])} -> {args.out}")
-    check = card.get("int8", {}).get("check")
-    if check:
-        print(f"  int8 on {check['source']}'s labelled soundscapes: macro ROC-AUC "
-              f"{check['int8_macro_auc']:.4f} vs float32 {check['float32_macro_auc']:.4f} "
+    if args.int8 and args.int8_check:
+        # The check is a workflow: the export, predicted in both precisions, evaluated.
+        from birdkeras.infer import evaluate  # noqa: PLC0415 - lazy stage
+
+        runtime = "openvino" if "openvino" in formats else "onnx"
+        check = evaluate.precision_check(args.out, *args.int8_check, runtime, "int8")
+        card["int8"]["check"] = check
+        convert.write_export_card(args.out, card)
+        print(f"  int8 on {check['source']}'s labelled soundscapes ({runtime}): macro ROC-AUC "
+              f"{check['int8_macro_auc']:.4f} vs float32 {check['f32_macro_auc']:.4f} "
               f"({check['delta']:+.4f})")
     return 0
 
 
 def cmd_predict(args) -> int:
-    from birdkeras import infer  # noqa: PLC0415
+    from birdkeras import infer  # noqa: PLC0415 - lazy stage
 
-    icfg = (config_lib.load_config(args.cfg, args.overrides) if args.cfg
-            else config_lib.load_config(None, args.overrides)).infer
+    overrides = [*args.overrides, *([f"infer.precision={args.precision}"] if args.precision
+                                    else [])]
+    icfg = config_lib.load_config(args.cfg, overrides).infer
     if args.runner == "beam" or args.files_per_part:
         summary = infer.predict_sharded(args.models, args.audio, args.out, args.runtime, icfg,
                                         args.files_per_part or 256, args.threads, args.runner,
@@ -166,7 +184,7 @@ def cmd_predict(args) -> int:
 
 
 def cmd_pseudolabel(args) -> int:
-    from birdkeras import pseudolabel  # noqa: PLC0415
+    from birdkeras.selftrain import pseudolabel  # noqa: PLC0415 - lazy stage
 
     cfg = config_lib.load_config(args.cfg, args.overrides)
     report = pseudolabel.run(args.models, args.audio, args.out, cfg, args.runtime,
@@ -180,7 +198,9 @@ def cmd_pseudolabel(args) -> int:
 
 
 def cmd_embed(args) -> int:
-    from birdkeras import embed, manifest, submission  # noqa: PLC0415
+    from birdkeras.datasets import manifest  # noqa: PLC0415 - lazy stage
+    from birdkeras.embeddings import extract  # noqa: PLC0415 - lazy stage
+    from birdkeras.infer import submission  # noqa: PLC0415 - lazy stage
 
     clips, classes, root = None, None, args.root
     if args.manifest:
@@ -191,7 +211,7 @@ def cmd_embed(args) -> int:
         classes = submission.class_columns(args.classes, [])
     if (args.labels or args.manifest) and not classes:
         raise config_lib.ConfigError("--labels needs --classes (a sample submission or taxonomy)")
-    card = embed.run(args.model, args.out, audio=args.audio, clips=clips, root=root,
+    card = extract.run(args.model, args.out, audio=args.audio, clips=clips, root=root,
                      labels_source=args.labels, classes=classes, hop_s=args.hop_s,
                      max_windows=args.max_windows, files_per_shard=args.files_per_shard,
                      progress=not args.quiet, runner=args.runner, beam_args=args.beam_args)
@@ -201,10 +221,10 @@ def cmd_embed(args) -> int:
 
 
 def cmd_route(args) -> int:
-    from birdkeras import route  # noqa: PLC0415
+    from birdkeras.embeddings import fit  # noqa: PLC0415 - lazy stage
 
     cfg = config_lib.load_config(args.cfg, args.overrides)
-    card = route.train(cfg, args.embeddings, args.out, args.taxonomy, args.cnn)
+    card = fit.train(cfg, args.embeddings, args.out, args.taxonomy, args.cnn)
     for name, score in card["oof_scores"].items():
         print(f"{name}: out-of-fold macro ROC-AUC {score['macro_auc']:.3f}, padded cmAP "
               f"{score['padded_cmap']:.3f} ({score['windows']} windows)")
@@ -217,7 +237,7 @@ def cmd_route(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
-    from birdkeras import evaluate  # noqa: PLC0415
+    from birdkeras.infer import evaluate  # noqa: PLC0415 - lazy stage
 
     result = evaluate.evaluate(args.pred, args.root, args.source, args.out)
     print(f"{result['windows']} windows, {result['scored_classes']} scored classes: "
@@ -227,7 +247,7 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_kaggle(args) -> int:
-    from birdkeras import kaggle  # noqa: PLC0415
+    from birdkeras import kaggle  # noqa: PLC0415 - lazy stage
 
     if args.action == "download":
         for source in args.names:
@@ -241,9 +261,13 @@ def cmd_kaggle(args) -> int:
 
 
 def cmd_demo(args) -> int:
-    from birdkeras import demo  # noqa: PLC0415
+    from birdkeras import demo  # noqa: PLC0415 - lazy stage
 
-    return demo.run(args.workdir, seed=args.seed, overrides=tuple(args.overrides))
+    lines = demo.run(args.workdir, seed=args.seed, overrides=tuple(args.overrides))
+    print("\nbirdkeras demo summary")
+    for line in lines:
+        print("  " + line)
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -253,6 +277,10 @@ def build_parser() -> argparse.ArgumentParser:
         prog="birdkeras",
         description="Train BirdCLEF bird-sound classifiers: synthetic data, ingest, "
                     "TFRecords, training, soundscape and embedding routes, inference, export.")
+    parser.add_argument("-v", "--verbose", action="count", default=0,
+                        help="more messages (debug)")
+    parser.add_argument("-q", "--quiet-log", dest="quiet_log", action="store_true",
+                        help="warnings and errors only")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("synth", help="write a synthetic BirdCLEF tree (all years + XC)",
@@ -351,6 +379,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--long-csv", dest="long_csv", help="also write file,start,end,label,score")
     p.add_argument("--raven", help="also write Raven selection tables into this folder")
     p.add_argument("--threads", type=int, default=0, help="inference threads (0: runtime's)")
+    p.add_argument("--precision", choices=["f32", "bf16", "f16"],
+                   help="arithmetic precision (default f32; bf16/f16: OpenVINO on CPUs that "
+                        "have them; int8: --set infer.int8=true with an --int8 export)")
     p.add_argument("--files-per-part", dest="files_per_part", type=int, default=0,
                    help="very large folders: --out is a folder of submission parts, this many "
                         "files each (implied by --runner beam; 256)")
@@ -455,6 +486,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     args = build_parser().parse_args(argv)
+    logs.configure(-1 if args.quiet_log else args.verbose)
     try:
         return args.func(args)
     except UserError as err:

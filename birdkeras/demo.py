@@ -15,7 +15,11 @@ import time
 from pathlib import Path
 
 from birdkeras import config as config_lib
-from birdkeras import evaluate, export, infer, manifest, shards, submission, synth, train
+from birdkeras import synth, train
+from birdkeras.datasets import manifest
+from birdkeras.export import convert
+from birdkeras.infer import evaluate, predict, submission
+from birdkeras.records import shards
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 TARGET = "birdclef-2026"
@@ -32,7 +36,8 @@ class _Clock:
         self.timings[name], self._start = now - self._start, now
 
 
-def run(workdir: str = "work/demo", seed: int = 0, overrides: tuple = ()) -> int:
+def run(workdir: str = "work/demo", seed: int = 0, overrides: tuple = ()) -> list[str]:
+    """Runs every stage (see the module docstring); returns the summary's lines."""
     workdir = Path(workdir)
     data, clock, lines = workdir / "data", _Clock(), []
     lines.append(make_data(data, seed))
@@ -60,11 +65,8 @@ def run(workdir: str = "work/demo", seed: int = 0, overrides: tuple = ()) -> int
     lines += kaggle_submission(models["from pretrained"], workdir, data, icfg)
     clock.lap("export + submission")
 
-    print("\nbirdkeras demo summary")
-    for line in lines:
-        print("  " + line)
-    print("  time: " + ", ".join(f"{k} {v:.0f}s" for k, v in clock.timings.items()))
-    return 0
+    lines.append("time: " + ", ".join(f"{k} {v:.0f}s" for k, v in clock.timings.items()))
+    return lines
 
 
 def make_data(data: Path, seed: int) -> str:
@@ -77,7 +79,17 @@ def make_data(data: Path, seed: int) -> str:
 
 
 def prepare_records(stage: str, workdir: Path, data: Path, overrides) -> tuple:
-    """Ingest, build and verify the TFRecords of `configs/demo_{stage}.yaml`."""
+    """Ingest, build and verify the TFRecords of `configs/demo_{stage}.yaml`.
+
+    Args:
+        stage: "pre" or "ft".
+        workdir: the demo's folder.
+        data: the synthetic tree.
+        overrides: `--set` values for both configs.
+
+    Returns:
+        (the stage's config, a summary line).
+    """
     cfg = config_lib.load_config(CONFIG_DIR / f"demo_{stage}.yaml", [
         f"data.root={data}", "data.corrupt_files=corrupt_files.json",
         f"data.manifest_dir={workdir / stage / 'manifest'}",
@@ -95,24 +107,45 @@ def prepare_records(stage: str, workdir: Path, data: Path, overrides) -> tuple:
 
 
 def finetune(cfg, init: str | None, workdir: Path, data: Path, icfg) -> tuple[str, dict]:
-    """Fine-tunes from `init` (None: scratch); scores it on the labelled soundscapes."""
+    """Fine-tunes from `init` (None: scratch); scores it on the labelled soundscapes.
+
+    Args:
+        cfg: the fine-tuning config.
+        init: the pretrained model, or None.
+        workdir: the demo's folder.
+        data: the synthetic tree.
+        icfg: the inference settings of the scoring.
+
+    Returns:
+        (the best model's path, its evaluation on the labelled soundscapes).
+    """
     cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, init_from=init))
     folder = workdir / "ft" / ("train" if init else "train_scratch")
     best = train.run(cfg, folder)["best"]
-    infer.predict([best], data / TARGET / "train_soundscapes", folder / "soundscapes.csv",
+    predict([best], data / TARGET / "train_soundscapes", folder / "soundscapes.csv",
                   "tf", icfg, progress=False)
     return best, evaluate.evaluate(folder / "soundscapes.csv", data, TARGET)
 
 
 def kaggle_submission(model: str, workdir: Path, data: Path, icfg) -> list[str]:
     """The Kaggle end: export to ONNX; the save run (empty test folder, with a dry run);
-    predict on CPU with ONNX Runtime; evaluate."""
-    export.export(model, workdir / "export", formats=("onnx",))
-    save_run = infer.predict([workdir / "export"], data / TARGET / "test_soundscapes",
+    predict on CPU with ONNX Runtime; evaluate.
+
+    Args:
+        model: the fine-tuned `.keras` model.
+        workdir: the demo's folder.
+        data: the synthetic tree.
+        icfg: the inference settings.
+
+    Returns:
+        Summary lines.
+    """
+    convert.export(model, workdir / "export", formats=("onnx",))
+    save_run = predict([workdir / "export"], data / TARGET / "test_soundscapes",
                              workdir / "save_run" / "submission.csv", "onnx", icfg,
                              progress=False, dry_run_audio=data / TARGET / "train_soundscapes")
     dry = save_run["dry_run"]
-    report = infer.predict([workdir / "export"], data / TARGET / "train_soundscapes",
+    report = predict([workdir / "export"], data / TARGET / "train_soundscapes",
                            workdir / "submission.csv", "onnx", icfg, progress=False)
     final = evaluate.evaluate(workdir / "submission.csv", data, TARGET, workdir / "evaluation")
     classes = len(submission.class_columns(icfg.class_order, []))

@@ -5,7 +5,7 @@
 
 `download` fetches a competition (or the Xeno-Canto extended datasets) through the
 `kaggle` package and unzips it into the folder `birdkeras ingest` expects
-(`layout.SOURCES`). `publish` turns a TFRecord folder into a Kaggle dataset
+(`catalog.SOURCES`). `publish` turns a TFRecord folder into a Kaggle dataset
 (writes `dataset-metadata.json`, then creates the dataset or adds a version), so a TPU
 notebook can read the shards from GCS (`data_path`).
 
@@ -21,7 +21,8 @@ import os
 import zipfile
 from pathlib import Path
 
-from birdkeras import layout, tfrecord
+from birdkeras.config import catalog
+from birdkeras.records import format as record_format
 from birdkeras.errors import UserError
 
 METADATA = "dataset-metadata.json"
@@ -46,7 +47,7 @@ def _network(action: str, **kwargs):
                           "KAGGLE_API_TOKEN), or put kaggle.json in ~/.kaggle/ "
                           "(kaggle.com -> Settings -> API)")
     try:
-        from kaggle.api.kaggle_api_extended import KaggleApi  # noqa: PLC0415
+        from kaggle.api.kaggle_api_extended import KaggleApi  # noqa: PLC0415 - network client
 
         api = KaggleApi()
         api.authenticate()
@@ -76,14 +77,14 @@ def _network(action: str, **kwargs):
 
 
 def download(source: str, root: str | Path, keep_zip: bool = False) -> Path:
-    """Downloads and unzips `source` into its folder under `root` (`layout.SOURCES`)."""
-    if source not in layout.SOURCES or not layout.SOURCES[source].kaggle:
-        downloadable = sorted(n for n, s in layout.SOURCES.items() if s.kaggle)
+    """Downloads and unzips `source` into its folder under `root` (`catalog.SOURCES`)."""
+    if source not in catalog.SOURCES or not catalog.SOURCES[source].kaggle:
+        downloadable = sorted(n for n, s in catalog.SOURCES.items() if s.kaggle)
         raise KaggleError(f"unknown source {source!r}; one of {downloadable}")
-    target = Path(root) / layout.SOURCES[source].folder
+    target = Path(root) / catalog.SOURCES[source].folder
     zips = Path(root) / "_downloads"
     zips.mkdir(parents=True, exist_ok=True)
-    for ref in layout.SOURCES[source].kaggle:
+    for ref in catalog.SOURCES[source].kaggle:
         before = set(zips.glob("*.zip"))
         _network("download", ref=ref, path=str(zips))
         new = sorted(set(zips.glob("*.zip")) - before) or sorted(
@@ -94,7 +95,7 @@ def download(source: str, root: str | Path, keep_zip: bool = False) -> Path:
             _unzip(archive, target)
             if not keep_zip:
                 archive.unlink()
-    metadata = target / layout.SOURCES[source].metadata
+    metadata = target / catalog.SOURCES[source].metadata
     if not metadata.is_file():
         raise KaggleError(f"{source}: {metadata} missing after unzipping; the download does "
                           "not have the layout birdkeras ingest expects")
@@ -115,7 +116,17 @@ def _unzip(archive: Path, target: Path) -> None:
 
 def write_metadata(folder: str | Path, dataset_id: str, title: str,
                    license_name: str = "CC-BY-NC-SA-4.0") -> Path:
-    """`dataset-metadata.json` for the Kaggle datasets API."""
+    """`dataset-metadata.json` for the Kaggle datasets API.
+
+    Args:
+        folder: the dataset folder.
+        dataset_id: OWNER/SLUG.
+        title: 6-50 characters.
+        license_name: a Kaggle licence name.
+
+    Returns:
+        The metadata file.
+    """
     owner, _, slug = dataset_id.partition("/")
     if not owner or not slug or "/" in slug or not 6 <= len(title) <= 50:
         raise KaggleError(f"dataset id must be OWNER/SLUG and the title 6-50 characters; got "
@@ -128,12 +139,22 @@ def write_metadata(folder: str | Path, dataset_id: str, title: str,
 
 def publish(folder: str | Path, dataset_id: str, title: str,
             message: str = "birdkeras TFRecords") -> str:
-    """Creates the Kaggle dataset `dataset_id` from a TFRecord folder, or versions it."""
+    """Creates the Kaggle dataset `dataset_id` from a TFRecord folder, or versions it.
+
+    Args:
+        folder: a finished TFRecord build.
+        dataset_id: OWNER/SLUG.
+        title: 6-50 characters.
+        message: version notes.
+
+    Returns:
+        "created" or "versioned".
+    """
     folder = Path(folder)
-    shards = sorted(folder.glob(f"*{tfrecord.SHARD_SUFFIX}"))
-    if not shards or not (folder / tfrecord.CARD).is_file():
+    shards = sorted(folder.glob(f"*{record_format.SHARD_SUFFIX}"))
+    if not shards or not (folder / record_format.CARD).is_file():
         raise KaggleError(f"{folder} holds no finished TFRecord build (*.tfrec and "
-                          f"{tfrecord.CARD}): run birdkeras tfrecords build first")
+                          f"{record_format.CARD}): run birdkeras tfrecords build first")
     write_metadata(folder, dataset_id, title)
     exists = _network("dataset_exists", id=dataset_id)
     _network("version" if exists else "create", folder=str(folder), message=message)
@@ -157,13 +178,13 @@ def data_path(dataset_slug: str, local: str | Path) -> str:
     return str(local)
 
 
-def wandb_mode(secret: str = "WANDB") -> str:
+def wandb_mode_from_secret(secret: str = "WANDB") -> str:
     """"online" with the Kaggle secret `secret` as WANDB_API_KEY (in memory), else "offline"."""
     if os.environ.get("WANDB_API_KEY"):
         return "online"
     if on_kaggle():
         try:
-            from kaggle_secrets import UserSecretsClient  # noqa: PLC0415
+            from kaggle_secrets import UserSecretsClient  # noqa: PLC0415 - Kaggle images only
 
             os.environ["WANDB_API_KEY"] = UserSecretsClient().get_secret(secret)
             return "online"

@@ -10,6 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
+from sklearn.metrics import precision_recall_curve, roc_curve
 
 
 def pyplot():
@@ -17,15 +19,13 @@ def pyplot():
     import matplotlib  # noqa: PLC0415 - slow to import; only when drawing
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt  # noqa: PLC0415
+    import matplotlib.pyplot as plt  # noqa: PLC0415 - after choosing the backend
 
     return plt
 
 
 def history(csv_path: Path, png_path: Path) -> None:
     """Loss and metrics per epoch, one panel each, from Keras' CSV history."""
-    import pandas as pd  # noqa: PLC0415
-
     if not Path(csv_path).is_file():
         return
     table = pd.read_csv(csv_path)
@@ -44,7 +44,17 @@ def history(csv_path: Path, png_path: Path) -> None:
 
 
 def spectrograms(model, waves: np.ndarray, png_path: Path, titles=None) -> Path:
-    """The model's own log-mel (its `log_mel` layer) of a few waveforms, side by side."""
+    """The model's own log-mel (its `log_mel` layer) of a few waveforms, side by side.
+
+    Args:
+        model: a classifier with a `log_mel` layer.
+        waves: (n, samples) audio.
+        png_path: the figure to write.
+        titles: one per waveform (None: numbered).
+
+    Returns:
+        `png_path`.
+    """
     mel = np.asarray(model.get_layer("log_mel")(np.asarray(waves, dtype=np.float32)))[..., 0]
     plt = pyplot()
     fig, axes = plt.subplots(1, len(mel), figsize=(3.2 * len(mel), 2.6), squeeze=False)
@@ -58,9 +68,15 @@ def spectrograms(model, waves: np.ndarray, png_path: Path, titles=None) -> Path:
 
 
 def roc_and_pr(y: np.ndarray, scores: np.ndarray, classes, scored, out: Path) -> None:
-    """`roc.png` and `pr.png`: micro-average over `scored` classes + the five commonest."""
-    from sklearn.metrics import precision_recall_curve, roc_curve  # noqa: PLC0415
+    """`roc.png` and `pr.png`: micro-average over `scored` classes + the five commonest.
 
+    Args:
+        y: 0/1 labels (n, classes).
+        scores: (n, classes).
+        classes: class names.
+        scored: indices of the classes with positives and negatives.
+        out: the folder for roc.png and pr.png.
+    """
     if not len(scored):
         return
     common = [k for k in np.argsort(-y.sum(axis=0)) if k in set(scored)][:5]

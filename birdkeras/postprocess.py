@@ -23,7 +23,17 @@ def smooth(probs: np.ndarray, weights) -> np.ndarray:
 
 
 def file_scale(probs: np.ndarray, mode: str, weight: float, top_k: int) -> np.ndarray:
-    """Blends each window with the file's max (or top-k mean) per class."""
+    """Blends each window with the file's max (or top-k mean) per class.
+
+    Args:
+        probs: (windows, classes).
+        mode: "none", "max" or "topk".
+        weight: w.
+        top_k: k of the top-k mean.
+
+    Returns:
+        (1 - w) p + w (file max | top-k mean), per class.
+    """
     if mode == "none" or weight == 0:
         return probs
     if mode == "max":

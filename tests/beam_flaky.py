@@ -4,7 +4,7 @@ the Beam workers that tests/test_beam.py starts; see its PYTHONPATH)."""
 import os
 from pathlib import Path
 
-from birdkeras import shards
+from birdkeras.records import shards
 
 
 def write_failing_once(job):

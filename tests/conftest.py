@@ -1,13 +1,22 @@
 """Shared fixtures: a small synthetic BirdCLEF tree, made once per test session."""
 
 import os
+import signal
+import subprocess
+import tempfile
+import time
 from pathlib import Path
 
+import h5py
+import keras
+import numpy as np
 import pytest
+import tensorflow as tf
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from birdkeras import synth  # noqa: E402
+from birdkeras.records import format as record_format  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 REAL = REPO.parent / "shared" / "data" / "real"
@@ -37,12 +46,8 @@ def real_dir() -> Path:
 
 def write_applications_file(path, backbone="EfficientNetB0"):
     """A weights file in keras.applications' own (legacy HDF5) format, with values the
-    test chooses, written under the name keras.applications gives it."""
-    import h5py
-    import keras
-    import numpy as np
-    from keras.src.legacy.saving import legacy_h5_format
-
+    test chooses, written under the name keras.applications gives it: the root lists
+    `layer_names`; each layer's group lists its `weight_names`, trainable weights first."""
     model = getattr(keras.applications, backbone)(include_top=False, weights=None,
                                                   input_shape=(64, 157, 3))
     rng = np.random.default_rng(1)
@@ -50,8 +55,49 @@ def write_applications_file(path, backbone="EfficientNetB0"):
                        for w in model.get_weights()])
     path.parent.mkdir(parents=True, exist_ok=True)
     with h5py.File(path, "w") as f:
-        legacy_h5_format.save_weights_to_hdf5_group(f, model)
+        f.attrs["layer_names"] = [layer.name.encode() for layer in model.layers]
+        f.attrs["backend"] = b"tensorflow"
+        f.attrs["keras_version"] = keras.__version__.encode()
+        for layer in model.layers:
+            group = f.create_group(layer.name)
+            weights = layer.trainable_weights + layer.non_trainable_weights
+            names = [f"{layer.name}/{w.name}:{k}".encode() for k, w in enumerate(weights)]
+            group.attrs["weight_names"] = names
+            for name, weight in zip(names, weights):
+                group.create_dataset(name.decode(), data=np.asarray(weight))
     return model.get_weights()
+
+
+def read_records(folder) -> dict:
+    """Every record of a shard folder, by recording id (asserting none is there twice)."""
+    records = {}
+    for shard in record_format.list_shards(str(folder)):
+        for ex in tf.data.TFRecordDataset(shard).map(record_format.parse_example):
+            rid = ex[record_format.RECORDING_ID].numpy().decode()
+            assert rid not in records, f"{rid} written twice"
+            records[rid] = {k: v.numpy() for k, v in ex.items()}
+    return records
+
+
+def kill_when(args, ready, timeout_s: float, env=None) -> None:
+    """Runs the command `args` in its own process group and kills the whole group
+    (SIGKILL: no clean-up, as a preempted machine) as soon as `ready()` is true. Fails,
+    with the command's stderr, if it ends by itself or `ready()` never comes."""
+    with tempfile.TemporaryFile() as err:
+        proc = subprocess.Popen(args, start_new_session=True, env=env,
+                                stdout=subprocess.DEVNULL, stderr=err)
+        deadline = time.time() + timeout_s
+        while not ready():
+            if proc.poll() is not None or time.time() > deadline:
+                if proc.poll() is None:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+                err.seek(0)
+                pytest.fail(f"{args[:4]}... ended (code {proc.returncode}) before the point "
+                            f"to kill it at: {err.read().decode()[-2000:]}")
+            time.sleep(0.02)
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
 
 
 # `make test` runs two processes, each taking whole files (--dist loadfile) in collection

@@ -18,7 +18,8 @@ tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfigur
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
-from birdkeras import models, optimization  # noqa: E402
+from birdkeras.model import classifier  # noqa: E402
+from birdkeras.train import optimization  # noqa: E402
 from birdkeras.config import load_config  # noqa: E402
 
 cfg = load_config(None, ["audio.num_mel_bins=32", "audio.hop_length=1024", "audio.window_s=1",
@@ -33,7 +34,7 @@ steps = int(sys.argv[1]) if len(sys.argv) > 1 else 6
 def trajectory(strategy):
     keras.utils.set_random_seed(0)
     with strategy.scope():
-        model = models.build_model(cfg, 4)
+        model = classifier.build_model(cfg, 4)
         for layer in model._flatten_layers():
             if isinstance(layer, keras.layers.BatchNormalization):
                 layer.trainable = False

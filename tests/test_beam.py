@@ -9,10 +9,18 @@ import pandas as pd
 import pytest
 import tensorflow as tf
 
-from birdkeras import beamrun, embed, infer, manifest, pseudolabel, shards, tfrecord
+from birdkeras.records import jobs
+from birdkeras.embeddings import extract
+from birdkeras import infer
+from birdkeras.datasets import manifest
+from birdkeras.selftrain import pseudolabel
+from birdkeras.records import shards
+from birdkeras.records import format as record_format
 from birdkeras.config import load_config
 
 from conftest import REPO
+
+pytestmark = pytest.mark.slow  # trains or runs whole workflows: `make test-fast` skips
 
 SOURCES = "[birdclef-2020, birdclef-2021, birdclef-2022, birdclef-2023, xeno-canto]"
 
@@ -25,11 +33,11 @@ def _cfg(synth_root, out):
 
 def _records(folder) -> dict:
     records = {}
-    for shard in tfrecord.list_shards(str(folder)):
-        for ex in tf.data.TFRecordDataset(shard).map(tfrecord.parse_example):
-            rid = ex[tfrecord.RECORDING_ID].numpy().decode()
+    for shard in record_format.list_shards(str(folder)):
+        for ex in tf.data.TFRecordDataset(shard).map(record_format.parse_example):
+            rid = ex[record_format.RECORDING_ID].numpy().decode()
             assert rid not in records, f"{rid} is in two shards"
-            records[rid] = (int(ex[tfrecord.LABEL]), ex[tfrecord.AUDIO].numpy().tobytes(),
+            records[rid] = (int(ex[record_format.LABEL]), ex[record_format.AUDIO].numpy().tobytes(),
                             os.path.basename(shard))
     return records
 
@@ -50,9 +58,9 @@ def test_beam_build_gives_the_local_builds_shards(local_build, synth_root, tmp_p
     assert _records(tmp_path) == _records(cfg.tfrecords.dir)  # ids, labels, audio, shards
     assert {k: v for k, v in beam_card.items() if k != "config"} == {
         k: v for k, v in card.items() if k != "config"}
-    assert (tmp_path / tfrecord.FAILURES).read_text() == (
+    assert (tmp_path / record_format.FAILURES).read_text() == (
         (cfg.tfrecords.dir if isinstance(cfg.tfrecords.dir, str) else cfg.tfrecords.dir)
-        and open(os.path.join(cfg.tfrecords.dir, tfrecord.FAILURES)).read())
+        and open(os.path.join(cfg.tfrecords.dir, record_format.FAILURES)).read())
     assert card["failures"] > 0  # bad audio is there, and lands the same way
     shards.verify(table, name2label, beam_cfg)
 
@@ -68,7 +76,7 @@ def test_audio_read_through_tfs_filesystems_gives_the_same_shards(local_build, s
     url_card = shards.build(table, name2label, url_cfg, progress=False)
     assert _records(tmp_path) == _records(cfg.tfrecords.dir)  # same shards, same records
     assert url_card["failures"] == card["failures"] > 0
-    assert f"file://{synth_root}" in (tmp_path / tfrecord.FAILURES).read_text()
+    assert f"file://{synth_root}" in (tmp_path / record_format.FAILURES).read_text()
 
 
 def test_a_failed_bundle_retried_leaves_every_recording_once(local_build, synth_root,
@@ -89,7 +97,7 @@ def test_a_failed_bundle_retried_leaves_every_recording_once(local_build, synth_
         shards.build(table, name2label, cfg, progress=False, runner="beam",
                      write=beam_flaky.write_failing_once)
     assert (tmp_path / "failed").is_file(), "the failure was not injected"
-    failed = set(pd.read_csv(tmp_path / "out" / tfrecord.FAILURES)["recording_id"])
+    failed = set(pd.read_csv(tmp_path / "out" / record_format.FAILURES)["recording_id"])
     assert set(_records(tmp_path / "out")) == set(table["recording_id"]) - failed
 
 
@@ -99,7 +107,7 @@ def test_a_bundle_run_twice_writes_its_shard_once(local_build, synth_root, tmp_p
     out.mkdir()
     job = shards.plan_shards(table, name2label, cfg)[0]
     args = (job, str(synth_root), str(out), 32000, None)
-    beamrun.run([args, args, args], shards._write_shard, workers=2, name="twice")
+    jobs.run_beam([args, args, args], shards._write_shard, workers=2, name="twice")
     records = _records(out)  # asserts that no recording is there twice
     assert set(records) <= {row["recording_id"] for row in job.rows}
     assert (out / job.name).read_bytes() == (
@@ -117,7 +125,7 @@ def test_pseudolabels_embeddings_and_predictions_on_beam_equal_local(synth_root,
     for runner in ("local", "beam"):
         pseudolabel.run([teacher], audio, str(tmp_path / f"pl_{runner}"), cfg, progress=False,
                         runner=runner)
-        embed.run(teacher, str(tmp_path / f"emb_{runner}"), audio=audio, files_per_shard=1,
+        extract.run(teacher, str(tmp_path / f"emb_{runner}"), audio=audio, files_per_shard=1,
                   progress=False, runner=runner)
         infer.predict_sharded([teacher], audio, tmp_path / f"pred_{runner}", files_per_part=1,
                               runner=runner)
@@ -146,5 +154,5 @@ def test_without_apache_beam_the_error_says_how_to_install_it(monkeypatch):
         return real(name, *args, **kwargs)
 
     monkeypatch.setattr(builtins, "__import__", no_beam)
-    with pytest.raises(beamrun.BeamError, match=r"pip install 'birdkeras\[beam\]'"):
-        beamrun.run([1], print)
+    with pytest.raises(jobs.BeamError, match=r"pip install 'birdkeras\[beam\]'"):
+        jobs.run_beam([1], print)

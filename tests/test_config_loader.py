@@ -5,7 +5,7 @@ from typing import Literal
 
 import pytest
 
-from birdkeras import config_loader
+from birdkeras.config import loader as config_loader
 from birdkeras.errors import ConfigError
 
 

@@ -3,20 +3,34 @@ tuning, ONNX export, predict."""
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
+from pathlib import Path
 
+import keras
+import onnxruntime as ort
 import numpy as np
 import pandas as pd
 import pytest
 import tensorflow as tf
 
-from birdkeras import (audio, embed, embedders, heads, infer, route, route_runtime,
-                       soundscapes, tfrecord, windows)
+from birdkeras.audio import io as audio_io
+from birdkeras.embeddings import extract
+from birdkeras.embeddings import frozen
+from birdkeras.embeddings import heads
+from birdkeras.embeddings import tuning
+from birdkeras.selftrain import pseudolabel
+from birdkeras import infer
+from birdkeras.embeddings import fit
+from birdkeras.embeddings import runner as route_runner
+from birdkeras.datasets import soundscapes
+from birdkeras.records import format as record_format
+from birdkeras.audio import windows
 from birdkeras import config as config_lib
+from birdkeras import metrics
 from birdkeras.config import load_config
+
+from conftest import kill_when, read_records
 
 YEAR = "birdclef-2026"
 FAST = ["route.epochs=15", "route.seq_epochs=15", "route.pca_dim=16", "route.mlp_hidden=16",
@@ -66,7 +80,7 @@ def perch(tmp_path_factory, taxonomy):
 def embedded(perch, synth_root, tmp_path_factory):
     out = tmp_path_factory.mktemp("emb") / "soundscapes"
     classes = list(pd.read_csv(synth_root / YEAR / "sample_submission.csv", nrows=0).columns[1:])
-    card = embed.run(perch, str(out), audio=[synth_root / YEAR / "train_soundscapes"],
+    card = extract.run(perch, str(out), audio=[synth_root / YEAR / "train_soundscapes"],
                      root=synth_root, labels_source=YEAR, classes=classes, files_per_shard=1,
                      progress=False)
     return out, card, classes
@@ -74,14 +88,14 @@ def embedded(perch, synth_root, tmp_path_factory):
 
 def test_standin_embeddings_are_written_and_read_back_exactly(embedded, perch, synth_root):
     out, card, classes = embedded
-    table = embed.read(str(out))
-    model = embedders.load(perch)
+    table = extract.read(str(out))
+    model = frozen.load(perch)
     labels = soundscapes.read_labels(synth_root, YEAR)
     assert card["windows"] == len(table.files) == 12 * len(
-        windows.list_audio(synth_root / YEAR / "train_soundscapes"))
-    for path in windows.list_audio(synth_root / YEAR / "train_soundscapes"):
+        audio_io.list_audio(synth_root / YEAR / "train_soundscapes"))
+    for path in audio_io.list_audio(synth_root / YEAR / "train_soundscapes"):
         rows = np.flatnonzero(table.files == path.name)
-        wave = audio.load(path, 32000, allow_silence=True)
+        wave = audio_io.load(path, 32000, allow_silence=True)
         clips = windows.cut(wave, 32000, table.starts[rows], 5.0)
         emb, logits = model(clips)
         np.testing.assert_array_equal(table.embeddings[rows], emb)  # exactly
@@ -97,25 +111,20 @@ def test_standin_embeddings_are_written_and_read_back_exactly(embedded, perch, s
                 assert np.isnan(table.targets[r]).all()
 
 
+@pytest.mark.slow
 def test_a_killed_embed_run_resumes_with_every_window_once(perch, synth_root, tmp_path):
     out = tmp_path / "emb"
     args = [sys.executable, "-m", "birdkeras", "embed", "--quiet", "--model", str(perch),
             "--out", str(out), "--files-per-shard", "1", "--audio",
             str(synth_root / YEAR / "train_soundscapes"), str(synth_root / "birdclef-2025" /
                                                               "train_soundscapes")]
-    proc = subprocess.Popen(args, start_new_session=True, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    deadline = time.time() + 300
-    while time.time() < deadline and not list(out.glob("*.done.json")):
-        time.sleep(0.05)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
+    kill_when(args, lambda: list(out.glob("*.done.json")), timeout_s=300)
     assert 0 < len(list(out.glob("*.done.json"))) < 4, "no kill between shards"
     audio_in = [synth_root / YEAR / "train_soundscapes", synth_root / "birdclef-2025" /
                 "train_soundscapes"]
-    embed.run(perch, str(out), audio=audio_in, files_per_shard=1, progress=False)
-    embed.run(perch, str(tmp_path / "fresh"), audio=audio_in, files_per_shard=1, progress=False)
-    resumed, fresh = embed.read(str(out)), embed.read(str(tmp_path / "fresh"))
+    extract.run(perch, str(out), audio=audio_in, files_per_shard=1, progress=False)
+    extract.run(perch, str(tmp_path / "fresh"), audio=audio_in, files_per_shard=1, progress=False)
+    resumed, fresh = extract.read(str(out)), extract.read(str(tmp_path / "fresh"))
     keys = list(zip(resumed.files, resumed.starts))
     assert len(keys) == len(set(keys)) == len(fresh.files)  # every window once
     np.testing.assert_array_equal(resumed.embeddings, fresh.embeddings)
@@ -123,24 +132,24 @@ def test_a_killed_embed_run_resumes_with_every_window_once(perch, synth_root, tm
 
 def test_signature_mismatches_name_what_they_found(tmp_path):
     short = make_standin_perch(tmp_path / "short", ["a b"], window=80_000)
-    with pytest.raises(embedders.EmbedderError, match=r"shape \(None, 80000\).*160000"):
-        embedders.load(short)
+    with pytest.raises(frozen.EmbedderError, match=r"shape \(None, 80000\).*160000"):
+        frozen.load(short)
     blind = make_standin_perch(tmp_path / "blind", ["a b"], outputs=("label",))
-    with pytest.raises(embedders.EmbedderError, match=r"returns \['label'\], with no 'embedding'"):
-        embedders.load(blind)
-    with pytest.raises(embedders.EmbedderError, match="not a SavedModel folder"):
-        embedders.load(tmp_path)
+    with pytest.raises(frozen.EmbedderError, match=r"returns \['label'\], with no 'embedding'"):
+        frozen.load(blind)
+    with pytest.raises(frozen.EmbedderError, match="not a SavedModel folder"):
+        frozen.load(tmp_path)
 
 
 def test_species_are_mapped_exactly_then_by_genus_and_the_rest_listed(perch, taxonomy):
-    model = embedders.load(perch)
-    mapping = embedders.map_classes(model.classes, taxonomy)
+    model = frozen.load(perch)
+    mapping = frozen.map_classes(model.classes, taxonomy)
     names = taxonomy["scientific_name"].str.strip().tolist()
     codes = taxonomy["primary_label"].tolist()
     assert mapping["mapped"] == codes[2:]
     assert mapping["proxied"] == [codes[0]] and mapping["unmapped"] == [codes[1]]
     logits = np.random.default_rng(0).standard_normal((3, len(model.classes))).astype(np.float32)
-    mapped = embedders.mapped_logits(logits, mapping, fill=-10.0)
+    mapped = frozen.mapped_logits(logits, mapping, fill=-10.0)
     np.testing.assert_array_equal(mapped[:, 2:], logits[:, :len(names) - 2])
     genus = [k for k, c in enumerate(model.classes) if c.split(" ")[0] == names[0].split(" ")[0]]
     np.testing.assert_array_equal(mapped[:, 0], logits[:, genus].max(axis=1))
@@ -164,49 +173,114 @@ def _random_embeddings(folder, n_files=12, windows_per_file=12, dim=16, classes=
     """An embedding folder of random windows and random labels (nothing to learn)."""
     rng = np.random.default_rng(seed)
     folder.mkdir(parents=True)
-    name = tfrecord.shard_name(-1, 0, 1)
+    name = record_format.shard_name(-1, 0, 1)
     with open(folder / name, "wb") as f:
         for i in range(n_files):
             for w in range(windows_per_file):
-                f.write(tfrecord.frame(tfrecord.encode_example({
-                    embed.EMBEDDING: rng.standard_normal(dim).astype(np.float32),
-                    embed.TARGETS: (rng.random(classes) < 0.3).astype(np.float32),
-                    embed.FILE: f"BC2026_Train_{i:04d}_S{i % 4:02d}_20250301_{w:02d}0000.ogg",
-                    embed.PATH: "", embed.START_S: 5.0 * w, embed.SITE: f"S{i % 4:02d}",
-                    embed.DATE: "20250301", embed.HOUR: i % 24, embed.GROUP: f"S{i % 4:02d}"})))
-    (folder / tfrecord.CARD).write_text(json.dumps({
+                f.write(record_format.frame(record_format.encode_example({
+                    extract.EMBEDDING: rng.standard_normal(dim).astype(np.float32),
+                    extract.TARGETS: (rng.random(classes) < 0.3).astype(np.float32),
+                    extract.FILE: f"BC2026_Train_{i:04d}_S{i % 4:02d}_20250301_{w:02d}0000.ogg",
+                    extract.PATH: "", extract.START_S: 5.0 * w, extract.SITE: f"S{i % 4:02d}",
+                    extract.DATE: "20250301", extract.HOUR: i % 24, extract.GROUP: f"S{i % 4:02d}"})))
+    (folder / record_format.CARD).write_text(json.dumps({
         "model": "random", "kind": "test", "dim": dim, "model_classes": [],
         "classes": [f"c{k}" for k in range(classes)], "sample_rate_hz": 32000,
         "window_samples": 160000, "shards": [name], "windows": n_files * windows_per_file}))
     return [f"c{k}" for k in range(classes)]
 
 
-def test_out_of_fold_predictions_never_come_from_the_folds_own_windows(tmp_path):
-    classes = _random_embeddings(tmp_path / "emb")
+@pytest.fixture(scope="module")
+def random_route(tmp_path_factory):
+    """A route trained on random embeddings with random labels: 144 windows in 200
+    dimensions, so any head can memorise the windows it sees (nothing generalises)."""
+    tmp_path = tmp_path_factory.mktemp("random_route")
+    classes = _random_embeddings(tmp_path / "emb", dim=200)
     pd.DataFrame({"primary_label": classes, "scientific_name": classes,
                   "class_name": "Aves"}).to_csv(tmp_path / "taxonomy.csv", index=False)
-    cfg = load_config(None, ["route.epochs=60", "route.seq_epochs=5", "route.pca_dim=0",
+    cfg = load_config(None, ["route.epochs=60", "route.seq_epochs=60", "route.pca_dim=0",
                              "route.mlp_hidden=64", "route.folds=2", "route.fusion=false",
                              "route.pseudo_unlabelled=false", "route.lr=0.03",
-                             "route.batch_size=256"])
-    card = route.train(cfg, [str(tmp_path / "emb")], tmp_path / "route", tmp_path / "taxonomy.csv")
+                             "route.d_model=32", "route.batch_size=256"])
+    card = fit.train(cfg, [str(tmp_path / "emb")], tmp_path / "route", tmp_path / "taxonomy.csv")
+    return tmp_path, card, extract.read(str(tmp_path / "emb"))
+
+
+@pytest.mark.slow
+def test_out_of_fold_folds_keep_a_sites_windows_together(random_route):
+    tmp_path, _, table = random_route
     oof = np.load(tmp_path / "route" / "oof.npz")
-    table = embed.read(str(tmp_path / "emb"))
-    for group in np.unique(table.groups):  # a site's windows are all in one fold
+    assert set(np.unique(oof["folds"])) == {0, 1}
+    for group in np.unique(table.groups):
         assert len(np.unique(oof["folds"][table.groups == group])) == 1
-    # Random labels: heads that saw a window memorise it; out of fold they are at chance.
-    import keras
 
-    mlp = keras.models.load_model(tmp_path / "route" / "mlp.keras")
-    from birdkeras import metrics
 
-    seen = metrics.macro_roc_auc(table.targets, mlp.predict(table.embeddings, verbose=0))
-    assert seen > 0.8
-    assert abs(card["oof_scores"]["mlp"]["macro_auc"] - 0.5) < 0.12
+@pytest.mark.slow
+@pytest.mark.parametrize("head", ["probe", "mlp", "sequence"])
+def test_out_of_fold_predictions_never_come_from_the_folds_own_windows(random_route, head):
+    tmp_path, card, table = random_route
+    # Random labels: a head that saw a window memorises it (the final heads, trained on
+    # every window, score far above chance); out of fold it is at chance.
+    model = keras.models.load_model(tmp_path / "route" / f"{head}.keras")
+    rows = np.arange(len(table.embeddings))
+    if head == "sequence":
+        seen = fit.predict_sequences(model, table, rows, card["sites"], card["seq_len"])
+    else:
+        seen = model.predict(table.embeddings, verbose=0)
+    assert metrics.macro_roc_auc(table.targets, seen) > 0.8
+    assert abs(card["oof_scores"][head]["macro_auc"] - 0.5) < 0.12
+
+
+@pytest.mark.slow
+def test_route_values_are_tuned_on_the_saved_out_of_fold_predictions(random_route):
+    tmp_path, card, table = random_route
+    oof = np.load(tmp_path / "route" / "oof.npz")
+    again = tuning.tune(table, {h: oof[h] for h in fit.HEADS}, oof["folds"], card["taxa"],
+                        load_config(None, ["route.head=sequence"]).route, None)
+    assert again["temperatures"] == card["temperatures"]
+    assert again["prior_weight"] == card["prior_weight"]
+    np.testing.assert_allclose(again["thresholds"], card["thresholds"])
+
+
+def _prior_windows(sites_per_fold=4, windows_per_site=20, classes=3, seed=0):
+    """Windows whose labels are set by their site (a site's own classes are always on),
+    sites kept whole in folds, and uninformative model logits."""
+    rng = np.random.default_rng(seed)
+    sites = np.repeat([f"S{i:02d}" for i in range(2 * sites_per_fold)], windows_per_site)
+    site_classes = rng.random((2 * sites_per_fold, classes)) < 0.5
+    site_classes[np.arange(2 * sites_per_fold), np.arange(2 * sites_per_fold) % classes] = True
+    site_classes[0] = False  # every class has negatives somewhere
+    targets = site_classes[np.repeat(np.arange(2 * sites_per_fold), windows_per_site)]
+    n = len(sites)
+    table = extract.Table(rng.standard_normal((n, 4)).astype(np.float32), None,
+                          targets.astype(np.float32), np.array([f"{s}.ogg" for s in sites]),
+                          np.array([""] * n), np.zeros(n), sites, np.full(n, 6), sites, {})
+    folds = (np.arange(n) >= n // 2).astype(int)  # sites 0-3: fold 0, sites 4-7: fold 1
+    logits = rng.standard_normal(targets.shape).astype(np.float32)
+    return table, folds, {"probe": logits}
+
+
+def test_the_prior_weight_is_tuned_on_priors_from_the_other_folds_only():
+    table, folds, oof = _prior_windows()
+    rcfg = config_lib.RouteConfig(head="probe")
+    tuned = tuning.tune(table, oof, folds, ["Aves"] * 3, rcfg, None)
+    # A site's prior built from its own windows would predict them perfectly; from the
+    # other folds (which never saw the site) it is the overall frequency: no use.
+    assert tuned["prior_weight"] == 0.0
+    # The saved prior (for predict) is from every labelled window.
+    np.testing.assert_allclose(tuning.prior_of(tuned["prior"], "S01", 6),
+                               (table.targets[20:40].sum(axis=0) + 5 * table.targets.mean(axis=0))
+                               / (20 + 5), rtol=1e-5)
+
+
+def test_the_prior_helps_when_other_folds_know_the_site():
+    table, _, oof = _prior_windows()
+    folds = np.arange(len(table.files)) % 2  # every site in both folds
+    tuned = tuning.tune(table, oof, folds, ["Aves"] * 3, config_lib.RouteConfig(head="probe"), None)
+    assert tuned["prior_weight"] > 0.0
 
 
 def test_heads_in_onnx_match_keras(tmp_path):
-    import onnxruntime as ort
 
     rng = np.random.default_rng(0)
     for name, model, feeds in (
@@ -218,7 +292,7 @@ def test_heads_in_onnx_match_keras(tmp_path):
               "site": np.array([0, 1, 2], np.int32), "hour": np.array([1, 24, 5], np.int32),
               "mapped_logits": rng.standard_normal((3, 12, 6)).astype(np.float32)})):
         model.get_layer("projection").fit(rng.standard_normal((40, 24)).astype(np.float32))
-        route.export_onnx(model, tmp_path / f"{name}.onnx")
+        fit.export_onnx(model, tmp_path / f"{name}.onnx")
         session = ort.InferenceSession(str(tmp_path / f"{name}.onnx"),
                                        providers=["CPUExecutionProvider"])
         got = session.run(None, {i.name: feeds[i.name] for i in session.get_inputs()})[0]
@@ -227,34 +301,70 @@ def test_heads_in_onnx_match_keras(tmp_path):
         np.testing.assert_allclose(got, expected, atol=1e-4)
 
 
-def test_a_route_trains_and_predict_writes_a_submission_with_it(embedded, perch, synth_root,
-                                                                 taxonomy, tmp_path, capsys):
-    from birdkeras import cli
-
-    out, _, classes = embedded
+@pytest.fixture(scope="module")
+def trained_route(embedded, synth_root, tmp_path_factory):
+    """A route trained by the command on the stand-in's soundscape embeddings; its
+    output (the unmapped species are listed)."""
+    out, _, _ = embedded
+    tmp_path = tmp_path_factory.mktemp("trained_route")
     (tmp_path / "cfg.yaml").write_text("route:\n" + "".join(
         f"  {kv.split('=')[0].split('.')[1]}: {kv.split('=')[1]}\n" for kv in FAST))
-    assert cli.main(["route", "--cfg", str(tmp_path / "cfg.yaml"), "--embeddings", str(out),
-                     "--taxonomy", str(synth_root / YEAR / "taxonomy.csv"),
-                     "--out", str(tmp_path / "route")]) == 0
-    printed = capsys.readouterr().out
+    args = ["route", "--cfg", str(tmp_path / "cfg.yaml"), "--embeddings", str(out),
+            "--taxonomy", str(synth_root / YEAR / "taxonomy.csv"), "--out", str(tmp_path / "route")]
+    done = subprocess.run([sys.executable, "-m", "birdkeras", *args], capture_output=True,
+                          text=True, timeout=900, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    return tmp_path / "route", done.stdout
+
+
+@pytest.mark.slow
+def test_route_training_lists_the_unmapped_species(trained_route, taxonomy):
+    route, printed = trained_route
     assert "1 unmapped" in printed and taxonomy["primary_label"][1] in printed
-    card = json.loads((tmp_path / "route" / route.CARD).read_text())
+    card = json.loads((route / route_runner.CARD).read_text())
     assert card["head"] == "sequence" and set(card["heads"]) == {"probe", "mlp", "sequence"}
+
+
+@pytest.mark.slow
+def test_a_route_teacher_pseudo_labels_exactly_as_predict_scores(trained_route, synth_root,
+                                                                 tmp_path):
+    route, _ = trained_route
+    audio = synth_root / YEAR / "train_soundscapes"
+    cfg = load_config(None, [f"data.root={synth_root}", "pseudo.threshold=0",
+                             "pseudo.files_per_shard=2", "infer.adaptive_smoothing=0.3"])
+    pseudolabel.run([route], [audio], str(tmp_path / "pseudo"), cfg, runtime="onnx",
+                    progress=False)
+    infer.predict([route], audio, tmp_path / "sub.csv", "onnx",
+                  pseudolabel.teacher_infer_config(cfg), progress=False)
+    sub = pd.read_csv(tmp_path / "sub.csv").set_index("row_id")
+    soft = {}
+    for rid, rec in read_records(tmp_path / "pseudo").items():
+        name, start = rid.removeprefix("pseudo/").split("@")
+        soft[f"{Path(name).stem}_{int(float(start)) + 5}"] = rec[record_format.SOFT_TARGETS]
+    assert sorted(soft) == sorted(sub.index)
+    np.testing.assert_allclose(np.stack([soft[r] for r in sub.index]), sub.to_numpy(),
+                               atol=1e-5)
+
+
+@pytest.mark.slow
+def test_a_route_trains_and_predict_writes_a_submission_with_it(trained_route, embedded,
+                                                                 synth_root, tmp_path):
+    route = trained_route[0]
+    _, _, classes = embedded
     sample = synth_root / YEAR / "sample_submission.csv"
     icfg = config_lib.InferConfig(class_order=str(sample), adaptive_smoothing=0.3)
-    report = infer.predict([tmp_path / "route"], synth_root / YEAR / "train_soundscapes",
+    report = infer.predict([route], synth_root / YEAR / "train_soundscapes",
                            tmp_path / "sub.csv", "onnx", icfg, progress=False)
     sub = pd.read_csv(tmp_path / "sub.csv")
     assert list(sub.columns) == ["row_id", *classes] and len(sub) == report["rows"] > 0
     values = sub[classes].to_numpy()
     assert ((values >= 0) & (values <= 1)).all() and values.std() > 0
-    runner = route_runtime.RouteRunner(tmp_path / "route", "tf", icfg)
-    onnx_runner = route_runtime.RouteRunner(tmp_path / "route", "onnx", icfg)
-    path = windows.list_audio(synth_root / YEAR / "train_soundscapes")[0]
-    clips = windows.cut(audio.load(path, 32000), 32000, np.arange(0, 60, 5.0), 5.0)
+    runner = route_runner.RouteRunner(route, "tf", icfg)
+    onnx_runner = route_runner.RouteRunner(route, "onnx", icfg)
+    path = audio_io.list_audio(synth_root / YEAR / "train_soundscapes")[0]
+    clips = windows.cut(audio_io.load(path, 32000), 32000, np.arange(0, 60, 5.0), 5.0)
     np.testing.assert_allclose(runner.score_file(clips, path.name),
                                onnx_runner.score_file(clips, path.name), atol=1e-4)
     moved = config_lib.InferConfig(embedder=str(tmp_path / "nowhere"))
     with pytest.raises(Exception, match="set infer.embedder"):
-        route_runtime.RouteRunner(tmp_path / "route", "onnx", moved)
+        route_runner.RouteRunner(route, "onnx", moved)

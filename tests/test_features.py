@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from birdkeras.augment import FrequencyMasking, TimeMasking
-from birdkeras.features import (LogMelSpectrogram, NumpyLogMel, SpectrogramToImage,
-                                mel_filterbank)
+from birdkeras.model.frontend import LogMelSpectrogram, SpectrogramToImage
+from birdkeras.model.mel import NumpyLogMel, mel_filterbank
+from birdkeras.model.specaugment import FrequencyMasking, TimeMasking
 
 SR = 32000
 

@@ -4,11 +4,18 @@ against a GCS emulator on 127.0.0.1 (see tests/gcs_loopback.py for how TF reache
 import numpy as np
 import pytest
 
-from birdkeras import data, manifest, shards, tfrecord, train
+from birdkeras import storage
+from birdkeras.records import pipeline
+from birdkeras.datasets import manifest
+from birdkeras.records import shards
+from birdkeras.records import format as record_format
+from birdkeras import train
 from birdkeras.config import load_config
 
 from conftest import REPO
 from gcs_loopback import gcs_emulator
+
+pytestmark = pytest.mark.slow  # trains or runs whole workflows: `make test-fast` skips
 
 TOKEN = "loopback-test-token"
 
@@ -38,14 +45,14 @@ def test_build_verify_read_and_train_from_gcs(bucket, synth_root, tmp_path):
     manifest.save(cfg.data.manifest_dir, table, name2label, report)
 
     card = shards.build(table, name2label, cfg, progress=False)
-    names = tfrecord.list_shards(shards_dir)
+    names = record_format.list_shards(shards_dir)
     assert names and all(n.startswith(f"{shards_dir}/") for n in names)
     assert len(names) == len(card["shards"])
-    assert tfrecord.exists(f"{shards_dir}/{shards.CARD}")
+    assert storage.exists(f"{shards_dir}/{shards.CARD}")
     assert shards.verify(table, name2label, cfg)["records"] == card["records"]
 
     # The training pipeline reads the same gs:// shards.
-    x, y, *_ = next(iter(data.make_dataset(cfg, len(name2label), training=True)))
+    x, y, *_ = next(iter(pipeline.make_dataset(cfg, len(name2label), training=True)))
     assert x.shape == (4, int(cfg.audio.window_s * cfg.audio.sample_rate_hz))
     assert np.isfinite(x.numpy()).all() and y.shape == (4, len(name2label))
     summary = train.run(cfg, tmp_path / "run")
@@ -60,7 +67,7 @@ def test_build_verify_read_and_train_from_gcs(bucket, synth_root, tmp_path):
 
     remote = [f"{shards_dir}/{n}" for n in gfile.listdir(shards_dir)]
     for path in remote + [str(p) for p in tmp_path.rglob("*") if p.is_file()]:
-        with tfrecord.open_file(path, "rb") as f:
+        with storage.open_file(path, "rb") as f:
             assert TOKEN.encode() not in f.read(), path
 
 
@@ -74,6 +81,6 @@ def test_beam_workers_build_the_same_shards_on_gcs(bucket, synth_root, tmp_path)
     assert beam_card["shards"] == card["shards"] and beam_card["records"] == card["records"]
     assert shards.verify(table, name2label, beam_cfg)["records"] == card["records"]
     for name in (shard["name"] for shard in card["shards"]):
-        with tfrecord.open_file(f"{local.tfrecords.dir}/{name}", "rb") as a, \
-                tfrecord.open_file(f"{beam_cfg.tfrecords.dir}/{name}", "rb") as b:
+        with storage.open_file(f"{local.tfrecords.dir}/{name}", "rb") as a, \
+                storage.open_file(f"{beam_cfg.tfrecords.dir}/{name}", "rb") as b:
             assert a.read() == b.read(), name

@@ -3,19 +3,35 @@
 import dataclasses
 import json
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import keras
 import numpy as np
+import openvino
 import pandas as pd
 import pytest
 import soundfile as sf
 
-from birdkeras import (audio, cli, evaluate, export, infer, models, postprocess, runtimes,
-                       submission, windows)
+from birdkeras.infer import scoring
+from birdkeras.export import card as card_lib
+from birdkeras.audio import io as audio_io
+from birdkeras import cli
+from birdkeras.infer import evaluate
+from birdkeras.infer import predicting
+from birdkeras.export import convert
+from birdkeras.export import openvino_support
+from birdkeras.export import int8
+from birdkeras.model.mel import NumpyLogMel
+from birdkeras import infer
+from birdkeras.model import classifier
+from birdkeras.export import runtime as export_runtime
+from birdkeras.infer import submission
+from birdkeras.audio import windows
 from birdkeras import config as config_lib
-from birdkeras.errors import PredictError
-from birdkeras.features import LogMelSpectrogram
+from birdkeras.errors import PredictError, UserError
+from birdkeras.model.frontend import LogMelSpectrogram
 
 CLASSES = ["amecro", "barswa", "comrav", "houspa", "norcar", "sonspa"]
 
@@ -28,7 +44,7 @@ def run_dir(tmp_path_factory):
         "audio.sample_rate_hz=16000", "audio.num_mel_bins=32", "audio.fft_length=1024",
         "audio.hop_length=512", "audio.fmax_hz=8000"])
     keras.utils.set_random_seed(0)  # the same test model every run
-    model = models.build_model(cfg, len(CLASSES))
+    model = classifier.build_model(cfg, len(CLASSES))
     # A random backbone's features barely differ between inputs: scale a random head so
     # the logits spread over a few units (a meaningful parity check).
     rng = np.random.default_rng(0)
@@ -48,7 +64,7 @@ def run_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def exported(run_dir):
-    card = export.export(run_dir / "best.keras", run_dir / "export",
+    card = convert.export(run_dir / "best.keras", run_dir / "export",
                          ("savedmodel", "tflite", "onnx", "openvino"))
     assert sorted(card["artifacts"]) == ["onnx", "onnx_mel", "openvino", "openvino_mel",
                                          "savedmodel", "tflite"]
@@ -78,7 +94,7 @@ def tone_run(tmp_path_factory, synth_root):
     classes = list(pd.read_csv(synth_root / "birdclef-2026" / "sample_submission.csv",
                                nrows=0).columns[1:])  # so that the int8 check can score it
     keras.utils.set_random_seed(0)
-    model = models.build_model(cfg, len(classes))
+    model = classifier.build_model(cfg, len(classes))
     clips = _tones(np.repeat(np.geomspace(200, 6000, 8), 3), seed=1)
     model(clips, training=True)  # batch-norm statistics of the training audio
     features = np.array(keras.Model(model.input, model.get_layer("head_dropout").output)(clips))
@@ -102,6 +118,7 @@ def _logit(p):
     return np.log(p / (1 - p))
 
 
+@pytest.mark.slow
 def test_int8_export_is_calibrated_on_the_runs_data_and_close_to_float32(
         tone_run, run_dir, exported, synth_root, tmp_path, capsys):
     out = tmp_path / "q"
@@ -109,7 +126,7 @@ def test_int8_export_is_calibrated_on_the_runs_data_and_close_to_float32(
                      "--formats", "onnx,openvino", "--int8", "--calibration",
                      str(tone_run / "audio"), "--int8-check", str(synth_root),
                      "birdclef-2026"]) == 0
-    card = export.read_card(out)
+    card = card_lib.read_export_card(out)
     assert {"onnx_mel_int8", "openvino_mel_int8"} <= set(card["artifacts"])
     assert card["int8"]["calibration_windows"] == 24
     assert card["int8"]["calibration"] == str(tone_run / "audio")
@@ -117,42 +134,40 @@ def test_int8_export_is_calibrated_on_the_runs_data_and_close_to_float32(
     # The check scores the labelled soundscapes with both CNNs; its float32 figure is
     # what a plain float32 predict + evaluate gives, and the command prints the change.
     check = card["int8"]["check"]
+    assert check["runtime"] == "openvino"
     infer.predict([out], synth_root / "birdclef-2026" / "train_soundscapes", tmp_path / "f.csv",
-                  "onnx", config_lib.InferConfig(), progress=False)
+                  "openvino", config_lib.InferConfig(), progress=False)
     expected = evaluate.evaluate(tmp_path / "f.csv", synth_root, "birdclef-2026")["macro_auc"]
-    assert check["float32_macro_auc"] == pytest.approx(expected, abs=1e-9)
+    assert check["f32_macro_auc"] == pytest.approx(expected, abs=1e-9)
     assert check["delta"] == pytest.approx(check["int8_macro_auc"] - expected)
     assert f"{check['delta']:+.4f}" in capsys.readouterr().out
 
     # Fresh tones: int8 follows float32 (close, not equal), in both runtimes.
     clips = _tones(np.tile(np.geomspace(200, 6000, 8), 2), seed=2)
-    full = runtimes.Runner(out, "onnx")(clips)
+    full = export_runtime.Runner(out, "onnx")(clips)
     assert _logit(full).std() > 1.0  # spread-out scores: a meaningful comparison
     agreement = {}
     for runtime in ("onnx", "openvino"):
-        quantised = runtimes.Runner(out, runtime, int8=True)(clips)
+        quantised = export_runtime.Runner(out, runtime, int8=True)(clips)
         assert not np.array_equal(quantised, full)
         agreement[runtime] = np.corrcoef(_logit(quantised).ravel(), _logit(full).ravel())[0, 1]
     assert min(agreement.values()) > 0.75, agreement
 
     # The calibration data matter: calibrated on near-silence, the same CNN is far off.
-    from birdkeras import quantize
-    from birdkeras.features import NumpyLogMel
-
     silence = (np.random.default_rng(5).standard_normal((24, 16000 * 5)) * 1e-4).astype("float32")
-    quantize.quantize_onnx(out / "cnn.onnx", out / "cnn_int8.onnx",
+    int8.quantize_onnx(out / "cnn.onnx", out / "cnn_int8.onnx",
                            NumpyLogMel(**card["front_end"])(silence))
-    off = runtimes.Runner(out, "onnx", int8=True)(clips)
+    off = export_runtime.Runner(out, "onnx", int8=True)(clips)
     assert np.corrcoef(_logit(off).ravel(), _logit(full).ravel())[0, 1] < agreement["onnx"] - 0.3
 
     with pytest.raises(PredictError, match="no int8 onnx CNN"):
-        runtimes.Runner(exported, "onnx", int8=True)
-    with pytest.raises(export.ExportError, match="add onnx or openvino"):
-        export.export(run_dir / "best.keras", tmp_path / "x", ("tflite",), int8=True)
+        export_runtime.Runner(exported, "onnx", int8=True)
+    with pytest.raises(convert.ExportError, match="add onnx or openvino"):
+        convert.export(run_dir / "best.keras", tmp_path / "x", ("tflite",), int8=True)
 
 
 def test_the_fastest_available_runtime_is_chosen_with_a_reason(exported, monkeypatch):
-    assert runtimes.best_available(exported) == ("openvino", "openvino: the fastest available")
+    assert export_runtime.best_available(exported) == ("openvino", "openvino: the fastest available")
     real_import = __builtins__["__import__"] if isinstance(__builtins__, dict) else __import__
 
     def no_openvino(name, *args, **kwargs):
@@ -161,7 +176,7 @@ def test_the_fastest_available_runtime_is_chosen_with_a_reason(exported, monkeyp
         return real_import(name, *args, **kwargs)
 
     monkeypatch.setattr("builtins.__import__", no_openvino)
-    runtime, reason = runtimes.best_available(exported)
+    runtime, reason = export_runtime.best_available(exported)
     assert runtime == "onnx" and "openvino is not installed" in reason
 
 
@@ -179,47 +194,86 @@ def test_matmul_front_end_equals_fft(rate, fft, hop, mels, fmax):
 
 
 def test_every_runtime_matches_keras_on_real_audio(run_dir, exported, real_dir):
-    wave = audio.load(real_dir / "birdnet" / "soundscape_120s.flac", 16000)
+    wave = audio_io.load(real_dir / "birdnet" / "soundscape_120s.flac", 16000)
     clips = windows.cut(wave, 16000, np.arange(0, 40, 5.0), 5.0)
-    model = export.load_keras(run_dir / "best.keras")
+    model = classifier.load_keras(run_dir / "best.keras")
     expected = np.asarray(keras.ops.sigmoid(model(clips, training=False)))
     assert expected.std() > 0.05  # spread probabilities, not all ~0.5
-    for runtime in runtimes.RUNTIMES:
+    for runtime in export_runtime.RUNTIMES:
         for front_end in ("numpy", "graph"):  # log-mel in numpy + CNN, or the whole graph
-            runner = runtimes.Runner(exported, runtime, front_end=front_end)
+            runner = export_runtime.Runner(exported, runtime, front_end=front_end)
             assert (runner.front_end is not None) == (
                 front_end == "numpy" and runtime in ("onnx", "openvino"))
             np.testing.assert_allclose(runner(clips), expected, atol=1e-4,
                                        err_msg=f"{runtime} {front_end}")
-    keras_runner = runtimes.Runner(run_dir / "best.keras", "tf")
+    keras_runner = export_runtime.Runner(run_dir / "best.keras", "tf")
     np.testing.assert_allclose(keras_runner(clips), expected, atol=1e-4)
+
+
+@pytest.mark.parametrize("precision", ["f32", "bf16", "f16"])
+def test_openvino_runs_in_the_precision_it_is_given(exported, precision, real_dir):
+    # Asked explicitly, never OpenVINO's own choice (bf16 by default on avx512_bf16/AMX
+    # CPUs): f32 everywhere; bf16/f16 where the CPU has them, else what OpenVINO falls
+    # back to, and the runner says which.
+    assert openvino_support.openvino_config(0, precision)["INFERENCE_PRECISION_HINT"] == precision
+    runner = export_runtime.Runner(exported, "openvino", precision=precision)
+    capabilities = openvino.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+    if precision == "f32":
+        assert runner.precision_used == "f32"
+    elif precision == "bf16":
+        assert runner.precision_used == ("bf16" if "BF16" in capabilities else "f32")
+    else:
+        assert runner.precision_used in ("f16", "bf16", "f32")
+    wave = audio_io.load(real_dir / "birdnet" / "soundscape_120s.flac", 16000)
+    clips = windows.cut(wave, 16000, np.arange(0, 40, 5.0), 5.0)
+    reference = export_runtime.Runner(exported, "onnx")(clips)
+    tolerance = 1e-4 if runner.precision_used == "f32" else 3e-2
+    np.testing.assert_allclose(runner(clips), reference, atol=tolerance)
+    with pytest.raises(PredictError, match="OpenVINO option"):
+        export_runtime.Runner(exported, "onnx", precision="bf16")
+
+
+@pytest.mark.parametrize("runtime", ["onnx", "openvino"])
+def test_predict_on_onnx_or_openvino_never_imports_tensorflow(exported, synth_root, runtime,
+                                                               tmp_path):
+    audio = audio_io.list_audio(synth_root / "birdclef-2026" / "train_soundscapes")[0]
+    done = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "birdkeras", "predict", "--quiet",
+         "--model", str(exported), "--runtime", runtime, "--audio", str(audio),
+         "--out", str(tmp_path / "sub.csv")], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    imported = {line.split("|")[-1].strip().split(".")[0]
+                for line in done.stderr.splitlines() if line.startswith("import time:")}
+    assert "birdkeras" in imported and runtime.replace("onnx", "onnxruntime") in imported
+    assert not imported & {"tensorflow", "keras", "jax", "tf_keras"}, imported
+    assert len(pd.read_csv(tmp_path / "sub.csv")) == 12
 
 
 def test_runtime_errors_name_the_problem(run_dir, exported, tmp_path):
     with pytest.raises(PredictError, match="--runtime tf"):
-        runtimes.Runner(run_dir / "best.keras", "onnx")
+        export_runtime.Runner(run_dir / "best.keras", "onnx")
     with pytest.raises(PredictError, match="runtime must be"):
-        runtimes.Runner(exported, "torch")
-    with pytest.raises(export.ExportError, match="birdkeras_export.json"):
-        runtimes.Runner(tmp_path, "onnx")
-    with pytest.raises(export.ExportError, match="formats"):
-        export.export(run_dir / "best.keras", tmp_path / "x", ("coreml",))
+        export_runtime.Runner(exported, "torch")
+    with pytest.raises(convert.ExportError, match="birdkeras_export.json"):
+        export_runtime.Runner(tmp_path, "onnx")
+    with pytest.raises(convert.ExportError, match="formats"):
+        convert.export(run_dir / "best.keras", tmp_path / "x", ("coreml",))
     for folder in ("a", "b"):
         (tmp_path / folder).mkdir()
         (tmp_path / folder / "site1.ogg").write_bytes(b"")
     with pytest.raises(PredictError, match="share the stem 'site1'"):
-        windows.list_audio([tmp_path / "a", tmp_path / "b"])
-    with pytest.raises(PredictError, match="not an audio file"):
-        windows.list_audio([tmp_path / "a" / "site1.ogg", run_dir / "config.yaml"])
+        predicting.check_unique_stems(audio_io.list_audio([tmp_path / "a", tmp_path / "b"]))
+    with pytest.raises(audio_io.AudioError, match="not an audio file"):
+        audio_io.list_audio([tmp_path / "a" / "site1.ogg", run_dir / "config.yaml"])
     with pytest.raises(PredictError, match="infer.class_order=.*none.csv is not a file"):
         submission.class_columns(str(tmp_path / "none.csv"), CLASSES)
     with pytest.raises(PredictError, match="neither a .keras model nor an export"):
-        runtimes.Runner(tmp_path / "missing.keras", "tf")
+        export_runtime.Runner(tmp_path / "missing.keras", "tf")
     lone = tmp_path / "lone"
     lone.mkdir()
     (lone / "best.keras").write_bytes((run_dir / "best.keras").read_bytes())
-    with pytest.raises(export.ExportError, match="config.yaml"):
-        export.export(lone / "best.keras", tmp_path / "y")  # no training run beside it
+    with pytest.raises(UserError, match="config.yaml"):
+        convert.export(lone / "best.keras", tmp_path / "y")  # no training run beside it
     (tmp_path / "no_row_id.csv").write_text("a,b\n1,2\n")
     with pytest.raises(evaluate.EvaluateError, match="no row_id column"):
         evaluate.evaluate(tmp_path / "no_row_id.csv", tmp_path, "birdclef-2026")
@@ -254,7 +308,7 @@ def test_predict_every_real_recording_with_a_broken_one(exported, real_dir, tmp_
                            icfg, long_csv=tmp_path / "long.csv", raven_dir=tmp_path / "raven",
                            progress=False)
     sub = pd.read_csv(tmp_path / "sub.csv")
-    files = windows.list_audio([*folders, *extra, bad])
+    files = audio_io.list_audio([*folders, *extra, bad])
     broken = {b["file"] for b in report["broken_files"]}
     assert str(bad) in broken and any("empty_2c" in b for b in broken)
     for path in files:
@@ -263,7 +317,7 @@ def test_predict_every_real_recording_with_a_broken_one(exported, real_dir, tmp_
     # 2.3 s clip: one padded window ending at 5 s; a long one: ceil(decoded s / 5) rows.
     assert sub["row_id"].str.startswith("XC13742_").sum() == 1
     long_one = real_dir / "xeno_canto" / "XC13738_Vermivora_chrysoptera.mp3"
-    seconds = len(audio.load(long_one, 16000)) / 16000
+    seconds = len(audio_io.load(long_one, 16000)) / 16000
     assert sub["row_id"].str.startswith("XC13738_").sum() == np.ceil(seconds / 5) >= 11
     stems = sub["row_id"].str.rsplit("_", n=1).str[0]
     broken_stems = {Path(b).stem for b in broken}
@@ -293,19 +347,6 @@ def test_windows_cover_any_length_with_a_padded_last_one():
     np.testing.assert_array_equal(shifted[0, :3], [0, 0, 1])
 
 
-def test_post_processing():
-    probs = np.array([[0.0, 1.0], [1.0, 0.0], [0.0, 0.0]], dtype=np.float32)
-    smoothed = postprocess.smooth(probs, (0.25, 0.5, 0.25))
-    np.testing.assert_allclose(smoothed[:, 0], [1 / 3, 0.5, 1 / 3])  # edges renormalised
-    np.testing.assert_allclose(postprocess.smooth(probs, ()), probs)
-    scaled = postprocess.file_scale(probs, "max", 0.5, 3)
-    np.testing.assert_allclose(scaled[:, 0], [0.5, 1.0, 0.5])
-    topk = postprocess.file_scale(probs, "topk", 1.0, 2)
-    np.testing.assert_allclose(topk[:, 1], [0.5, 0.5, 0.5])
-    with pytest.raises(config_lib.ConfigError, match="infer.smoothing"):
-        config_lib.load_config(None, ["infer.smoothing=[0.5,0.5]"])
-
-
 def test_ensemble_tta_and_sample_submission_order(run_dir, exported, synth_root, tmp_path):
     soundscapes = synth_root / "birdclef-2026" / "train_soundscapes"
     order = tmp_path / "sample_submission.csv"
@@ -315,6 +356,10 @@ def test_ensemble_tta_and_sample_submission_order(run_dir, exported, synth_root,
     one = infer.predict([exported], soundscapes, tmp_path / "one.csv", "onnx", base,
                         progress=False)
     assert one["classes_filled_with_zero"] == ["zzz_unknown"]
+    # The report says what computed the rows: precision, runtime version, CPU flags.
+    assert one["precision"]["requested"] == "f32" and one["precision"]["used"] == ["f32"]
+    assert one["precision"]["package"] == "onnxruntime" and one["precision"]["version"]
+    assert "avx2" in one["cpu"]["flags"]
     single = pd.read_csv(tmp_path / "one.csv")
     assert list(single.columns) == columns and (single["zzz_unknown"] == 0).all()
     infer.predict([exported, run_dir / "best.keras"], soundscapes, tmp_path / "two.csv", "tf",
@@ -332,14 +377,35 @@ def test_ensemble_tta_and_sample_submission_order(run_dir, exported, synth_root,
     infer.predict([exported], soundscapes, tmp_path / "tta.csv", "onnx", tta, progress=False)
     shifted = pd.read_csv(tmp_path / "tta.csv")
     # Each file's rows: the mean over the shifts of each window's probabilities.
-    runner = runtimes.Runner(exported, "onnx")
-    for path in windows.list_audio(soundscapes):
-        wave = audio.load(path, runner.sample_rate_hz, allow_silence=True)
+    runner = export_runtime.Runner(exported, "onnx")
+    for path in audio_io.list_audio(soundscapes):
+        wave = audio_io.load(path, runner.sample_rate_hz, allow_silence=True)
         starts = windows.window_starts(len(wave) / runner.sample_rate_hz, 5.0, 5.0)
         expected = np.mean([runner(windows.cut(wave, runner.sample_rate_hz, starts, 5.0, s))
                             for s in (0.0, -1.0, 1.0)], axis=0)
         rows = shifted[shifted["row_id"].str.startswith(path.stem + "_")][CLASSES]
         np.testing.assert_allclose(rows.to_numpy(), expected, atol=1e-5)
+
+
+def test_an_ensemble_is_the_mean_of_its_different_models(run_dir, synth_root, tmp_path):
+    soundscapes = synth_root / "birdclef-2026" / "train_soundscapes"
+    other = keras.models.load_model(run_dir / "best.keras")
+    kernel, bias = other.get_layer("logits").get_weights()
+    other.get_layer("logits").set_weights([kernel[:, ::-1].copy(), bias + 0.5])
+    other.save(tmp_path / "other.keras")
+    for name in ("config.yaml", "name2label.json"):  # the run files beside the model
+        (tmp_path / name).write_text((run_dir / name).read_text())
+    icfg = config_lib.InferConfig(workers=0)
+    paths = {"a": run_dir / "best.keras", "b": tmp_path / "other.keras"}
+    alone = {}
+    for name, path in paths.items():
+        infer.predict([path], soundscapes, tmp_path / f"{name}.csv", "tf", icfg, progress=False)
+        alone[name] = pd.read_csv(tmp_path / f"{name}.csv")[CLASSES].to_numpy()
+    assert np.abs(alone["a"] - alone["b"]).max() > 0.05  # two different models
+    infer.predict(list(paths.values()), soundscapes, tmp_path / "both.csv", "tf", icfg,
+                  progress=False)
+    both = pd.read_csv(tmp_path / "both.csv")[CLASSES].to_numpy()
+    np.testing.assert_allclose(both, (alone["a"] + alone["b"]) / 2, atol=1e-5)
 
 
 def _perfect_submission(synth_root, soundscapes) -> pd.DataFrame:
@@ -378,6 +444,7 @@ def test_evaluate_submission(exported, synth_root, tmp_path):
         evaluate.evaluate(tmp_path / "short.csv", synth_root, "birdclef-2026")
 
 
+@pytest.mark.slow
 def test_cli_export_predict_evaluate(run_dir, synth_root, tmp_path, capsys):
     assert cli.main(["export", "--model", str(run_dir / "best.keras"), "--out",
                      str(tmp_path / "exp"), "--formats", "onnx"]) == 0
@@ -414,9 +481,9 @@ def test_kaggle_save_run_with_no_test_audio_writes_the_header(exported, synth_ro
     # seconds is rounded to 0.01 s and the projection to 0.1 s in the report.
     assert dry["projected_hidden_run_s"] == pytest.approx(dry["seconds"] / 2 * 700,
                                                           abs=0.005 / 2 * 700 + 0.05)
-    saved = json.loads((tmp_path / infer.REPORT).read_text())
+    saved = json.loads((tmp_path / predicting.REPORT).read_text())
     assert saved["dry_run"] == dry
-    with pytest.raises(PredictError, match="nowhere not found"):
+    with pytest.raises(audio_io.AudioError, match="nowhere not found"):
         infer.predict([exported], tmp_path / "nowhere", tmp_path / "x.csv", "onnx",
                       progress=False)
 
@@ -424,7 +491,7 @@ def test_kaggle_save_run_with_no_test_audio_writes_the_header(exported, synth_ro
 def test_a_time_budget_drops_optional_work_and_still_writes_every_row(exported, synth_root,
                                                                     tmp_path):
     soundscapes = synth_root / "birdclef-2026" / "train_soundscapes"
-    files = windows.list_audio(soundscapes)
+    files = audio_io.list_audio(soundscapes)
     full = config_lib.InferConfig(tta_shifts_s=(-1.0, 1.0), workers=0)
     tight = config_lib.InferConfig(tta_shifts_s=(-1.0, 1.0), workers=0, time_budget_s=1e-3)
     infer.predict([exported, exported], soundscapes, tmp_path / "full.csv", "onnx", full,
@@ -451,7 +518,7 @@ def test_a_time_budget_drops_optional_work_and_still_writes_every_row(exported, 
 
 def test_time_budget_levels_follow_the_projection():
     now = [0.0]
-    budget = infer.TimeBudget(100.0, shifts=3, models=2, windows_per_file=[10] * 10,
+    budget = scoring.TimeBudget(100.0, shifts=3, models=2, windows_per_file=[10] * 10,
                               clock=lambda: now[0])
     assert budget.plan(0, ["a", "b"])  # nothing measured yet
     budget.done(10, 6)  # 60 units
@@ -465,6 +532,7 @@ def test_time_budget_levels_follow_the_projection():
     assert [e["dropped"] for e in budget.events] == ["tta_shifts", "model b", "scoring"]
 
 
+@pytest.mark.slow
 def test_a_run_copied_elsewhere_exports_and_predicts(run_dir, tmp_path, synth_root):
     # The run's config names files of the machine it trained on; none of them exist here.
     moved = tmp_path / "moved"
@@ -476,7 +544,7 @@ def test_a_run_copied_elsewhere_exports_and_predicts(run_dir, tmp_path, synth_ro
         "infer.class_order=/elsewhere/sample_submission.csv",
         "data.corrupt_files=/elsewhere/corrupt.json"])
     config_lib.save_config(cfg, moved / "config.yaml")
-    card = export.export(moved / "best.keras", tmp_path / "export", formats=("onnx",))
+    card = convert.export(moved / "best.keras", tmp_path / "export", formats=("onnx",))
     assert card["classes"] == CLASSES
     report = infer.predict([moved / "best.keras"], synth_root / "birdclef-2026" /
                            "train_soundscapes", tmp_path / "sub.csv", "tf", progress=False)

@@ -1,19 +1,20 @@
 """Manifest: each source's reader, hygiene, balancing and folds, path safety."""
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from birdkeras import manifest, sources, synth
-from birdkeras import layout
+from birdkeras.datasets import manifest
+from birdkeras.datasets import sources
+from birdkeras import synth
+from birdkeras.config import catalog
 from birdkeras.config import BalanceConfig, load_config
 from birdkeras.errors import MissingPathError
 
 
-@pytest.mark.parametrize("source", list(layout.SOURCES))
+@pytest.mark.parametrize("source", list(catalog.SOURCES))
 def test_each_reader_finds_every_recording_with_its_label(synth_root, source):
     table, rejected, _ = sources.read_source(synth_root, source)
     truth = {r["path"]: r for r in synth.read_truth(synth_root) if r["source"] == source}
@@ -147,7 +148,7 @@ def test_path_traversal_rows_are_rejected_and_recorded(tmp_path):
     (root / "birdclef-2023" / "train_audio" / "a" / "link.ogg").symlink_to(outside)
     (root / "birdclef-2023" / "train_audio" / "a" / "XC1.ogg").write_bytes(b"ogg")
     rows = ["a/XC1.ogg", "../../../secret.ogg", "/etc/passwd", "a/link.ogg"]
-    layout.write_csv(root / "birdclef-2023" / "train_metadata.csv", layout.COLUMNS_2023,
+    catalog.write_csv(root / "birdclef-2023" / "train_metadata.csv", catalog.COLUMNS_2023,
                      [{"primary_label": "a", "filename": f, "author": "A", "rating": 4}
                       for f in rows])
     cfg = load_config(None, [f"data.root={root}", "data.sources=[birdclef-2023]",
@@ -195,7 +196,7 @@ def test_bad_corrupt_list_and_root_are_clear_errors(tmp_path):
 
 def test_bad_metadata_rows_are_recorded_and_bad_files_named(tmp_path):
     folder = tmp_path / "birdclef-2024"
-    layout.write_csv(folder / "train_metadata.csv", layout.COLUMNS_2023, [
+    catalog.write_csv(folder / "train_metadata.csv", catalog.COLUMNS_2023, [
         {"primary_label": "a", "filename": "a/XC1.ogg", "author": "A"},
         {"primary_label": "", "filename": "a/XC2.ogg", "author": "A"},  # no label
         {"primary_label": "b", "filename": "", "author": "B"},  # no file
@@ -211,10 +212,10 @@ def test_bad_metadata_rows_are_recorded_and_bad_files_named(tmp_path):
 
 def test_repeated_header_rows_are_rejected_and_coerced_values_reported(tmp_path):
     folder = tmp_path / "birdclef-2024"
-    layout.write_csv(folder / "train_metadata.csv", layout.COLUMNS_2023, [
+    catalog.write_csv(folder / "train_metadata.csv", catalog.COLUMNS_2023, [
         {"primary_label": "a", "filename": "a/XC1.ogg", "rating": "abc", "longitude": "1e999",
          "secondary_labels": "['b', 'c'"},
-        {c: c for c in layout.COLUMNS_2023},  # a header row again (concatenated files)
+        {c: c for c in catalog.COLUMNS_2023},  # a header row again (concatenated files)
         {"primary_label": "b", "filename": "b/XC2.ogg", "rating": "nan", "latitude": "95"},
         {"primary_label": "c", "filename": "c/XC3.ogg", "rating": "4", "latitude": "None",
          "secondary_labels": "['a']"},
@@ -236,7 +237,7 @@ def test_rows_whose_audio_is_missing_are_rejected_not_made_classes(tmp_path):
     root = tmp_path / "root"
     (root / "birdclef-2023" / "train_audio" / "a").mkdir(parents=True)
     (root / "birdclef-2023" / "train_audio" / "a" / "XC1.ogg").write_bytes(b"ogg")
-    layout.write_csv(root / "birdclef-2023" / "train_metadata.csv", layout.COLUMNS_2023, [
+    catalog.write_csv(root / "birdclef-2023" / "train_metadata.csv", catalog.COLUMNS_2023, [
         {"primary_label": "a", "filename": "a/XC1.ogg", "rating": "abc"},
         {"primary_label": "ghost1", "filename": "ghost1/XC2.ogg"},  # no such file
     ])

@@ -5,7 +5,9 @@ import zipfile
 
 import pytest
 
-from birdkeras import cli, kaggle, layout
+from birdkeras import cli
+from birdkeras import kaggle
+from birdkeras.config import catalog
 
 
 @pytest.fixture
@@ -37,7 +39,7 @@ def test_download_unzips_into_the_ingest_layout(monkeypatch, tmp_path):
     _fake_kaggle(monkeypatch, {"train_metadata.csv": "primary_label\n",
                                "train_audio/x/a.ogg": "ogg"}, calls)
     target = kaggle.download("birdclef-2024", tmp_path)
-    assert target == tmp_path / layout.SOURCES["birdclef-2024"].folder
+    assert target == tmp_path / catalog.SOURCES["birdclef-2024"].folder
     assert (target / "train_audio" / "x" / "a.ogg").is_file()
     assert calls == [("download", {"ref": "competition:birdclef-2024",
                                    "path": str(tmp_path / "_downloads")})]
@@ -49,7 +51,7 @@ def test_xeno_canto_is_two_datasets_into_one_folder(monkeypatch, tmp_path):
     _fake_kaggle(monkeypatch, {"train_extended.csv": "ebird_code\n"}, calls)
     target = kaggle.download("xeno-canto", tmp_path)
     assert target.name == "xeno-canto-extended"
-    assert [c[1]["ref"] for c in calls] == list(layout.SOURCES["xeno-canto"].kaggle)
+    assert [c[1]["ref"] for c in calls] == list(catalog.SOURCES["xeno-canto"].kaggle)
 
 
 def test_download_errors_are_clear(monkeypatch, tmp_path, no_credentials, capsys):
@@ -121,6 +123,6 @@ def test_off_kaggle_paths_and_wandb(monkeypatch, tmp_path):
     if kaggle.on_kaggle():
         pytest.skip("running on Kaggle")
     assert kaggle.data_path("birdkeras-b0-pre", tmp_path) == str(tmp_path)
-    assert kaggle.wandb_mode() == "offline"
+    assert kaggle.wandb_mode_from_secret() == "offline"
     monkeypatch.setenv("WANDB_API_KEY", "x" * 40)
-    assert kaggle.wandb_mode() == "online"
+    assert kaggle.wandb_mode_from_secret() == "online"

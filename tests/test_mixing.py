@@ -2,9 +2,10 @@
 
 import numpy as np
 import pytest
+import soundfile as sf
 import tensorflow as tf
 
-from birdkeras import mixing
+from birdkeras.records import mixing
 from birdkeras.config import ConfigError, load_config
 
 SEED = tf.constant([1, 2], tf.int64)
@@ -92,6 +93,39 @@ def test_background_pool_from_a_folder(synth_root):
     folder = synth_root / "birdclef-2026" / "train_soundscapes"
     pool = mixing.load_background_pool(str(folder), 32000, 5.0)
     assert pool.ndim == 2 and pool.shape[1] >= 5 * 32000
+
+
+def _augmented(tmp_path, *overrides):
+    """A batch through the training pipeline's augmenter, with a 1-clip noise pool
+    (a 440 Hz tone) in tmp_path/noise."""
+    (tmp_path / "noise").mkdir(exist_ok=True)
+    tone = 0.5 * np.sin(2 * np.pi * 440 * np.arange(16000 * 6) / 16000)
+    sf.write(tmp_path / "noise" / "tone.wav", tone.astype(np.float32), 16000)
+    cfg = load_config(None, [f"data.root={tmp_path}", "audio.sample_rate_hz=16000",
+                             "audio.fmax_hz=8000", "augment.background_dir=noise",
+                             "augment.background_snr_db=[0, 0]", "augment.noise_snr_db=[10, 10]",
+                             *overrides])
+    waves, labels = _batch(n=8, length=16000 * 5)
+    out, out_labels = mixing.batch_augmenter(cfg)(tf.constant(3, tf.int64), (waves, labels))
+    np.testing.assert_array_equal(out_labels.numpy(), labels.numpy())  # labels untouched
+    return waves.numpy(), out.numpy(), tone
+
+
+def test_the_training_augmenter_adds_gaussian_noise(tmp_path):
+    waves, out, _ = _augmented(tmp_path, "augment.noise_probability=1.0")
+    added = out - waves
+    snr = 10 * np.log10(np.mean(waves ** 2, axis=1) / np.mean(added ** 2, axis=1))
+    np.testing.assert_allclose(snr, 10.0, atol=0.3)
+
+
+def test_the_training_augmenter_mixes_in_the_background_pool(tmp_path):
+    waves, out, tone = _augmented(tmp_path, "augment.background_probability=1.0")
+    added = out - waves
+    snr = 10 * np.log10(np.mean(waves ** 2, axis=1) / np.mean(added ** 2, axis=1))
+    np.testing.assert_allclose(snr, 0.0, atol=0.2)
+    # What was added is the pool's tone: its spectrum peaks at 440 Hz.
+    peak_hz = np.argmax(np.abs(np.fft.rfft(added, axis=1)), axis=1) * 16000 / added.shape[1]
+    np.testing.assert_allclose(peak_hz, 440.0, atol=1.0)
 
 
 def test_augment_config_errors():

@@ -4,7 +4,8 @@ import keras
 import numpy as np
 import pytest
 
-from birdkeras import models
+from birdkeras.model import backbones
+from birdkeras.model import classifier
 from birdkeras.config import ConfigError, load_config
 
 from conftest import write_applications_file
@@ -24,14 +25,14 @@ def _waves(seconds, batch=2, seed=0):
 @pytest.mark.parametrize("backbone", ["EfficientNetB0", "EfficientNetB1", "EfficientNetV2B0",
                                       "EfficientNetV2S"])
 def test_each_family_gives_logits_for_any_length(backbone):
-    model = models.build_model(_cfg(f"model.backbone={backbone}"), num_classes=5)
+    model = classifier.build_model(_cfg(f"model.backbone={backbone}"), num_classes=5)
     for seconds in (5.0, 7.3, 20.0):
         assert tuple(model(_waves(seconds)).shape) == (2, 5)
 
 
 @pytest.mark.parametrize("head", ["gap", "gem", "sed"])
 def test_heads_and_save_load_round_trip(head, tmp_path):
-    model = models.build_model(_cfg(f"model.head={head}"), num_classes=4)
+    model = classifier.build_model(_cfg(f"model.head={head}"), num_classes=4)
     x = _waves(5.0)
     before = np.asarray(model(x))
     model.save(tmp_path / "m.keras")
@@ -42,18 +43,31 @@ def test_heads_and_save_load_round_trip(head, tmp_path):
 
 
 def test_sed_head_gives_frame_and_clip_outputs():
-    model = models.build_model(_cfg("model.head=sed"), num_classes=3)
-    out = models.frame_model(model)(_waves(10.0))
+    model = classifier.build_model(_cfg("model.head=sed"), num_classes=3)
+    out = classifier.frame_model(model)(_waves(10.0))
     clip, frame = np.asarray(out["clip_logits"]), np.asarray(out["frame_logits"])
     assert clip.shape == (2, 3) and frame.shape[0] == 2 and frame.shape[2] == 3
-    assert frame.shape[1] > models.frame_model(model)(_waves(5.0))["frame_logits"].shape[1]
+    assert frame.shape[1] > classifier.frame_model(model)(_waves(5.0))["frame_logits"].shape[1]
     # Clip logits are an attention-weighted mean of frame logits: within their range.
     assert (clip <= frame.max(axis=1) + 1e-5).all() and (clip >= frame.min(axis=1) - 1e-5).all()
     np.testing.assert_allclose(np.asarray(model(_waves(10.0))), clip, atol=1e-5)
 
 
+def test_frame_max_output_is_the_maximum_of_the_frame_logits():
+    model = classifier.build_model(_cfg("model.head=sed"), num_classes=3)
+    x = _waves(10.0)
+    frames = np.asarray(classifier.frame_model(model)(x)["frame_logits"])
+    out = classifier.with_frame_max(model)(x)
+    np.testing.assert_allclose(np.asarray(out["frame_max"]), frames.max(axis=1), atol=1e-5)
+    np.testing.assert_allclose(np.asarray(out["logits"]), np.asarray(model(x)), atol=1e-5)
+    # And on a tensor whose mean, max and last frame all differ.
+    frame_logits = np.array([[[1.0, -2.0], [5.0, -1.0], [0.0, -3.0]]], dtype=np.float32)
+    np.testing.assert_array_equal(np.asarray(classifier.FrameMax()(frame_logits)),
+                                  [[5.0, -1.0]])
+
+
 def test_masks_change_the_spectrogram_only_when_training():
-    model = models.build_model(_cfg("model.mask_probability=1.0", "model.dropout=0"), 3)
+    model = classifier.build_model(_cfg("model.mask_probability=1.0", "model.dropout=0"), 3)
     unmasked = keras.Model(model.input, model.get_layer("log_mel").output)
     masked = keras.Model(model.input, model.get_layer("time_mask").output)
     x = _waves(5.0)
@@ -70,13 +84,13 @@ def test_masks_change_the_spectrogram_only_when_training():
 
 
 def test_gem_pooling_p_is_trainable_and_validated():
-    layer = models.GeMPooling(p=3.0)
+    layer = classifier.GeMPooling(p=3.0)
     layer.build((None, 2, 2, 4))
     assert [w.name for w in layer.trainable_weights] == ["p"]
     x = np.ones((1, 2, 2, 4), np.float32) * 2.0
     np.testing.assert_allclose(np.asarray(layer(x)), 2.0, rtol=1e-5)
     with pytest.raises(ValueError, match="p must be > 0"):
-        models.GeMPooling(p=0)
+        classifier.GeMPooling(p=0)
 
 
 def test_unknown_backbone_is_named():
@@ -85,13 +99,13 @@ def test_unknown_backbone_is_named():
 
 
 def _backbone_weights(cfg):
-    return models.build_model(cfg, 3).get_layer("efficientnetb0").get_weights()
+    return classifier.build_model(cfg, 3).get_layer("efficientnetb0").get_weights()
 
 
 def test_imagenet_weights_come_from_the_keras_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
-    monkeypatch.setattr(models, "_download", lambda *a: pytest.fail("must not download"))
-    name = models.imagenet_file("EfficientNetB0")[0]
+    monkeypatch.setattr(backbones, "_download", lambda *a: pytest.fail("must not download"))
+    name = backbones.imagenet_file("EfficientNetB0")[0]
     assert name == "efficientnetb0_notop.h5"
     expected = write_applications_file(tmp_path / "keras" / "models" / name)
     loaded = _backbone_weights(_cfg("model.weights=imagenet"))
@@ -101,7 +115,7 @@ def test_imagenet_weights_come_from_the_keras_cache(tmp_path, monkeypatch):
 
 
 def test_weights_from_an_attached_folder_or_a_file(tmp_path, monkeypatch):
-    monkeypatch.setattr(models, "_download", lambda *a: pytest.fail("must not download"))
+    monkeypatch.setattr(backbones, "_download", lambda *a: pytest.fail("must not download"))
     dataset = tmp_path / "input" / "keras-efficientnet"  # an attached Kaggle dataset
     expected = write_applications_file(dataset / "b0" / "efficientnetb0_notop.h5")
     for weights in (tmp_path / "input", dataset / "b0" / "efficientnetb0_notop.h5"):
@@ -115,21 +129,21 @@ def test_offline_without_a_cached_file_names_the_file_to_attach(tmp_path, monkey
     def offline(*args):
         raise OSError("URL fetch failure: Temporary failure in name resolution")
 
-    monkeypatch.setattr(models, "_download", offline)
+    monkeypatch.setattr(backbones, "_download", offline)
     cached = tmp_path / "empty" / "models" / "efficientnetb0_notop.h5"
-    with pytest.raises(models.WeightsError) as err:
-        models.build_model(_cfg("model.weights=imagenet"), 3)
+    with pytest.raises(backbones.WeightsError) as err:
+        classifier.build_model(_cfg("model.weights=imagenet"), 3)
     message = str(err.value)
     assert "efficientnetb0_notop.h5" in message and str(cached) in message
     assert "attach a Kaggle dataset" in message and "\n" not in message
-    with pytest.raises(models.WeightsError, match="is a folder without efficientnetb0_notop.h5"):
-        models.build_model(_cfg(f"model.weights={tmp_path}"), 3)
-    with pytest.raises(models.WeightsError, match="neither 'imagenet', a weights file nor"):
-        models.build_model(_cfg(f"model.weights={tmp_path / 'nope.h5'}"), 3)
+    with pytest.raises(backbones.WeightsError, match="is a folder without efficientnetb0_notop.h5"):
+        classifier.build_model(_cfg(f"model.weights={tmp_path}"), 3)
+    with pytest.raises(backbones.WeightsError, match="neither 'imagenet', a weights file nor"):
+        classifier.build_model(_cfg(f"model.weights={tmp_path / 'nope.h5'}"), 3)
 
 
 def test_imagenet_file_names_follow_keras_applications():
-    assert models.imagenet_file("EfficientNetB7")[0] == "efficientnetb7_notop.h5"
-    name, url, md5 = models.imagenet_file("EfficientNetV2S")
+    assert backbones.imagenet_file("EfficientNetB7")[0] == "efficientnetb7_notop.h5"
+    name, url, md5 = backbones.imagenet_file("EfficientNetV2S")
     assert name == "efficientnetv2-s_notop.h5" and url.endswith("/efficientnetv2-s_notop.h5")
     assert md5 and len(md5) == 32

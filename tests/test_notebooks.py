@@ -6,10 +6,13 @@ import pandas as pd
 import pytest
 from nbclient import NotebookClient
 
-from birdkeras import manifest, shards
+from birdkeras.datasets import manifest
+from birdkeras.records import shards
 from birdkeras.config import load_config
 
 from conftest import REPO, write_applications_file
+
+pytestmark = pytest.mark.slow  # trains or runs whole workflows: `make test-fast` skips
 
 # Values shrunk for CPU; the structure stays the shipped configs' (b0_pre.yaml: 2020-2025
 # + XC, ImageNet start; b0_ft.yaml: BirdCLEF+ 2026, competition classes, background noise

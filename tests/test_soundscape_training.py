@@ -2,11 +2,7 @@
 distillation, the SED frame-max loss, self-training stages."""
 
 import json
-import os
-import signal
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import keras
@@ -15,12 +11,19 @@ import pandas as pd
 import pytest
 import tensorflow as tf
 
-from birdkeras import data, manifest, models, pseudolabel, shards, tfrecord, train
+from birdkeras.train import trainer
+from birdkeras.records import pipeline
+from birdkeras.datasets import manifest
+from birdkeras.model import classifier
+from birdkeras.selftrain import pseudolabel, stages
+from birdkeras.datasets import soundscapes
+from birdkeras.records import shards
+from birdkeras.records import format as record_format
 from birdkeras import config as config_lib
 from birdkeras.config import ConfigError, load_config
 from birdkeras.errors import PredictError
 
-from conftest import REPO
+from conftest import REPO, kill_when, read_records
 
 SMALL_MODEL = ["audio.sample_rate_hz=16000", "audio.num_mel_bins=32", "audio.fft_length=1024",
                "audio.hop_length=512", "audio.fmax_hz=8000"]
@@ -30,7 +33,7 @@ def _teacher(folder: Path, classes, seed: int) -> Path:
     """A 'trained' model folder (model, config, classes) whose outputs spread out."""
     cfg = load_config(None, SMALL_MODEL)
     keras.utils.set_random_seed(seed)
-    model = models.build_model(cfg, len(classes))
+    model = classifier.build_model(cfg, len(classes))
     kernel = np.random.default_rng(seed).standard_normal((1280, len(classes))) * 40.0
     model.get_layer("logits").set_weights([kernel.astype("float32"),
                                            np.zeros(len(classes), "float32")])
@@ -58,33 +61,23 @@ def _soundscape_files(synth_root):
             synth_root / "birdclef-2025" / "train_soundscapes"]
 
 
-def _read(folder) -> dict:
-    records = {}
-    for shard in tfrecord.list_shards(str(folder)):
-        for ex in tf.data.TFRecordDataset(shard).map(tfrecord.parse_example):
-            rid = ex[tfrecord.RECORDING_ID].numpy().decode()
-            assert rid not in records, f"{rid} twice"
-            records[rid] = {k: v.numpy() for k, v in ex.items()}
-    return records
-
-
 def test_soft_labels_round_trip_through_shards_exactly(tmp_path):
     rng = np.random.default_rng(0)
     soft = rng.random((3, 7)).astype(np.float32)
-    with open(tmp_path / tfrecord.shard_name(-1, 0, 1), "wb") as f:
+    with open(tmp_path / record_format.shard_name(-1, 0, 1), "wb") as f:
         for i, row in enumerate(soft):
-            f.write(tfrecord.frame(tfrecord.encode_example({
-                tfrecord.AUDIO: np.full(16000 * 5, i, np.int16).tobytes(),
-                tfrecord.SAMPLE_RATE: 16000, tfrecord.NUM_SAMPLES: 16000 * 5,
-                tfrecord.LABEL: -1, tfrecord.SECONDARY_LABELS: [],
-                tfrecord.RECORDING_ID: f"w{i}", tfrecord.SOURCE: "pseudo", tfrecord.FOLD: -1,
-                tfrecord.REPEATS: 1, tfrecord.RATING: 0.0, tfrecord.SOFT_TARGETS: row})))
-    records = _read(tmp_path)
+            f.write(record_format.frame(record_format.encode_example({
+                record_format.AUDIO: np.full(16000 * 5, i, np.int16).tobytes(),
+                record_format.SAMPLE_RATE: 16000, record_format.NUM_SAMPLES: 16000 * 5,
+                record_format.LABEL: -1, record_format.SECONDARY_LABELS: [],
+                record_format.RECORDING_ID: f"w{i}", record_format.SOURCE: "pseudo", record_format.FOLD: -1,
+                record_format.REPEATS: 1, record_format.RATING: 0.0, record_format.SOFT_TARGETS: row})))
+    records = read_records(tmp_path)
     for i, row in enumerate(soft):
-        np.testing.assert_array_equal(records[f"w{i}"][tfrecord.SOFT_TARGETS], row)  # exact
+        np.testing.assert_array_equal(records[f"w{i}"][record_format.SOFT_TARGETS], row)  # exact
     # ... and they are the training targets, unchanged, for records without hard labels.
     cfg = load_config(None, [*SMALL_MODEL, "input.val_fold=0", "data.num_folds=2"])
-    ds = data.make_dataset(cfg, 7, training=False, files=tfrecord.list_shards(str(tmp_path)))
+    ds = pipeline.make_dataset(cfg, 7, training=False, files=record_format.list_shards(str(tmp_path)))
     pairs = [(x.numpy(), y.numpy()) for x, y in ds]
     which = np.round(np.concatenate([x[:, 0] for x, _ in pairs]) * 32768).astype(int)
     got = np.concatenate([y for _, y in pairs])
@@ -94,19 +87,19 @@ def test_soft_labels_round_trip_through_shards_exactly(tmp_path):
 def test_teacher_weight_mixes_hard_and_soft_targets(tmp_path):
     soft = np.array([0.2, 0.6, 0.1, 0.1], np.float32)
     hard = np.array([0.0, 0.0, 1.0, 1.0], np.float32)
-    examples = [{tfrecord.LABEL: 1, tfrecord.SOFT_TARGETS: soft},  # primary label + teacher
-                {tfrecord.LABEL: -1, tfrecord.TARGETS: hard, tfrecord.SOFT_TARGETS: soft},
-                {tfrecord.LABEL: -1, tfrecord.TARGETS: hard},  # labelled window only
-                {tfrecord.LABEL: 3}]  # a plain focal record
-    with open(tmp_path / tfrecord.shard_name(0, 0, 1), "wb") as f:
+    examples = [{record_format.LABEL: 1, record_format.SOFT_TARGETS: soft},  # primary label + teacher
+                {record_format.LABEL: -1, record_format.TARGETS: hard, record_format.SOFT_TARGETS: soft},
+                {record_format.LABEL: -1, record_format.TARGETS: hard},  # labelled window only
+                {record_format.LABEL: 3}]  # a plain focal record
+    with open(tmp_path / record_format.shard_name(0, 0, 1), "wb") as f:
         for i, extra in enumerate(examples):
-            f.write(tfrecord.frame(tfrecord.encode_example({
-                tfrecord.AUDIO: np.zeros(80000, np.int16).tobytes(), tfrecord.SAMPLE_RATE: 16000,
-                tfrecord.NUM_SAMPLES: 80000, tfrecord.SECONDARY_LABELS: [],
-                tfrecord.RECORDING_ID: f"r{i}", tfrecord.SOURCE: "s", tfrecord.FOLD: 0,
-                tfrecord.REPEATS: 1, tfrecord.RATING: 0.0, **extra})))
+            f.write(record_format.frame(record_format.encode_example({
+                record_format.AUDIO: np.zeros(80000, np.int16).tobytes(), record_format.SAMPLE_RATE: 16000,
+                record_format.NUM_SAMPLES: 80000, record_format.SECONDARY_LABELS: [],
+                record_format.RECORDING_ID: f"r{i}", record_format.SOURCE: "s", record_format.FOLD: 0,
+                record_format.REPEATS: 1, record_format.RATING: 0.0, **extra})))
     cfg = load_config(None, [*SMALL_MODEL, "input.teacher_weight=0.25"])
-    ds = data.make_dataset(cfg, 4, training=False, files=tfrecord.list_shards(str(tmp_path)))
+    ds = pipeline.make_dataset(cfg, 4, training=False, files=record_format.list_shards(str(tmp_path)))
     got = np.concatenate([y.numpy() for _, y in ds])
     one_hot = np.eye(4, dtype=np.float32)
     np.testing.assert_allclose(got, [0.75 * one_hot[1] + 0.25 * soft,
@@ -125,14 +118,14 @@ def test_labelled_windows_become_records_folded_by_site(synth_root, tmp_path):
     assert (windows.groupby("group")["fold"].nunique() == 1).all()  # no site split
     assert windows["fold"].nunique() == 2
     shards.build(table, name2label, cfg, progress=False)
-    records = _read(tmp_path)
+    records = read_records(tmp_path)
     for row in windows.to_dict("records"):
         record = records[row["recording_id"]]
-        assert record[tfrecord.LABEL] == -1 and record[tfrecord.START_S] == row["start_s"]
+        assert record[record_format.LABEL] == -1 and record[record_format.START_S] == row["start_s"]
         expected = np.zeros(len(name2label), np.float32)
         expected[[name2label[c] for c in row["labels"]]] = 1.0
-        np.testing.assert_array_equal(record[tfrecord.TARGETS], expected)
-        assert len(record[tfrecord.AUDIO]) == 5 * 32000
+        np.testing.assert_array_equal(record[record_format.TARGETS], expected)
+        assert len(record[record_format.AUDIO]) == 5 * 32000
     with pytest.raises(ConfigError, match="use train.loss=bce or focal"):
         load_config(None, ["data.sources=[birdclef-2026-soundscapes]", "train.loss=cce"])
 
@@ -154,20 +147,28 @@ def test_pseudo_labels_are_selected_sharpened_and_reproducible(synth_root, teach
     assert names == sorted(p.name for p in (tmp_path / "b").glob("*.tfrec"))
     for name in names:  # the same teachers on the same files: the same bytes
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
-    records = _read(tmp_path / "a")
+    records = read_records(tmp_path / "a")
     assert len(records) == first["windows_kept"] > 0
-    labelled = pd.read_csv(synth_root / "birdclef-2026" / "train_soundscapes_labels.csv")
+    labelled = soundscapes.read_labels(synth_root, "birdclef-2026")
+    labels_at = {(f, float(s)): set(ls) for f, s, ls in
+                 zip(labelled["file"], labelled["start_s"], labelled["labels"])}
+    with_hard = 0
     for rid, rec in records.items():
-        soft = rec[tfrecord.SOFT_TARGETS]
+        soft = rec[record_format.SOFT_TARGETS]
         assert np.sqrt(soft.max()) >= 0.5 - 1e-6  # kept: top teacher probability >= threshold
-        assert rec[tfrecord.TEACHERS].decode() == ",".join(str(t) for t in teachers)
+        assert rec[record_format.TEACHERS].decode() == ",".join(str(t) for t in teachers)
         name, start = rid.removeprefix("pseudo/").split("@")
-        if name in set(labelled["filename"]):  # hard labels beside the soft ones
-            assert len(rec[tfrecord.TARGETS]) == len(classes)
+        expected = labels_at.get((name, float(start)))
+        if expected is not None:  # hard labels beside the soft ones, on their classes
+            hard = rec[record_format.TARGETS]
+            assert {classes[k] for k in np.flatnonzero(hard)} == expected & set(classes)
+            assert set(np.unique(hard)) <= {0.0, 1.0}
+            with_hard += 1
+    assert with_hard > 0  # some kept windows are labelled ones
     per_file = pd.Series([r.split("@")[0] for r in records]).value_counts()
     assert per_file.max() <= 5
     assert sum(first["kept_per_class"].values()) == first["windows_kept"]
-    tops = pd.Series([classes[int(np.argmax(r[tfrecord.SOFT_TARGETS]))]
+    tops = pd.Series([classes[int(np.argmax(r[record_format.SOFT_TARGETS]))]
                       for r in records.values()]).value_counts()
     assert {c: n for c, n in first["kept_per_class"].items() if n} == tops.to_dict()
 
@@ -185,6 +186,7 @@ def test_select_keeps_confident_windows_and_soft_negatives():
     assert pseudolabel.select(probs, starts, negatives)[0].tolist() == [0, 1, 2, 3]
 
 
+@pytest.mark.slow
 def test_a_killed_pseudo_label_run_resumes_with_every_window_once(synth_root, teachers,
                                                                   tmp_path):
     out = tmp_path / "pseudo"
@@ -193,13 +195,7 @@ def test_a_killed_pseudo_label_run_resumes_with_every_window_once(synth_root, te
             "--set", "pseudo.threshold=0.3", "--audio", *map(str, _soundscape_files(synth_root))]
     for teacher in teachers:
         args += ["--model", str(teacher)]
-    proc = subprocess.Popen(args, start_new_session=True, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    deadline = time.time() + 300
-    while time.time() < deadline and not list(out.glob("*.done.json")):
-        time.sleep(0.05)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
+    kill_when(args, lambda: list(out.glob("*.done.json")), timeout_s=300)
     done = list(out.glob("*.done.json"))
     assert done and len(done) < 4, "no kill between shards"
     cfg = _pseudo_cfg(synth_root, "pseudo.threshold=0.3")
@@ -207,8 +203,8 @@ def test_a_killed_pseudo_label_run_resumes_with_every_window_once(synth_root, te
                              progress=False)
     fresh = pseudolabel.run(teachers, _soundscape_files(synth_root), str(tmp_path / "fresh"),
                             cfg, progress=False)
-    resumed = _read(out)  # asserts that no window is there twice
-    assert set(resumed) == set(_read(tmp_path / "fresh"))
+    resumed = read_records(out)  # asserts that no window is there twice
+    assert set(resumed) == set(read_records(tmp_path / "fresh"))
     assert len(resumed) == report["windows_kept"] == fresh["windows_kept"]
 
 
@@ -221,7 +217,7 @@ def test_bad_soundscapes_are_recorded_and_mismatched_teachers_refused(
     (folder / "broken.ogg").write_bytes(good.read_bytes()[:200])
     report = pseudolabel.run(teachers, [folder], str(tmp_path / "out"), _pseudo_cfg(synth_root),
                              progress=False)
-    failures = pd.read_csv(tmp_path / "out" / tfrecord.FAILURES)
+    failures = pd.read_csv(tmp_path / "out" / record_format.FAILURES)
     assert report["failures"] == 1 and failures["path"].str.endswith("broken.ogg").all()
     other = _teacher(tmp_path / "other", classes[::-1], 3)
     with pytest.raises(PredictError, match="cannot ensemble"):
@@ -246,8 +242,8 @@ def test_mixing_ratio_holds_over_1000_draws(synth_root, teachers, tmp_path):
                     _pseudo_cfg(synth_root, "pseudo.threshold=0.0"), progress=False)
     mixed = config_lib.from_dict(config_lib.to_dict(cfg) | {"input": {
         **config_lib.to_dict(cfg.input), "mix_dirs": [str(pseudo)], "mix_weights": [0.3]}})
-    counter = data.MixCounter([str(main), str(pseudo)])
-    batches = iter(data.make_dataset(mixed, len(name2label), True, mix_counter=counter))
+    counter = pipeline.MixCounter([str(main), str(pseudo)])
+    batches = iter(pipeline.make_dataset(mixed, len(name2label), True, mix_counter=counter))
     labels = np.concatenate([next(batches)[1].numpy() for _ in range(125)])  # 1,000 windows
     # Pseudo-labelled windows are the ones with soft (not 0/1) targets.
     share = np.mean(np.any((labels > 0) & (labels < 1), axis=1))
@@ -259,6 +255,7 @@ def test_mixing_ratio_holds_over_1000_draws(synth_root, teachers, tmp_path):
         load_config(None, ["input.mix_dirs=[a, b]", "input.mix_weights=[0.6, 0.5]"])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("head,changes", [("sed", True), ("gap", False)])
 def test_frame_max_loss_changes_gradients_only_for_sed_heads(head, changes):
     x = np.random.default_rng(0).standard_normal((4, 16000 * 5)).astype(np.float32) * 0.1
@@ -269,10 +266,10 @@ def test_frame_max_loss_changes_gradients_only_for_sed_heads(head, changes):
                                  "model.mask_probability=0", "train.loss=bce",
                                  f"train.sed_frame_loss_weight={weight}"])
         keras.utils.set_random_seed(0)
-        model = models.build_model(cfg, 3)
-        loss, weights = train.losses_for(cfg)
+        model = classifier.build_model(cfg, 3)
+        loss, weights = trainer.losses_for(cfg)
         if isinstance(loss, dict):
-            model = models.with_frame_max(model)
+            model = classifier.with_frame_max(model)
         with tf.GradientTape() as tape:
             out = model(x, training=False)
             total = (sum(weights[k] * loss[k](y, out[k]) for k in loss)
@@ -282,6 +279,7 @@ def test_frame_max_loss_changes_gradients_only_for_sed_heads(head, changes):
     assert differs == changes
 
 
+@pytest.mark.slow
 def test_self_training_stages_pseudo_label_then_train(synth_root, tmp_path):
     overrides = [f"data.root={synth_root}", "data.sources=[birdclef-2026, birdclef-2026-soundscapes]",
                  "data.label_map=competition", "data.num_folds=2",
@@ -298,10 +296,10 @@ def test_self_training_stages_pseudo_label_then_train(synth_root, tmp_path):
     table, name2label, report = manifest.build(cfg)
     manifest.save(cfg.data.manifest_dir, table, name2label, report)
     shards.build(table, name2label, cfg, progress=False)
-    summary = train.run(cfg, tmp_path / "run", stage_overrides=tuple(overrides))
+    summary = stages.run_stages(cfg, tmp_path / "run", stage_overrides=tuple(overrides))
     assert Path(summary["workdir"]).name == "demo_round1"
     assert not (tmp_path / "run" / "demo_round0" / "pseudo").exists()
-    card = json.loads((tmp_path / "run" / "demo_round1" / "pseudo" / tfrecord.CARD).read_text())
+    card = json.loads((tmp_path / "run" / "demo_round1" / "pseudo" / record_format.CARD).read_text())
     assert card["name2label"] == name2label and card["records"] > 0
     used = (tmp_path / "run" / "demo_round1" / "config.yaml").read_text()
     assert str(tmp_path / "run" / "demo_round1" / "pseudo") in used  # mixed into its training

@@ -6,7 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from birdkeras import audio, evaluate, soundscapes
+from birdkeras.audio import io as audio_io
+from birdkeras.infer import evaluate
+from birdkeras.datasets import soundscapes
 from birdkeras.errors import MissingPathError
 
 from conftest import SMALL
@@ -56,7 +58,7 @@ def test_labelled_windows_are_the_audio_and_targets_of_each_window(synth_root):
     assert waves.shape == (len(table), 80000) and targets.shape == (len(table), len(classes))
     for i in (0, 7, len(table) - 1):
         row = table.iloc[i]
-        wave = audio.load(row["path"], 16000)
+        wave = audio_io.load(row["path"], 16000)
         start = int(row["start_s"] * 16000)
         np.testing.assert_array_equal(waves[i], wave[start:start + 80000])
         assert [classes[k] for k in np.flatnonzero(targets[i])] == sorted(row["labels"])

@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from birdkeras import audio, synth
-from birdkeras import layout
+from birdkeras.audio import io as audio_io
+from birdkeras import synth
+from birdkeras.config import catalog
 from birdkeras.synth import voices
 
 from conftest import SMALL
@@ -48,9 +49,9 @@ def test_each_year_has_its_columns_and_folders(synth_root):
     assert "ebird_code" in _header(synth_root / "birdsong-recognition" / "train.csv")
     assert "class_name" in _header(synth_root / "birdclef-2025" / "taxonomy.csv")
     assert _header(synth_root / "xeno-canto-extended" / "train_extended.csv") == list(
-        layout.COLUMNS_2020)
+        catalog.COLUMNS_2020)
     assert any((synth_root / "xeno-canto-extended" / half).is_dir() for half in ("A-M", "N-Z"))
-    for source in layout.SOURCES.values():
+    for source in catalog.SOURCES.values():
         if source.name != "xeno-canto":
             assert (synth_root / source.folder / "sample_submission.csv").is_file(), source.name
     # 2022+ file names include the label folder; 2021's do not.
@@ -95,10 +96,10 @@ def test_metadata_durations_match_the_decoded_audio(synth_root):
     broken = {r["path"] for r in synth.read_truth(synth_root) if r["broken"]}
     checked = 0
     for source in ("birdclef-2020", "xeno-canto"):
-        src = layout.SOURCES[source]
+        src = catalog.SOURCES[source]
         with open(synth_root / src.folder / src.metadata) as f:
             for row in csv.DictReader(f):
-                path = layout.audio_path(source, row["ebird_code"], row["filename"])
+                path = catalog.audio_path(source, row["ebird_code"], row["filename"])
                 if path in broken:
                     continue
                 wave, rate = sf.read(str(synth_root / path), dtype="float32")
@@ -113,8 +114,8 @@ def test_broken_files_are_broken(synth_root):
     for row in truth:
         path = synth_root / row["path"]
         if row["broken"] in ("empty", "silent"):
-            with pytest.raises(audio.AudioError):
-                audio.load(path, 32000)
+            with pytest.raises(audio_io.AudioError):
+                audio_io.load(path, 32000)
         elif row["broken"] == "truncated":
             # Cut to a third of its bytes: it fails to decode, or decodes far too short.
             try:

@@ -1,11 +1,8 @@
-"""TFRecord shards: round trip, kill-and-resume, corruption, real audio."""
+"""TFRecord shards: round trip, kill-and-resume, corruption, real audio_io."""
 
 import json
 import os
-import signal
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -14,10 +11,13 @@ import pytest
 import soundfile as sf
 import tensorflow as tf
 
-from birdkeras import audio, manifest, shards, tfrecord
+from birdkeras.audio import io as audio_io
+from birdkeras.datasets import manifest
+from birdkeras.records import shards
+from birdkeras.records import format as record_format
 from birdkeras.config import load_config
 
-from conftest import REPO
+from conftest import REPO, kill_when, read_records
 
 SOURCES = "[birdclef-2020, birdclef-2021, birdclef-2022, birdclef-2023, xeno-canto]"
 
@@ -28,16 +28,6 @@ def _cfg(synth_root, out, *extra):
         f"tfrecords.dir={out}", "tfrecords.workers=2", "tfrecords.shard_size_mb=1",
         *extra,
     ])
-
-
-def _read_all(folder) -> dict:
-    records = {}
-    for shard in tfrecord.list_shards(str(folder)):
-        for ex in tf.data.TFRecordDataset(shard).map(tfrecord.parse_example):
-            rid = ex[tfrecord.RECORDING_ID].numpy().decode()
-            assert rid not in records, f"{rid} written twice"
-            records[rid] = {k: v.numpy() for k, v in ex.items()}
-    return records
 
 
 @pytest.fixture(scope="module")
@@ -52,28 +42,28 @@ def built(synth_root, tmp_path_factory):
 def test_build_verify_and_read_back(built):
     cfg, table, name2label, card = built
     result = shards.verify(table, name2label, cfg)
-    records = _read_all(cfg.tfrecords.dir)
+    records = read_records(cfg.tfrecords.dir)
     assert result["records"] == card["records"] == len(records) == len(table) - card["failures"]
     rows = table.set_index("recording_id")
     for rid, rec in records.items():
         row = rows.loc[rid]
-        assert rec[tfrecord.LABEL] == name2label[row["primary_label"]]
-        assert sorted(rec[tfrecord.SECONDARY_LABELS]) == sorted(
+        assert rec[record_format.LABEL] == name2label[row["primary_label"]]
+        assert sorted(rec[record_format.SECONDARY_LABELS]) == sorted(
             name2label[s] for s in row["secondary_labels"])
-        assert rec[tfrecord.FOLD] == row["fold"] and rec[tfrecord.REPEATS] == row["repeats"]
-        assert rec[tfrecord.SAMPLE_RATE] == 32000
-        assert rec[tfrecord.NUM_SAMPLES] == len(rec[tfrecord.AUDIO]) <= 15 * 32000
+        assert rec[record_format.FOLD] == row["fold"] and rec[record_format.REPEATS] == row["repeats"]
+        assert rec[record_format.SAMPLE_RATE] == 32000
+        assert rec[record_format.NUM_SAMPLES] == len(rec[record_format.AUDIO]) <= 15 * 32000
         # The stored audio is the decoded file, resampled, as int16.
-        expected = audio.load(Path(cfg.data.root) / row["path"], 32000, 15)
-        np.testing.assert_allclose(rec[tfrecord.AUDIO], expected, atol=1 / 32768 + 1e-6)
+        expected = audio_io.load(Path(cfg.data.root) / row["path"], 32000, 15)
+        np.testing.assert_allclose(rec[record_format.AUDIO], expected, atol=1 / 32768 + 1e-6)
 
 
 def test_shards_are_grouped_by_fold_and_the_card_counts_them(built):
     cfg, table, name2label, card = built
     for shard in card["shards"]:
         path = str(Path(cfg.tfrecords.dir) / shard["name"])
-        folds = {int(ex[tfrecord.FOLD]) for ex in
-                 tf.data.TFRecordDataset(path).map(tfrecord.parse_example)}
+        folds = {int(ex[record_format.FOLD]) for ex in
+                 tf.data.TFRecordDataset(path).map(record_format.parse_example)}
         prefix = shard["name"].split("-")[0]
         assert folds <= ({-1} if prefix == "train" else {int(prefix[4:])}), shard["name"]
     counted = sum(sum(per_fold.values()) for per_fold in card["counts_per_class_per_fold"].values())
@@ -92,10 +82,10 @@ def test_unlisted_broken_files_are_skipped_and_reported(built, synth_root):
 
 def test_a_second_build_skips_finished_shards(built):
     cfg, table, name2label, card = built
-    before = {p: os.path.getmtime(p) for p in tfrecord.list_shards(cfg.tfrecords.dir)}
+    before = {p: os.path.getmtime(p) for p in record_format.list_shards(cfg.tfrecords.dir)}
     again = shards.build(table, name2label, cfg, progress=False)
     assert again["records"] == card["records"]
-    assert {p: os.path.getmtime(p) for p in tfrecord.list_shards(cfg.tfrecords.dir)} == before
+    assert {p: os.path.getmtime(p) for p in record_format.list_shards(cfg.tfrecords.dir)} == before
 
 
 def test_a_corrupted_shard_is_named(built, tmp_path):
@@ -129,22 +119,18 @@ def test_killed_build_resumes_with_every_recording_exactly_once(synth_root, tmp_
             "--cfg", str(REPO / "configs" / "demo_pre.yaml")]
     for item in overrides:
         args += ["--set", item]
-    proc = subprocess.Popen(args, start_new_session=True, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    deadline = time.time() + 120
-    while time.time() < deadline:
+
+    def ready():
         done = list(out.glob("*.done.json")) if out.exists() else []
         started = list(out.glob("*.tmp-*")) if out.exists() else []
-        if (len(done) > kill_after_shards) or (kill_after_shards == 0 and started):
-            break
-        time.sleep(0.01)
-    os.killpg(proc.pid, signal.SIGKILL)  # the build and its workers, mid-shard
-    proc.wait()
+        return len(done) > kill_after_shards or (kill_after_shards == 0 and started)
+
+    kill_when(args, ready, timeout_s=120)  # the build and its workers, mid-shard
     total = len(shards.plan_shards(table, name2label, cfg))
     assert len(list(out.glob("*.done.json"))) < total, "the build finished before the kill"
 
     card = shards.build(table, name2label, cfg, progress=False)
-    records = _read_all(out)  # asserts no recording is in two shards
+    records = read_records(out)  # asserts no recording is in two shards
     failed = set(pd.read_csv(out / shards.FAILURES)["recording_id"])
     assert set(records) == set(table["recording_id"]) - failed
     assert card["records"] == len(records)
@@ -161,12 +147,12 @@ def test_every_real_file_decodes_to_mono_at_the_target_rate(real_dir):
     for path in files:
         info = sf.info(str(path))
         if info.frames == 0:
-            with pytest.raises(audio.AudioError, match="0 samples"):
-                audio.load(path, 32000)
+            with pytest.raises(audio_io.AudioError, match="0 samples"):
+                audio_io.load(path, 32000)
             continue
         try:
-            wave = audio.load(path, 32000)
-        except audio.AudioError as err:
+            wave = audio_io.load(path, 32000)
+        except audio_io.AudioError as err:
             assert "all zeros" in str(err) and "silence" in path.name, err
             continue
         assert wave.ndim == 1 and wave.dtype == np.float32
@@ -208,5 +194,5 @@ def test_a_class_whose_every_file_fails_stops_the_build_naming_it(real_dir, tmp_
     cfg = load_config(None, [f"data.root={real_dir}", f"tfrecords.dir={tmp_path}"])
     with pytest.raises(shards.ShardError, match=r"no record after the build.*\['dud'\]"):
         shards.build(table, {"dud": 0, "ok": 1}, cfg, progress=False)
-    card = json.loads((tmp_path / tfrecord.CARD).read_text())
+    card = json.loads((tmp_path / record_format.CARD).read_text())
     assert card["classes_without_records"] == ["dud"] and card["records"] == 1

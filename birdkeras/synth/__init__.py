@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from birdkeras import layout
+from birdkeras.config import catalog
 from birdkeras.synth import metadata, render, voices
 from birdkeras.synth.metadata import read_truth
 from birdkeras.synth.plan import (BENCHMARK, OLDER_SOURCES, SAMPLE_RATES, TARGET_SOURCE,
@@ -79,11 +79,11 @@ def generate(out: str | Path, spec: SynthSpec = SynthSpec()) -> dict:
     metadata.write_truth(out, plan.clips, frames)
     metadata.write_soundscape_labels(out, plan, calls)
     # Kaggle's save run sees an empty test folder; the hidden run fills it.
-    (out / layout.SOURCES[TARGET_SOURCE].folder / "test_soundscapes").mkdir(exist_ok=True)
+    (out / catalog.SOURCES[TARGET_SOURCE].folder / "test_soundscapes").mkdir(exist_ok=True)
     return {
         "out": str(out),
         "species": len(species),
-        "clips": {s: sum(c.source == s for c in plan.clips) for s in layout.SOURCES},
+        "clips": {s: sum(c.source == s for c in plan.clips) for s in catalog.SOURCES},
         "broken": sum(bool(c.broken) for c in plan.clips),
         "soundscapes": len(plan.soundscapes),
     }

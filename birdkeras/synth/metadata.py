@@ -8,8 +8,8 @@ import csv
 import json
 from pathlib import Path
 
-from birdkeras import layout
-from birdkeras.soundscapes import FORM_2021, FORM_2026
+from birdkeras.config import catalog
+from birdkeras.datasets.soundscapes import FORM_2021, FORM_2026
 from birdkeras.synth.plan import LICENSE, TARGET_SOURCE, Clip, Planner
 
 
@@ -17,33 +17,40 @@ def write_metadata(out: Path, plan: Planner, species, target_classes) -> None:
     """Each source's metadata CSV, taxonomy and sample submission; the corrupt list.
 
     The current year's taxonomy and sample submission list `target_classes`, clips or
-    not (as BirdCLEF 2025/2026 list species that only soundscapes hold)."""
+    not (as BirdCLEF 2025/2026 list species that only soundscapes hold).
+
+    Args:
+        out: the tree's root.
+        plan: the planned clips and soundscapes.
+        species: every species.
+        target_classes: the current year's classes.
+    """
     by_source: dict[str, list[Clip]] = {}
     for clip in plan.clips:
         by_source.setdefault(clip.source, []).append(clip)
     for source, clips in by_source.items():
-        folder = out / layout.SOURCES[source].folder
+        folder = out / catalog.SOURCES[source].folder
         if source in ("birdclef-2020", "xeno-canto"):
-            rows, columns = [_row_2020(c) for c in clips], layout.COLUMNS_2020
+            rows, columns = [_row_2020(c) for c in clips], catalog.COLUMNS_2020
         elif source == "birdclef-2021":
-            rows, columns = [_row_2021(c) for c in clips], layout.COLUMNS_2021
+            rows, columns = [_row_2021(c) for c in clips], catalog.COLUMNS_2021
         elif source == "birdclef-2022":
-            rows, columns = [_row_2022(c) for c in clips], layout.COLUMNS_2022
+            rows, columns = [_row_2022(c) for c in clips], catalog.COLUMNS_2022
         elif source == "birdclef-2025":
-            rows, columns = [_row_2025(c) for c in clips], layout.COLUMNS_2025
+            rows, columns = [_row_2025(c) for c in clips], catalog.COLUMNS_2025
         elif source == TARGET_SOURCE:
             rows = [{**_row_2025(c), "class_name": c.primary.class_name} for c in clips]
-            columns = layout.COLUMNS_2026
+            columns = catalog.COLUMNS_2026
         else:
-            rows, columns = [_row_2022(c) for c in clips], layout.COLUMNS_2023
-        layout.write_csv(folder / layout.SOURCES[source].metadata, columns, rows)
+            rows, columns = [_row_2022(c) for c in clips], catalog.COLUMNS_2023
+        catalog.write_csv(folder / catalog.SOURCES[source].metadata, columns, rows)
         classes = sorted({c.primary.code for c in clips})
         if source == TARGET_SOURCE:
             classes = [s.code for s in target_classes]
             _write_taxonomy(folder, source, target_classes)
-        elif layout.SOURCES[source].taxonomy:
+        elif catalog.SOURCES[source].taxonomy:
             _write_taxonomy(folder, source, species)
-        if layout.SOURCES[source].taxonomy:
+        if catalog.SOURCES[source].taxonomy:
             _write_sample_submission(folder, source, classes)
     corrupt = [c.path for i, c in enumerate(c for c in plan.clips if c.broken) if i % 2 == 0]
     (out / "corrupt_files.json").write_text(json.dumps(corrupt, indent=1) + "\n")
@@ -62,7 +69,7 @@ def _row_2020(c: Clip) -> dict:
         "date": c.meta["date"], "pitch": "Not specified", "duration": int(round(c.duration_s)),
         "filename": name, "speed": "Not specified", "species": c.primary.common_name,
         "number_of_notes": "Not specified", "title": f"XC{c.xc_id} {c.primary.common_name}",
-        "secondary_labels": layout.py_list([s.label_2020 for s in c.secondaries]),
+        "secondary_labels": catalog.py_list([s.label_2020 for s in c.secondaries]),
         "bird_seen": "yes", "sci_name": c.primary.scientific_name, "location": "Synthland",
         "latitude": "Not specified" if lat == "" else lat,
         "sampling_rate": f"{c.sample_rate_hz} (Hz)", "type": "call, song",
@@ -79,7 +86,7 @@ def _row_2020(c: Clip) -> dict:
 def _common(c: Clip) -> dict:
     return {
         "primary_label": c.primary.code,
-        "secondary_labels": layout.py_list([s.code for s in c.secondaries]),
+        "secondary_labels": catalog.py_list([s.code for s in c.secondaries]),
         "type": c.meta["type"], "latitude": c.meta["latitude"],
         "longitude": c.meta["longitude"], "scientific_name": c.primary.scientific_name,
         "common_name": c.primary.common_name, "author": c.author, "license": LICENSE,
@@ -118,14 +125,14 @@ def _write_taxonomy(folder: Path, source: str, species) -> None:
         rows = [{"primary_label": s.code, "inat_taxon_id": s.code if s.code.isdigit() else "",
                  "scientific_name": s.scientific_name, "common_name": s.common_name,
                  "class_name": s.class_name} for s in species]
-        layout.write_csv(folder / "taxonomy.csv", layout.TAXONOMY_2025_COLUMNS, rows)
+        catalog.write_csv(folder / "taxonomy.csv", catalog.TAXONOMY_2025_COLUMNS, rows)
         return
     rows = [{"TAXON_ORDER": i + 1, "CATEGORY": "species", "SPECIES_CODE": s.code,
              "PRIMARY_COM_NAME": s.common_name, "SCI_NAME": s.scientific_name,
              "ORDER1": "Synthiformes", "FAMILY": "Synthidae (Synthbirds)",
              "SPECIES_GROUP": "Synthbirds", "REPORT_AS": ""}
             for i, s in enumerate(species) if s.class_name == "Aves"]
-    layout.write_csv(folder / layout.SOURCES[source].taxonomy, layout.EBIRD_TAXONOMY_COLUMNS,
+    catalog.write_csv(folder / catalog.SOURCES[source].taxonomy, catalog.EBIRD_TAXONOMY_COLUMNS,
                      rows, bom=source not in ("birdclef-2020", "birdclef-2021"))
 
 
@@ -133,20 +140,20 @@ def _write_sample_submission(folder: Path, source: str, classes: list) -> None:
     if source == "birdclef-2020":
         rows = [{"site": "site_1", "row_id": f"site_1_41e6fe6504a34bf6846938ba78d13df1_{t}",
                  "birds": "nocall"} for t in (5, 10, 15)]
-        layout.write_csv(folder / "sample_submission.csv", ("site", "row_id", "birds"), rows)
+        catalog.write_csv(folder / "sample_submission.csv", ("site", "row_id", "birds"), rows)
     elif source == "birdclef-2021":
         rows = [{"row_id": f"3575_COR_{t}", "birds": "nocall"} for t in (5, 10, 15)]
-        layout.write_csv(folder / "sample_submission.csv", ("row_id", "birds"), rows)
+        catalog.write_csv(folder / "sample_submission.csv", ("row_id", "birds"), rows)
     elif source == "birdclef-2022":
         rows = [{"row_id": f"soundscape_1000170626_{classes[0]}_{t}", "target": False}
                 for t in (5, 10, 15)]
-        layout.write_csv(folder / "sample_submission.csv", ("row_id", "target"), rows)
+        catalog.write_csv(folder / "sample_submission.csv", ("row_id", "target"), rows)
     else:
         stem = ("BC2026_Test_0001_S05_20250101_060000" if source == TARGET_SOURCE
                 else "soundscape_1000170626")
         rows = [{"row_id": f"{stem}_{t}", **{c: 1 / len(classes) for c in classes}}
                 for t in (5, 10, 15)]
-        layout.write_csv(folder / "sample_submission.csv", ("row_id", *classes), rows)
+        catalog.write_csv(folder / "sample_submission.csv", ("row_id", *classes), rows)
 
 
 def write_truth(out: Path, clips: list, frames: dict) -> None:
@@ -157,13 +164,13 @@ def write_truth(out: Path, clips: list, frames: dict) -> None:
         "sample_rate_hz": c.sample_rate_hz, "channels": c.channels,
         "frames": frames[str(out / c.path)], "broken": c.broken,
     } for c in clips]
-    layout.write_csv(out / "synth_truth.csv", tuple(rows[0]), rows)
+    catalog.write_csv(out / "synth_truth.csv", tuple(rows[0]), rows)
 
 
 def write_soundscape_labels(out: Path, plan: Planner, calls: list) -> None:
     """Every placed call (soundscape_calls.csv), and the labels of the labelled files:
     2021's in its form, the current year's in the 2026 form."""
-    layout.write_csv(out / "soundscape_calls.csv", ("path", "species", "start_s", "end_s"),
+    catalog.write_csv(out / "soundscape_calls.csv", ("path", "species", "start_s", "end_s"),
                      [dict(zip(("path", "species", "start_s", "end_s"), c)) for c in calls])
     windows = int(plan.spec.soundscape_s // 5)
     rows_2021, rows_2026 = [], []
@@ -182,10 +189,10 @@ def write_soundscape_labels(out: Path, plan: Planner, calls: list) -> None:
                                   "birds": " ".join(labels) or "nocall"})
             else:
                 rows_2026 += _rows_2026(name, end, labels, len(rows_2026))
-    layout.write_csv(out / layout.SOURCES["birdclef-2021"].folder / FORM_2021,
-                     layout.SOUNDSCAPE_LABEL_COLUMNS, rows_2021)
-    layout.write_csv(out / layout.SOURCES[TARGET_SOURCE].folder / FORM_2026,
-                     layout.SOUNDSCAPE_LABEL_COLUMNS_2026, rows_2026)
+    catalog.write_csv(out / catalog.SOURCES["birdclef-2021"].folder / FORM_2021,
+                     catalog.SOUNDSCAPE_LABEL_COLUMNS, rows_2021)
+    catalog.write_csv(out / catalog.SOURCES[TARGET_SOURCE].folder / FORM_2026,
+                     catalog.SOUNDSCAPE_LABEL_COLUMNS_2026, rows_2026)
 
 
 def _rows_2026(name: str, end: int, labels: list, k: int) -> list[dict]:

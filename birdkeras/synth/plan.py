@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from birdkeras import layout
+from birdkeras.config import catalog
 from birdkeras.synth import voices
 
 OLDER_SOURCES = ("birdclef-2020", "birdclef-2021", "birdclef-2022", "birdclef-2023",
@@ -79,6 +79,8 @@ BENCHMARK = SynthSpec(
 
 @dataclasses.dataclass
 class Clip:
+    """One planned focal recording: where it goes, its species, and how it is made."""
+
     source: str
     path: str  # relative to the data root
     primary: voices.Species
@@ -94,7 +96,12 @@ class Clip:
 
 
 class Planner:
-    """Decides every clip (label, duration, rate, codec, xc_id) before any is rendered."""
+    """Decides every clip (label, duration, rate, codec, xc_id) before any is rendered.
+
+    Args:
+        spec: the tree's size knobs.
+        rng: the one seeded generator.
+    """
 
     def __init__(self, spec: SynthSpec, rng: np.random.Generator):
         self.spec, self.rng = spec, rng
@@ -140,9 +147,9 @@ class Planner:
         stem = f"XC{xc_id}" if xc_id else f"{'iNat' if rng.random() < 0.6 else 'CSA'}{seed % 10**6}"
         # On disk every source keeps a folder per label; 2022+ name it in `filename`.
         name = f"{stem}{suffix}"
-        if layout.SOURCES[source].audio_paths == "in_filename":
+        if catalog.SOURCES[source].audio_paths == "in_filename":
             name = f"{sp.code}/{name}"
-        rel = layout.audio_path(source, sp.code, name)
+        rel = catalog.audio_path(source, sp.code, name)
         if any(c.path == rel for c in self.clips):
             return  # the same recording twice in one year: skip, as Kaggle would
         clip = Clip(
@@ -194,7 +201,7 @@ class Planner:
                         f"{hour:02d}{int(self.rng.choice([0, 30])):02d}00.ogg")
             else:
                 name = f"{10_000 + k * 37}_{('COR', 'SSW', 'SNE')[k % 3]}_2019{k % 12 + 1:02d}15.ogg"
-            rel = f"{layout.SOURCES[source].folder}/train_soundscapes/{name}"
+            rel = f"{catalog.SOURCES[source].folder}/train_soundscapes/{name}"
             self.soundscapes.append({"source": source, "path": rel, "labelled": labelled})
             jobs.append((str(out / rel), ("soundscape", rel, pool, spec.soundscape_s,
                                           int(self.rng.integers(2**31)))))

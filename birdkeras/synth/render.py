@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from birdkeras import audio
+from birdkeras.audio import io as audio_io
 from birdkeras.synth import ogg, voices
 from birdkeras.synth.plan import SOUNDSCAPE_RATE_HZ, Clip
 
@@ -57,6 +57,6 @@ def _render_soundscape(path: str, rel: str, pool: list, duration_s: float, seed:
 
 
 def _write(path: str, y: np.ndarray, sample_rate_hz: int, seed: int) -> None:
-    audio.write(path, y, sample_rate_hz)
+    audio_io.write(path, y, sample_rate_hz)
     if path.endswith(".ogg"):
         ogg.set_serial(path, seed)

@@ -47,6 +47,15 @@ def make_species(num_birds: int, num_textures: int, rng: np.random.Generator,
 
     Birds, then textures, then mammals: the same seed gives the same birds and textures
     whatever the number of mammals.
+
+    Args:
+        num_birds: bird species.
+        num_textures: amphibian/insect-like species.
+        rng: the generator.
+        num_mammals: mammal species.
+
+    Returns:
+        The species, birds first.
     """
     species, codes = [], set()
     bird_f0 = np.geomspace(1500, 7000, max(num_birds, 1))
@@ -104,7 +113,15 @@ def make_species(num_birds: int, num_textures: int, rng: np.random.Generator,
 
 
 def call(sp: Species, sample_rate_hz: int, rng: np.random.Generator, pitch=1.0, tempo=1.0):
-    """One call of `sp`, unit peak, as float32."""
+    """One call of `sp`, unit peak, as float32.
+
+    Args:
+        sp: the species.
+        sample_rate_hz: the rate.
+        rng: the generator.
+        pitch: a pitch factor.
+        tempo: a tempo factor.
+    """
     dur = sp.call_s / tempo
     n = max(int(dur * sample_rate_hz), 16)
     t = np.arange(n) / sample_rate_hz
@@ -164,7 +181,22 @@ def place_calls(
     pitch: float,
     tempo: float,
 ) -> list[tuple[float, float]]:
-    """Adds calls of `sp` between start_s and end_s; returns their (start, end) times."""
+    """Adds calls of `sp` between start_s and end_s; returns their (start, end) times.
+
+    Args:
+        track: the audio to add to (in place).
+        sp: the species.
+        sample_rate_hz: the rate.
+        rng: the generator.
+        gain: the calls' level.
+        start_s: first possible call start.
+        end_s: last possible call end.
+        pitch: a pitch factor.
+        tempo: a tempo factor.
+
+    Returns:
+        The calls' (start, end) times.
+    """
     placed = []
     t = start_s
     while True:
@@ -186,7 +218,18 @@ def render_recording(
     sample_rate_hz: int,
     rng: np.random.Generator,
 ) -> np.ndarray:
-    """A focal recording: calls of `primary` throughout, quieter secondaries, noise."""
+    """A focal recording: calls of `primary` throughout, quieter secondaries, noise.
+
+    Args:
+        primary: the focal species.
+        secondaries: quieter background species.
+        duration_s: length.
+        sample_rate_hz: the rate.
+        rng: the generator.
+
+    Returns:
+        float32 audio.
+    """
     n = int(round(duration_s * sample_rate_hz))
     pitch, tempo = float(rng.uniform(0.94, 1.06)), float(rng.uniform(0.85, 1.15))
     snr_db = float(rng.uniform(3, 20))

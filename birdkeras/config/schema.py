@@ -1,0 +1,601 @@
+"""Typed, validated run configuration.
+
+Defaults and types live here, in frozen dataclasses, with the cross-field checks in
+each `__post_init__`. Loading (YAML, one level of `base:`, `--set a.b=c` overrides,
+casting to each field's type, unknown keys with the nearest valid one) is the generic
+`birdkeras.config.loader`; the sources birdkeras knows are `birdkeras.config.catalog`. This module is declarative, one dataclass per config
+section, which is why it is longer than most.
+
+    cfg = load_config("configs/demo_pre.yaml", ["data.num_folds=3"])
+    cfg.audio.sample_rate_hz  # 32000
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from pathlib import Path
+from typing import Any, Literal
+
+from birdkeras.config import catalog
+from birdkeras.config import loader as config_loader
+from birdkeras.config.loader import unknown_choice as _unknown_choice
+from birdkeras.errors import ConfigError
+
+SOURCES = catalog.NAMES
+# The classification head's layers (models.build_model names them): what a model
+# initialised from another run (train.init_from) does not load by default.
+HEAD_LAYERS = ("logits", "sed")
+
+
+@dataclasses.dataclass(frozen=True)
+class AudioConfig:
+    """How audio is decoded, stored and turned into features."""
+
+    sample_rate_hz: int = 32000
+    window_s: float = 5.0
+    # Recordings longer than this are cropped (from the start) when TFRecords are built.
+    max_duration_s: float | None = None
+    num_mel_bins: int = 128
+    fmin_hz: float = 50.0
+    fmax_hz: float = 14000.0
+    fft_length: int = 2048
+    hop_length: int = 512
+
+    def __post_init__(self):
+        if self.sample_rate_hz < 8000:
+            raise ConfigError(f"audio.sample_rate_hz={self.sample_rate_hz} must be >= 8000")
+        if self.window_s <= 0:
+            raise ConfigError(f"audio.window_s={self.window_s} must be > 0")
+        if self.max_duration_s is not None and self.max_duration_s < self.window_s:
+            raise ConfigError(
+                f"audio.max_duration_s={self.max_duration_s} must be >= "
+                f"audio.window_s={self.window_s}"
+            )
+        if self.fmax_hz > self.sample_rate_hz / 2:
+            raise ConfigError(
+                f"audio.fmax_hz={self.fmax_hz} must be <= sample_rate_hz / 2 = "
+                f"{self.sample_rate_hz / 2:g}"
+            )
+        if not 0 <= self.fmin_hz < self.fmax_hz:
+            raise ConfigError(
+                f"audio.fmin_hz={self.fmin_hz} must be >= 0 and < audio.fmax_hz={self.fmax_hz}"
+            )
+        if self.hop_length <= 0 or self.fft_length < self.hop_length:
+            raise ConfigError(
+                f"audio.fft_length={self.fft_length} must be >= "
+                f"audio.hop_length={self.hop_length} > 0"
+            )
+
+    @property
+    def window_samples(self) -> int:
+        """Samples in one window: the one place this is computed."""
+        return window_samples(self.window_s, self.sample_rate_hz)
+
+    @property
+    def window_frames(self) -> int:
+        """Log-mel frames of one window (centred frames: 1 + samples // hop)."""
+        return 1 + self.window_samples // self.hop_length
+
+
+def window_samples(window_s: float, sample_rate_hz: int) -> int:
+    """`window_s` seconds at `sample_rate_hz`, rounded to the nearest sample."""
+    return int(round(window_s * sample_rate_hz))
+
+
+@dataclasses.dataclass(frozen=True)
+class BalanceConfig:
+    """Class balancing of the manifest, as the public pretraining notebooks do it.
+
+    filter: classes with fewer than `filter_min_samples` rows get `cv=False` (they are
+        kept in every training fold and never used for validation).
+    upsample: rows of classes with fewer than `upsample_min_samples` are repeated.
+    downsample: classes with more than `downsample_max_samples` rows are cut.
+    """
+
+    filter_min_samples: int = 0
+    upsample_min_samples: int = 0
+    downsample_max_samples: int = 0
+
+    def __post_init__(self):
+        for name in ("filter_min_samples", "upsample_min_samples", "downsample_max_samples"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"data.balance.{name}={getattr(self, name)} must be >= 0")
+        if self.downsample_max_samples and (
+            self.upsample_min_samples > self.downsample_max_samples
+        ):
+            raise ConfigError(
+                f"data.balance.upsample_min_samples={self.upsample_min_samples} must be <= "
+                f"data.balance.downsample_max_samples={self.downsample_max_samples}"
+            )
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+    """Which metadata feeds a run and how the manifest is cleaned and split."""
+
+    # Folder holding the Kaggle downloads (birdclef-2021/, xeno-canto-extended/, ...).
+    # Relative data paths elsewhere in the config (data.corrupt_files,
+    # augment.background_dir) are relative to this folder.
+    root: str = "data/synth"
+    sources: tuple[str, ...] = ("birdclef-2026",)
+    # The competition year being trained for: pretraining rows whose xc_id appears in
+    # it are dropped (leakage), and its taxonomy defines the fine-tuning classes.
+    target_source: str = "birdclef-2026"
+    drop_target_xc_ids: bool = True
+    dedupe: bool = True
+    # JSON list of audio paths (relative to data.root, or bare file names) to skip.
+    corrupt_files: str | None = None
+    min_rating: float = 0.0
+    num_folds: int = 5
+    balance: BalanceConfig = BalanceConfig()
+    # The classes: "rows" = every primary label of the rows read (pretraining);
+    # "competition" = the target source's sample submission columns, in order, with or
+    # without clips (fine-tuning: the model predicts exactly the submission's columns).
+    label_map: Literal["rows", "competition"] = "rows"
+    # Manifest and label map are written here.
+    manifest_dir: str = "work/manifest"
+
+    def __post_init__(self):
+        for name in self.sources:
+            if name not in SOURCES:
+                raise ConfigError(_unknown_choice("data.sources", name, SOURCES))
+        if not self.sources:
+            raise ConfigError("data.sources must name at least one source")
+        if self.target_source not in catalog.SOURCES:
+            raise ConfigError(_unknown_choice("data.target_source", self.target_source,
+                                              list(catalog.SOURCES)))
+        if self.num_folds < 2:
+            raise ConfigError(f"data.num_folds={self.num_folds} must be >= 2")
+
+
+@dataclasses.dataclass(frozen=True)
+class TFRecordConfig:
+    """Where and how TFRecord shards are written."""
+
+    # A local folder or a gs:// URL.
+    dir: str = "tfrecords/demo"
+    shard_size_mb: float = 100.0
+    workers: int = 2
+
+    def __post_init__(self):
+        if self.shard_size_mb <= 0:
+            raise ConfigError(f"tfrecords.shard_size_mb={self.shard_size_mb} must be > 0")
+        if self.workers < 1:
+            raise ConfigError(f"tfrecords.workers={self.workers} must be >= 1")
+
+
+@dataclasses.dataclass(frozen=True)
+class InputConfig:
+    """The tf.data pipeline: crops, labels, batching."""
+
+    batch_size: int = 32  # per replica; global = batch_size x replicas
+    shuffle_buffer: int = 256  # clips (a 5 s clip at 32 kHz is 640 kB as float32)
+    # Label form: 'onehot' (primary only, for CCE) or 'multihot' (primary 1, secondary
+    # labels at secondary_label_weight, for BCE).
+    label_mode: Literal["onehot", "multihot"] = "onehot"
+    secondary_label_weight: float = 0.5
+    # Short clips are padded with zeros or by repeating themselves.
+    pad_mode: Literal["zeros", "repeat"] = "repeat"
+    # Random crops drawn per record per epoch: 0 = one per window_s of audio it holds
+    # (long recordings give more clips), capped by max_crops_per_record.
+    crops_per_record: int = 0
+    max_crops_per_record: int = 8
+    # Evaluation takes this many consecutive windows from the start of each record.
+    eval_windows: int = 1
+    sample_weight_from_rating: bool = False
+    drop_remainder: bool = True
+    val_fold: int = 0
+    # Records with both hard labels and teachers' soft targets (distillation) train on
+    # (1 - teacher_weight) x hard + teacher_weight x soft; records with only one use it.
+    teacher_weight: float = 0.5
+    # Other shard folders mixed into training (e.g. pseudo-labelled soundscape windows),
+    # each drawn with its weight; tfrecords.dir gets 1 - sum(mix_weights). Their label
+    # map must be the run's. Every fold of theirs trains.
+    mix_dirs: tuple[str, ...] = ()
+    mix_weights: tuple[float, ...] = ()
+
+    def __post_init__(self):
+        if self.batch_size < 1:
+            raise ConfigError(f"input.batch_size={self.batch_size} must be >= 1")
+        if not 0.0 <= self.secondary_label_weight <= 1.0:
+            raise ConfigError(f"input.secondary_label_weight={self.secondary_label_weight} "
+                              "must be in [0, 1]")
+        if not 0.0 <= self.teacher_weight <= 1.0:
+            raise ConfigError(f"input.teacher_weight={self.teacher_weight} must be in [0, 1]")
+        if len(self.mix_dirs) != len(self.mix_weights) or any(
+                w <= 0 for w in self.mix_weights) or sum(self.mix_weights) >= 1:
+            raise ConfigError(f"input.mix_dirs={list(self.mix_dirs)} needs one weight > 0 each "
+                              f"in input.mix_weights={list(self.mix_weights)}, summing to < 1")
+        if self.crops_per_record < 0 or self.max_crops_per_record < 1 or self.eval_windows < 1:
+            raise ConfigError("input.crops_per_record must be >= 0, input.max_crops_per_record "
+                              "and input.eval_windows >= 1; got "
+                              f"{self.crops_per_record}, {self.max_crops_per_record}, "
+                              f"{self.eval_windows}")
+
+
+@dataclasses.dataclass(frozen=True)
+class AugmentConfig:
+    """Batch-level waveform augmentation in the training pipeline (birdkeras.mixing)."""
+
+    mixup_probability: float = 0.0
+    mixup_alpha: float = 0.4
+    cutmix_probability: float = 0.0
+    cutmix_alpha: float = 1.0
+    noise_probability: float = 0.0
+    noise_snr_db: tuple[float, ...] = (10.0, 30.0)
+    background_probability: float = 0.0
+    # A folder of noise clips, e.g. birdclef-2024/unlabeled_soundscapes.
+    background_dir: str | None = None
+    background_snr_db: tuple[float, ...] = (0.0, 15.0)
+
+    def __post_init__(self):
+        for name in ("mixup_probability", "cutmix_probability", "noise_probability",
+                     "background_probability"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ConfigError(f"augment.{name}={getattr(self, name)} must be in [0, 1]")
+        for name in ("noise_snr_db", "background_snr_db"):
+            value = getattr(self, name)
+            if len(value) != 2 or value[0] > value[1]:
+                raise ConfigError(f"augment.{name}={list(value)} must be [low, high] in dB")
+        if self.mixup_alpha <= 0 or self.cutmix_alpha <= 0:
+            raise ConfigError("augment.mixup_alpha and augment.cutmix_alpha must be > 0; got "
+                              f"{self.mixup_alpha}, {self.cutmix_alpha}")
+        if self.background_probability and not self.background_dir:
+            raise ConfigError(f"augment.background_probability={self.background_probability} "
+                              "needs augment.background_dir (a folder of noise clips)")
+
+
+BACKBONES = (
+    "EfficientNetB0", "EfficientNetB1", "EfficientNetB2", "EfficientNetB3", "EfficientNetB4",
+    "EfficientNetB5", "EfficientNetB6", "EfficientNetB7", "EfficientNetV2B0",
+    "EfficientNetV2B1", "EfficientNetV2B2", "EfficientNetV2B3", "EfficientNetV2S",
+    "EfficientNetV2M", "EfficientNetV2L",
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    """Backbone, head and the in-model augmentation."""
+
+    backbone: str = "EfficientNetB0"
+    # None: random init. "imagenet": keras.applications' ImageNet weights, from Keras'
+    # cache (~/.keras/models, or $KERAS_HOME/models), downloaded there when online. Or
+    # a weights file, or a folder (an attached Kaggle dataset) holding the file
+    # keras.applications names, e.g. efficientnetb0_notop.h5. Checked when the model
+    # is built, not here, so a run's saved config loads anywhere.
+    weights: str | None = None
+    head: Literal["gap", "gem", "sed"] = "gap"
+    # Batch-norm momentum of the backbone (keras.applications uses 0.99); a lower value
+    # lets the moving statistics catch up in short runs. None keeps the backbone's.
+    bn_momentum: float | None = None
+    dropout: float = 0.2
+    top_db: float = 80.0
+    freq_masks: int = 2
+    freq_mask_max_bins: int = 12
+    time_masks: int = 2
+    time_mask_max_frames: int = 25
+    mask_probability: float = 0.5
+
+    def __post_init__(self):
+        if self.backbone not in BACKBONES:
+            raise ConfigError(_unknown_choice("model.backbone", self.backbone, BACKBONES))
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(f"model.dropout={self.dropout} must be in [0, 1)")
+        if self.bn_momentum is not None and not 0.0 < self.bn_momentum < 1.0:
+            raise ConfigError(f"model.bn_momentum={self.bn_momentum} must be in (0, 1)")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation, distribution, checkpoints and stages."""
+
+    epochs: int = 10
+    # 0: one pass over the training records per epoch (records / global batch).
+    steps_per_epoch: int = 0
+    loss: Literal["cce", "bce", "focal"] = "cce"
+    label_smoothing: float = 0.05
+    focal_gamma: float = 2.0
+    optimizer: Literal["adam", "adamw"] = "adam"
+    weight_decay: float = 1e-4  # adamw only
+    # Learning rate: linear warmup from lr_start to lr_max, cosine decay to lr_min, per
+    # step. lr_max_per_sample > 0 sets lr_max = lr_max_per_sample x global batch (the
+    # public TPU notebooks' preset).
+    lr_start: float = 1e-5
+    lr_max: float = 1e-3
+    lr_min: float = 1e-6
+    lr_max_per_sample: float = 0.0
+    warmup_epochs: float = 1.0
+    strategy: Literal["auto", "tpu", "multiworker", "mirrored", "default"] = "auto"
+    # bfloat16 on TPU, float16 on GPU; ignored (float32) on CPU.
+    mixed_precision: bool = False
+    jit_compile: bool = False
+    monitor: Literal["val_macro_auc", "val_padded_cmap", "val_loss",
+                     "val_soundscape_macro_auc", "val_soundscape_padded_cmap"] = "val_macro_auc"
+    # A source whose labelled soundscapes (either label form) are scored at each epoch
+    # end, as val_soundscape_macro_auc / val_soundscape_padded_cmap (None: off).
+    val_soundscapes: str | None = None
+    # Start from another run's model (.keras): every layer but init_skip is loaded.
+    init_from: str | None = None
+    init_skip: tuple[str, ...] = HEAD_LAYERS
+    # Train only the head for this many epochs first.
+    freeze_backbone_epochs: int = 0
+    checkpoint_every_steps: int = 50
+    # SED heads: the loss on the clip logits plus this weight times the loss on the
+    # maximum over frames of the frame logits (0: clip loss only; other heads: unused).
+    sed_frame_loss_weight: float = 0.0
+    # Stage files run in sequence by one command, each initialised from the previous
+    # stage's best model; a stage file states what differs from this config (or names
+    # its own base:). See birdkeras.stages (self-training: pseudo.audio_dirs).
+    stages: tuple[str, ...] = ()
+
+    def __post_init__(self):
+        if self.epochs < 1 or self.steps_per_epoch < 0:
+            raise ConfigError(f"train.epochs={self.epochs} must be >= 1 and "
+                              f"train.steps_per_epoch={self.steps_per_epoch} >= 0")
+        if not 0 <= self.label_smoothing < 1:
+            raise ConfigError(f"train.label_smoothing={self.label_smoothing} must be in [0, 1)")
+        if not 0 < self.lr_min <= self.lr_max or self.lr_start <= 0:
+            raise ConfigError(f"need 0 < train.lr_min <= train.lr_max and train.lr_start > 0; "
+                              f"got lr_start={self.lr_start}, lr_max={self.lr_max}, "
+                              f"lr_min={self.lr_min}")
+        if self.sed_frame_loss_weight < 0:
+            raise ConfigError(f"train.sed_frame_loss_weight={self.sed_frame_loss_weight} "
+                              "must be >= 0")
+        if self.monitor.startswith("val_soundscape") and not self.val_soundscapes:
+            raise ConfigError(f"train.monitor={self.monitor} needs train.val_soundscapes "
+                              "(a source with labelled soundscapes)")
+        if self.val_soundscapes is not None and self.val_soundscapes not in SOURCES:
+            raise ConfigError(_unknown_choice("train.val_soundscapes", self.val_soundscapes,
+                                              SOURCES))
+
+
+@dataclasses.dataclass(frozen=True)
+class WandbConfig:
+    """Weights & Biases logging. Keys come from WANDB_API_KEY and are never written."""
+
+    mode: Literal["disabled", "offline", "online"] = "offline"
+    project: str = "birdkeras"
+    num_audio_examples: int = 8
+
+
+@dataclasses.dataclass(frozen=True)
+class InferConfig:
+    """Soundscape inference (`birdkeras predict`): windows, post-processing, outputs.
+
+    The sample rate, window length and classes come from the model, not from here.
+    """
+
+    # Seconds between window starts; row_id ends are start + the model's window.
+    hop_s: float = 5.0
+    batch_size: int = 8
+    # Decode threads running ahead of inference (0: decode in the calling thread).
+    workers: int = 1
+    # For .keras models; an export folder carries the activation it was exported with.
+    activation: Literal["sigmoid", "softmax"] = "sigmoid"
+    # Export folders with a log-mel CNN (ONNX, OpenVINO): "numpy" computes the log-mel in
+    # the decode threads (a real FFT) and runs the CNN; "graph" runs the whole exported
+    # model on raw audio. int8: the quantised CNN (birdkeras export --int8).
+    front_end: Literal["numpy", "graph"] = "numpy"
+    int8: bool = False
+    # Arithmetic precision of the runtime: float32 unless asked. bf16 and f16 are OpenVINO
+    # options for CPUs that have them (avx512_bf16/AMX; AVX-512 FP16); int8 is `int8`.
+    precision: Literal["f32", "bf16", "f16"] = "f32"
+    # For .keras SED models: score windows by their clip logits or by the maximum over
+    # their frames (an export folder carries the output it was exported with).
+    sed_output: Literal["clip", "frame_max"] = "clip"
+    # Column order: a sample_submission.csv (columns after row_id) or a taxonomy.csv
+    # (primary_label rows). None: the model's classes in label order.
+    class_order: str | None = None
+    # Post-processing, each off by default. Smoothing: weights over neighbouring
+    # windows, centred, e.g. [0.25, 0.5, 0.25].
+    smoothing: tuple[float, ...] = ()
+    # File-level scaling: p <- (1 - w) p + w * (the file's max | mean of its top k).
+    file_scaling: Literal["none", "max", "topk"] = "none"
+    file_scaling_weight: float = 0.3
+    file_scaling_top_k: int = 3
+    # Time-shift TTA: also score windows shifted by these seconds, and average.
+    tta_shifts_s: tuple[float, ...] = ()
+    # Cross-window steps (any model; 0 = off): multiplicative file-level confidence
+    # p * topk_mean^power, rank-aware p * file_max^power, and confidence-adaptive
+    # delta-shift smoothing p + s (1 - p)(neighbours - p).
+    file_topk_power: float = 0.0
+    rank_power: float = 0.0
+    adaptive_smoothing: float = 0.0
+    # The embedding route's tuned steps (birdkeras.route): per-taxon temperatures, the
+    # site/hour prior, per-class thresholds, and fusion with the CNN it was tuned with.
+    taxon_temperature: bool = True
+    site_prior: bool = True
+    class_thresholds: bool = False
+    cnn_fusion: bool = True
+    # Where the route's embedding model and fused CNN are on this machine (None: the
+    # paths recorded when it was trained).
+    embedder: str | None = None
+    route_cnn: str | None = None
+    route_head: Literal["probe", "mlp", "sequence"] | None = None  # None: the route's own
+    # A file that cannot be decoded gets rows for its header duration, or this many
+    # seconds if even the header is unreadable, filled with the mean prediction.
+    broken_file_duration_s: float = 60.0
+    # Wall-clock budget of a run (None: none). When the projected time passes it,
+    # optional work is dropped (TTA shifts, then later ensemble members) and, as a
+    # last resort, the remaining files get the mean prediction, so a submission is
+    # always written in time. predict_report.json says what was dropped and when.
+    time_budget_s: float | None = None
+    # With no test audio (Kaggle's save run): score this many files of a dry-run
+    # folder to estimate the hidden run of hidden_test_files soundscapes.
+    dry_run_files: int = 3
+    hidden_test_files: int = 700
+    # Long-format CSV and Raven tables keep scores at or above these.
+    long_min_score: float = 0.1
+    raven_min_score: float = 0.5
+
+    def __post_init__(self):
+        if self.hop_s <= 0 or self.batch_size < 1 or self.workers < 0:
+            raise ConfigError(f"need infer.hop_s > 0, infer.batch_size >= 1 and "
+                              f"infer.workers >= 0; got hop_s={self.hop_s}, "
+                              f"batch_size={self.batch_size}, workers={self.workers}")
+        if self.smoothing and (len(self.smoothing) % 2 == 0 or min(self.smoothing) < 0
+                               or sum(self.smoothing) <= 0):
+            raise ConfigError(f"infer.smoothing={list(self.smoothing)} must be an odd number "
+                              "of non-negative weights with a positive sum")
+        if not 0 <= self.file_scaling_weight <= 1 or self.file_scaling_top_k < 1:
+            raise ConfigError(f"need infer.file_scaling_weight in [0, 1] and "
+                              f"infer.file_scaling_top_k >= 1; got "
+                              f"{self.file_scaling_weight}, {self.file_scaling_top_k}")
+        if self.time_budget_s is not None and self.time_budget_s <= 0:
+            raise ConfigError(f"infer.time_budget_s={self.time_budget_s} must be > 0 or null")
+        if self.dry_run_files < 0 or self.hidden_test_files < 0:
+            raise ConfigError(f"infer.dry_run_files={self.dry_run_files} and "
+                              f"infer.hidden_test_files={self.hidden_test_files} must be >= 0")
+        if self.broken_file_duration_s <= 0:
+            raise ConfigError(f"infer.broken_file_duration_s={self.broken_file_duration_s} "
+                              "must be > 0")
+
+
+@dataclasses.dataclass(frozen=True)
+class PseudoConfig:
+    """Pseudo-labelling (`birdkeras pseudolabel`, and self-training stages)."""
+
+    # A window is kept when its top averaged teacher probability reaches this...
+    threshold: float = 0.5
+    # ... else dropped, or kept as a soft negative (its low targets teach "nothing here").
+    below_threshold: Literal["drop", "soft_negative"] = "drop"
+    power: float = 1.0  # targets = averaged probabilities ** power (sharpening when > 1)
+    max_windows_per_file: int = 0  # 0: no cap; else the most confident windows
+    hop_s: float = 5.0
+    batch_size: int = 16
+    files_per_shard: int = 32
+    # A source with labelled soundscapes: its labels go beside the soft targets of the
+    # windows they cover (distillation: input.teacher_weight).
+    hard_labels: str | None = None
+    # Self-training (train.stages): a stage with audio_dirs (under data.root) first
+    # pseudo-labels them with the previous stage's best model and `teachers`, then
+    # trains with those windows mixed in at mix_weight.
+    audio_dirs: tuple[str, ...] = ()
+    teachers: tuple[str, ...] = ()
+    mix_weight: float = 0.3
+    runtime: Literal["tf", "tflite", "onnx", "openvino"] = "tf"
+
+    def __post_init__(self):
+        if not 0.0 <= self.threshold <= 1.0:
+            raise ConfigError(f"pseudo.threshold={self.threshold} must be in [0, 1]")
+        if self.power <= 0 or self.hop_s <= 0:
+            raise ConfigError(f"pseudo.power={self.power} and pseudo.hop_s={self.hop_s} "
+                              "must be > 0")
+        if self.max_windows_per_file < 0 or self.batch_size < 1 or self.files_per_shard < 1:
+            raise ConfigError("pseudo.max_windows_per_file must be >= 0, pseudo.batch_size "
+                              f"and pseudo.files_per_shard >= 1; got {self.max_windows_per_file},"
+                              f" {self.batch_size}, {self.files_per_shard}")
+        if not 0.0 < self.mix_weight < 1.0:
+            raise ConfigError(f"pseudo.mix_weight={self.mix_weight} must be in (0, 1)")
+        if self.hard_labels is not None and self.hard_labels not in catalog.SOURCES:
+            raise ConfigError(_unknown_choice("pseudo.hard_labels", self.hard_labels,
+                                              list(catalog.SOURCES)))
+
+
+@dataclasses.dataclass(frozen=True)
+class RouteConfig:
+    """The embedding route's heads (`birdkeras route`; see birdkeras.route)."""
+
+    head: Literal["probe", "mlp", "sequence"] = "sequence"  # the one predict runs
+    pca_dim: int = 128  # 0: standardise only
+    mlp_hidden: int = 256
+    epochs: int = 60  # probe and MLP
+    seq_epochs: int = 80
+    seq_len: int = 12  # windows per sequence (a 60 s soundscape)
+    d_model: int = 64
+    state_size: int = 8
+    fusion: bool = True  # gate the embedding model's own mapped logits into the sequence head
+    pseudo_unlabelled: bool = True  # the sequence head also learns unlabelled files' probe scores
+    folds: int = 4
+    lr: float = 1e-3
+    batch_size: int = 64
+
+    def __post_init__(self):
+        for name in ("epochs", "seq_epochs", "seq_len", "d_model", "state_size", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"route.{name}={getattr(self, name)} must be >= 1")
+        if self.folds < 2 or self.pca_dim < 0 or self.mlp_hidden < 0:
+            raise ConfigError(f"need route.folds >= 2, route.pca_dim and route.mlp_hidden >= 0; "
+                              f"got {self.folds}, {self.pca_dim}, {self.mlp_hidden}")
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """A whole run: what data, how it is stored, and where outputs go."""
+
+    name: str = "run"
+    workdir: str = "work/run"
+    seed: int = 0
+    audio: AudioConfig = AudioConfig()
+    data: DataConfig = DataConfig()
+    tfrecords: TFRecordConfig = TFRecordConfig()
+    input: InputConfig = InputConfig()
+    augment: AugmentConfig = AugmentConfig()
+    model: ModelConfig = ModelConfig()
+    train: TrainConfig = TrainConfig()
+    wandb: WandbConfig = WandbConfig()
+    infer: InferConfig = InferConfig()
+    pseudo: PseudoConfig = PseudoConfig()
+    route: RouteConfig = RouteConfig()
+
+    def __post_init__(self):
+        if self.input.val_fold >= self.data.num_folds:
+            raise ConfigError(f"input.val_fold={self.input.val_fold} must be < "
+                              f"data.num_folds={self.data.num_folds}")
+        if self.data.target_source == "birdclef-2020" and self.audio.sample_rate_hz < 22050:
+            raise ConfigError("birdclef-2020 audio needs audio.sample_rate_hz >= 22050")
+        windows = [s for s in self.data.sources if s in catalog.SOUNDSCAPE_SOURCES]
+        if windows and self.train.loss == "cce":
+            raise ConfigError(f"data.sources {windows} are multi-label soundscape windows: "
+                              "use train.loss=bce or focal (categorical cross-entropy "
+                              "assumes one class per example)")
+
+    def data_path(self, path: str | None) -> str | None:
+        """A data path of this config: absolute (or a URL) as given, else under data.root.
+
+        So a config states `augment.background_dir: birdclef-2026/train_soundscapes` and
+        the same file works wherever the data root is (a Kaggle notebook's input folder,
+        a VM's disk) with only `data.root` changed.
+        """
+        if path is None or Path(path).is_absolute() or "://" in path:
+            return path
+        return str(Path(self.data.root) / path)
+
+
+# ----------------------------------------------------------------------------------
+# Loading: the generic loader (birdkeras.config_loader) applied to this schema.
+
+
+def load_config(path: str | Path | None = None, overrides: typing.Sequence[str] = ()) -> Config:
+    """Loads `path` (or the defaults), applies `a.b=c` overrides, validates, returns."""
+    return config_loader.load(Config, path, overrides)
+
+
+def load_stage(parent: dict[str, Any], path: str | Path,
+               overrides: typing.Sequence[str] = ()) -> Config:
+    """A stage of `train.stages`: its file on top of the `parent` config (a plain dict,
+    `to_dict` of the config listing the stages), unless the file names its own `base:`;
+    then `overrides`."""
+    stage = config_loader.read_yaml(Path(path))
+    if "base" in stage:
+        return load_config(path, overrides)
+    raw = config_loader.deep_merge(parent, stage)
+    for item in overrides:
+        config_loader.set_dotted(raw, *config_loader.parse_override(item))
+    return from_dict(raw)
+
+
+def from_dict(raw: dict[str, Any]) -> Config:
+    """Builds a validated `Config` from nested plain values."""
+    return config_loader.build(Config, raw)
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    """Plain nested dict (tuples as lists), suitable for YAML or JSON."""
+    return config_loader.to_dict(cfg)
+
+
+def save_config(cfg: Config, path: str | Path) -> Path:
+    """Writes the resolved config as YAML (every field, defaults included)."""
+    return config_loader.save(cfg, path, header="Resolved birdkeras config")

@@ -1,0 +1,256 @@
+"""The embedding route: heads on frozen embeddings, tuned on out-of-fold predictions.
+
+    birdkeras route --cfg configs/b0_ft.yaml --embeddings work/emb/clips work/emb/soundscapes \
+        --taxonomy data/kaggle/birdclef-2026/taxonomy.csv [--cnn work/b0_ft/best.keras] \
+        --out work/route
+    birdkeras predict --model work/route --audio SOUNDSCAPES --out submission.csv
+
+Training data are the labelled windows of embedding folders (`birdkeras embed`): the
+probe and the MLP (`birdkeras.heads`) learn from every labelled window; the sequence
+head from the soundscape files, `route.seq_len` consecutive windows at a time (and,
+with `route.pseudo_unlabelled`, from unlabelled files with the probe's predictions as
+soft targets). Folds are grouped (site, else file; a clip is its own group), so a
+window's out-of-fold prediction comes from heads that never saw its site or file;
+those predictions are saved (`oof.npz`) and tune, without touching the folds' own
+training windows: the per-taxon temperatures, the site/hour prior weight, the per-class
+thresholds and the weight of a CNN fused in (`--cnn`). The route folder holds each
+head (`.keras` and `.onnx`), `route.json` (classes, taxa, class mapping, sites, tuned
+values, out-of-fold scores) and `oof.npz`; `birdkeras.embeddings.runner` runs it.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import keras
+import numpy as np
+import pandas as pd
+import tensorflow as tf
+from sklearn.model_selection import GroupKFold
+
+from birdkeras import config as config_lib
+from birdkeras.audio import io as audio_io
+from birdkeras.audio import windows as audio_windows
+from birdkeras.embeddings import frozen, heads, tuning
+from birdkeras.embeddings.extract import Table, read
+from birdkeras.embeddings.runner import CARD
+from birdkeras.embeddings.tuning import sigmoid
+from birdkeras.errors import UserError
+from birdkeras.export import convert
+from birdkeras.export.runtime import Runner
+
+HEADS = ("probe", "mlp", "sequence")
+
+
+class RouteError(UserError):
+    """The embeddings cannot train a route; the message says what is missing."""
+
+
+def load_windows(dirs, taxonomy: pd.DataFrame) -> tuple[Table, dict]:
+    """The windows of embedding folders `dirs` as one table, the embedding model's logits
+    mapped to the taxonomy's classes; and the route card's description of them."""
+    tables = [read(d) for d in dirs]
+    first = tables[0].card
+    for t in tables[1:]:
+        if (t.card["model"], t.card["classes"]) != (first["model"], first["classes"]):
+            raise RouteError(f"{dirs[0]} and another folder were embedded by different models "
+                             "or for different classes; embed them alike")
+    classes = first["classes"]
+    if not classes:
+        raise RouteError(f"{dirs[0]} has no classes: embed with labels (--labels or --manifest)")
+    mapping = None
+    if tables[0].logits is not None:
+        order = taxonomy.set_index("primary_label").loc[classes].reset_index()
+        mapping = frozen.map_classes(first["model_classes"], order)
+    logits = None
+    if mapping is not None:
+        logits = frozen.mapped_logits(np.concatenate([t.logits for t in tables]), mapping)
+    return Table.concat(tables, logits, len(classes)), {
+        "embedder": first["model"], "kind": first["kind"], "dim": first["dim"],
+        "classes": classes, "model_classes": first["model_classes"],
+        "mapping": None if mapping is None else {
+            "index": mapping["index"].tolist(),
+            "proxies": {str(k): v for k, v in mapping["proxies"].items()},
+            "mapped": mapping["mapped"], "proxied": mapping["proxied"],
+            "unmapped": mapping["unmapped"]},
+        "sample_rate_hz": first["sample_rate_hz"], "window_samples": first["window_samples"]}
+
+
+def sequences(w: Table, rows: np.ndarray, seq_len: int):
+    """Windows `rows` cut into per-file runs of `seq_len` in start order (the last run of a
+    file is padded by repeating its last window); returns (index (runs, seq_len), mask)."""
+    runs, masks = [], []
+    frame = pd.DataFrame({"file": w.files[rows], "start": w.starts[rows], "row": rows})
+    for _, group in frame.sort_values(["file", "start"]).groupby("file", sort=False):
+        order = group["row"].to_numpy()
+        for i in range(0, len(order), seq_len):
+            run = order[i:i + seq_len]
+            masks.append(np.arange(seq_len) < len(run))
+            runs.append(np.concatenate([run, np.repeat(run[-1], seq_len - len(run))]))
+    return np.array(runs, dtype=np.int64).reshape(-1, seq_len), np.array(masks).reshape(-1, seq_len)
+
+
+def _site_index(sites: np.ndarray, known: list[str]) -> np.ndarray:
+    lookup = {s: k for k, s in enumerate(known)}
+    return np.array([lookup.get(s, len(known)) for s in sites], dtype=np.int32)
+
+
+def _fit(model, inputs, targets, rcfg, epochs: int, seed: int):
+    keras.utils.set_random_seed(seed)
+    model.compile(keras.optimizers.Adam(rcfg.lr),
+                  keras.losses.BinaryCrossentropy(from_logits=True))
+    model.fit(inputs, targets, batch_size=rcfg.batch_size, epochs=epochs, verbose=0)
+    return model
+
+
+def _window_head(w: Table, rows, rcfg, hidden: int, seed: int):
+    model = heads.probe_model(w.embeddings.shape[1], w.targets.shape[1], rcfg.pca_dim, hidden)
+    model.get_layer("projection").fit(w.embeddings[rows])
+    return _fit(model, w.embeddings[rows], w.targets[rows], rcfg, rcfg.epochs, seed)
+
+
+def _sequence_inputs(w: Table, runs, sites: list[str], fusion: bool):
+    x = [w.embeddings[runs], _site_index(w.sites[runs[:, 0]], sites),
+         np.where(w.hours[runs[:, 0]] >= 0, w.hours[runs[:, 0]], 24).astype(np.int32)]
+    if fusion:
+        x.append(w.logits[runs])
+    return x
+
+
+def _sequence_head(w: Table, rows, targets, rcfg, sites, seed: int):
+    fusion = rcfg.fusion and w.logits is not None
+    model = heads.sequence_model(w.embeddings.shape[1], w.targets.shape[1], rcfg.seq_len, rcfg.pca_dim,
+                                 rcfg.d_model, len(sites), rcfg.state_size, fusion)
+    model.get_layer("projection").fit(w.embeddings[rows])
+    runs, _ = sequences(w, rows, rcfg.seq_len)
+    return _fit(model, _sequence_inputs(w, runs, sites, fusion), targets[runs], rcfg,
+                rcfg.seq_epochs, seed)
+
+
+def predict_sequences(model, w: Table, rows, sites, seq_len: int) -> np.ndarray:
+    """Per-window logits of the sequence head for `rows` (NaN for rows it did not see).
+
+    Args:
+        model: a sequence head.
+        w: the windows.
+        rows: the windows to score.
+        sites: the route's known sites.
+        seq_len: windows per sequence.
+
+    Returns:
+        (n, classes) logits, NaN outside `rows`.
+    """
+    fusion = len(model.inputs) == 4
+    runs, mask = sequences(w, rows, seq_len)
+    out = np.full((len(w.embeddings), w.targets.shape[1]), np.nan, dtype=np.float32)
+    if len(runs):
+        logits = np.asarray(model.predict(_sequence_inputs(w, runs, sites, fusion), verbose=0))
+        out[runs[mask]] = logits[mask]
+    return out
+
+
+def train(cfg: config_lib.Config, embedding_dirs, out, taxonomy_csv, cnn_model=None) -> dict:
+    """Trains, tunes and saves the route (see the module docstring); returns its card.
+
+    Args:
+        cfg: its `route` section sizes and trains the heads.
+        embedding_dirs: folders written by `birdkeras embed`.
+        out: the route folder.
+        taxonomy_csv: the competition's taxonomy (classes, scientific names, taxa).
+        cnn_model: a CNN to fuse, weight tuned out of fold (None: none).
+
+    Returns:
+        The route card (also route.json).
+    """
+    rcfg = cfg.route
+    taxonomy = pd.read_csv(taxonomy_csv, dtype=str, keep_default_na=False)
+    w, card = load_windows(embedding_dirs, taxonomy)
+    labelled = np.flatnonzero(w.labelled)
+    sites = sorted({s for s in w.sites if s})
+    soundscape = np.flatnonzero(w.sites != "")  # windows of named soundscape files
+    if len(labelled) < rcfg.folds:
+        raise RouteError(f"{len(labelled)} labelled windows: too few for {rcfg.folds} folds")
+    folds = np.full(len(w.embeddings), -1)
+    splitter = GroupKFold(n_splits=rcfg.folds)
+    for k, (_, held) in enumerate(splitter.split(labelled, groups=w.groups[labelled])):
+        folds[labelled[held]] = k
+
+    # Out-of-fold logits of each head: fold k's windows scored by heads trained without k.
+    oof = {name: np.full(w.targets.shape, np.nan, np.float32) for name in HEADS}
+    for k in range(rcfg.folds):
+        train_rows, held = labelled[folds[labelled] != k], labelled[folds[labelled] == k]
+        for name, hidden in (("probe", 0), ("mlp", rcfg.mlp_hidden)):
+            oof[name][held] = _window_head(w, train_rows, rcfg, hidden, cfg.seed).predict(
+                w.embeddings[held], verbose=0)
+        seq_rows, targets = _sequence_training(w, train_rows, soundscape, folds, k, rcfg, cfg)
+        if len(seq_rows):
+            model = _sequence_head(w, seq_rows, targets, rcfg, sites, cfg.seed)
+            held_sc = np.intersect1d(held, soundscape)
+            oof["sequence"][held_sc] = predict_sequences(model, w, held_sc, sites,
+                                                         rcfg.seq_len)[held_sc]
+
+    # The final heads, on every labelled window.
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    final = {"probe": _window_head(w, labelled, rcfg, 0, cfg.seed),
+             "mlp": _window_head(w, labelled, rcfg, rcfg.mlp_hidden, cfg.seed)}
+    seq_rows, targets = _sequence_training(w, labelled, soundscape, folds, None, rcfg, cfg)
+    if len(seq_rows):
+        final["sequence"] = _sequence_head(w, seq_rows, targets, rcfg, sites, cfg.seed)
+    for name, model in final.items():
+        model.save(out / f"{name}.keras")
+        export_onnx(model, out / f"{name}.onnx")
+
+    taxa = taxonomy.set_index("primary_label").reindex(card["classes"])["class_name"].fillna("")
+    cnn = cnn_scores(cnn_model, w, card["classes"]) if cnn_model else None
+    tuned = tuning.tune(w, oof, folds, taxa.tolist(), rcfg, cnn)
+    if cnn_model:
+        tuned["cnn"] = str(cnn_model)
+    np.savez(out / "oof.npz", folds=folds, y=w.targets, files=w.files, starts=w.starts,
+             sites=w.sites, hours=w.hours, **oof)
+    card.update({"head": rcfg.head if rcfg.head in final else "probe", "heads": sorted(final),
+                 "seq_len": rcfg.seq_len, "sites": sites, "taxa": taxa.tolist(),
+                 "route": config_lib.to_dict(rcfg), **tuned})
+    (out / CARD).write_text(json.dumps(card, indent=1) + "\n")
+    return card
+
+
+def _sequence_training(w: Table, train_rows, soundscape, folds, k, rcfg, cfg):
+    """(rows, targets) of the sequence head's training: the labelled soundscape windows of
+    the training folds and, with pseudo_unlabelled, the unlabelled soundscape windows
+    with a probe's predictions (trained on those folds) as soft targets."""
+    rows = np.intersect1d(train_rows, soundscape)
+    targets = w.targets.copy()
+    if rcfg.pseudo_unlabelled:
+        unlabelled = np.setdiff1d(soundscape, np.flatnonzero(w.labelled))
+        if len(unlabelled):
+            probe = _window_head(w, train_rows, rcfg, 0, cfg.seed)
+            targets[unlabelled] = sigmoid(probe.predict(w.embeddings[unlabelled], verbose=0))
+            rows = np.union1d(rows, unlabelled)
+    return rows, targets
+
+
+def cnn_scores(model_path, w: Table, classes: list[str]) -> np.ndarray:
+    """A CNN's probabilities for every window of `w` (its files decoded again), in the
+    route's class order (classes the CNN lacks: 0)."""
+    runner = Runner(model_path, "tf")
+    columns = [runner.classes.index(c) if c in runner.classes else -1 for c in classes]
+    out = np.zeros((len(w.embeddings), len(classes)), np.float32)
+    for path in np.unique(w.paths):
+        rows = np.flatnonzero(w.paths == path)
+        wave = audio_io.load(path, runner.sample_rate_hz, allow_silence=True)
+        probs = runner(audio_windows.cut(wave, runner.sample_rate_hz, w.starts[rows],
+                                         runner.window_s))
+        for k, col in enumerate(columns):
+            if col >= 0:
+                out[rows, k] = probs[:, col]
+    return out
+
+
+def export_onnx(model: keras.Model, path: Path) -> None:
+    """A head as an ONNX graph (its Keras inputs, in order; logits out)."""
+    specs = [tf.TensorSpec([None, *t.shape[1:]], t.dtype, name=t.name) for t in model.inputs]
+    function = tf.function(lambda *x: model(list(x) if len(x) > 1 else x[0], training=False),
+                           input_signature=specs, autograph=False)
+    convert.to_onnx(function, path)

@@ -1,0 +1,170 @@
+"""Frozen embedding models: 5 s windows -> (embeddings, logits or None), and their classes.
+
+Two kinds, behind one interface (`load(path)`):
+
+- **Perch v2** (Google's bird vocalization classifier, a TensorFlow SavedModel on Kaggle
+  Models: attach `google/bird-vocalization-classifier/tensorflow2/perch_v2_cpu` and
+  point at its folder). Its `serving_default` signature takes `inputs` (batch, 160000)
+  float32 (5 s at 32 kHz) and returns a dict with `embedding` (batch, 1536) and `label`
+  (batch, ~15k logits); the logits' class names are the first column of
+  `assets/labels.csv` (scientific names). Any SavedModel with this signature works.
+- **A birdkeras model** (a training run's `.keras`): the pooled features before its
+  classifier (1280 for B0), and its logits over its own classes.
+
+`map_classes` maps an embedding model's classes to a competition's: exact scientific-name
+(or code) matches, then genus proxies (the maximum over the model's classes of that
+genus) for species it lacks, and the rest are reported as unmapped, never silently 0.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from birdkeras.errors import UserError
+from birdkeras.model import run_files
+
+
+PERCH_WINDOW_SAMPLES = 5 * 32000
+
+
+class EmbedderError(UserError):
+    """An embedding model's folder or signature is not usable; the message says what it found."""
+
+
+class PerchSavedModel:
+    """A SavedModel with Perch v2's serving signature."""
+
+    kind = "perch"
+
+    def __init__(self, folder: str | Path):
+        import tensorflow as tf  # noqa: PLC0415 - heavy; only this embedder needs it
+
+        folder = Path(folder)
+        if not (folder / "saved_model.pb").is_file():
+            raise EmbedderError(f"{folder} is not a SavedModel folder (no saved_model.pb)")
+        loaded = tf.saved_model.load(str(folder))
+        if "serving_default" not in loaded.signatures:
+            raise EmbedderError(f"{folder}: no serving_default signature (it has "
+                                f"{sorted(loaded.signatures)})")
+        self._serve = loaded.signatures["serving_default"]
+        self._keep = loaded  # the signature needs its object alive
+        inputs = self._serve.structured_input_signature[1]
+        if len(inputs) != 1:
+            raise EmbedderError(f"{folder}: serving_default takes {sorted(inputs)}; expected "
+                                "one waveform input (batch, samples)")
+        (self._input, spec), = inputs.items()
+        if spec.shape.rank != 2 or spec.shape[1] is None:
+            raise EmbedderError(f"{folder}: input {self._input!r} has shape {spec.shape}; "
+                                "expected (batch, samples) with a fixed window length")
+        outputs = self._serve.structured_outputs
+        if "embedding" not in outputs:
+            raise EmbedderError(f"{folder}: serving_default returns {sorted(outputs)}, with no "
+                                "'embedding' output")
+        # Perch v2 scores 5 s windows at 32 kHz; a model for other windows or rates would
+        # be fed the wrong audio without knowing it.
+        if int(spec.shape[1]) != PERCH_WINDOW_SAMPLES:
+            raise EmbedderError(f"{folder}: input {self._input!r} has shape {tuple(spec.shape)}; "
+                                f"expected (batch, {PERCH_WINDOW_SAMPLES}): 5 s at 32 kHz")
+        self.window_samples = PERCH_WINDOW_SAMPLES
+        self.sample_rate_hz = 32000
+        self.dim = int(outputs["embedding"].shape[-1])
+        labels = folder / "assets" / "labels.csv"
+        self.classes = (pd.read_csv(labels, dtype=str, keep_default_na=False).iloc[:, 0].tolist()
+                        if "label" in outputs and labels.is_file() else [])
+        self.path = folder
+
+    def __call__(self, windows: np.ndarray):
+        import tensorflow as tf  # noqa: PLC0415 - see __init__
+
+        out = self._serve(**{self._input: tf.constant(windows, tf.float32)})
+        logits = out["label"].numpy() if "label" in out and self.classes else None
+        return out["embedding"].numpy().astype(np.float32), logits
+
+
+class BirdkerasModel:
+    """A birdkeras `.keras` model: pooled features before the classifier, and its logits."""
+
+    kind = "birdkeras"
+
+    def __init__(self, model_path: str | Path):
+        import keras  # noqa: PLC0415 - heavy; only this embedder needs Keras
+        import tensorflow as tf  # noqa: PLC0415
+
+        from birdkeras.model import classifier  # noqa: PLC0415 - Keras only for this embedder
+
+        cfg, self.classes = run_files.read(model_path)
+        # Tensors of one graph only (a clone shares its layers with the original).
+        model = classifier.load_keras(model_path)
+        pooled = next((layer for layer in model.layers if layer.name in ("gap", "gem")), None)
+        if pooled is None:  # a SED head: the backbone's features averaged over time and freq
+            backbone = next(layer for layer in model.layers if isinstance(layer, keras.Model))
+            features = keras.layers.GlobalAveragePooling2D()(backbone.output)
+        else:
+            features = pooled.output
+        both = keras.Model(model.input, [features, classifier.output_of(model)])
+        self._call = tf.function(lambda w: both(w, training=False), reduce_retracing=True)
+        self.sample_rate_hz = cfg.audio.sample_rate_hz
+        self.window_samples = cfg.audio.window_samples
+        self.dim = int(features.shape[-1])
+        self.path = Path(model_path)
+
+    def __call__(self, windows: np.ndarray):
+        import tensorflow as tf  # noqa: PLC0415 - see __init__
+
+        features, logits = self._call(tf.constant(windows, tf.float32))
+        return features.numpy().astype(np.float32), logits.numpy().astype(np.float32)
+
+
+def load(path: str | Path):
+    """The embedding model at `path`: a `.keras` birdkeras model or a Perch-style SavedModel."""
+    path = Path(path)
+    if path.is_file() and path.suffix == ".keras":
+        return BirdkerasModel(path)
+    if path.is_dir():
+        return PerchSavedModel(path)
+    raise EmbedderError(f"{path} is neither a .keras model nor a SavedModel folder")
+
+
+def map_classes(model_classes: list[str], competition: pd.DataFrame) -> dict:
+    """How an embedding model's logits become a competition's classes.
+
+    `competition`: the taxonomy (primary_label, scientific_name) in submission order.
+    Returns {"index": per competition class, the model's logit index or -1;
+    "proxies": {class position: [logit indices of the same genus]}; "mapped",
+    "proxied", "unmapped": class names}.
+    """
+    names = {name.strip().lower(): k for k, name in enumerate(model_classes)}
+    genus = {}
+    for k, name in enumerate(model_classes):
+        genus.setdefault(name.strip().split(" ")[0].lower(), []).append(k)
+    index, proxies = [], {}
+    mapped, proxied, unmapped = [], [], []
+    for pos, row in enumerate(competition.to_dict("records")):
+        keys = [str(row.get("scientific_name", "")).strip().lower(),
+                str(row["primary_label"]).strip().lower()]
+        hit = next((names[k] for k in keys if k in names), -1)
+        index.append(hit)
+        if hit >= 0:
+            mapped.append(row["primary_label"])
+            continue
+        same_genus = genus.get(keys[0].split(" ")[0], []) if " " in keys[0] else []
+        if same_genus:
+            proxies[pos] = same_genus
+            proxied.append(row["primary_label"])
+        else:
+            unmapped.append(row["primary_label"])
+    return {"index": np.asarray(index), "proxies": proxies, "mapped": mapped,
+            "proxied": proxied, "unmapped": unmapped}
+
+
+def mapped_logits(logits: np.ndarray, mapping: dict, fill: float = -10.0) -> np.ndarray:
+    """(windows, competition classes) logits from a model's; unmapped classes get `fill`."""
+    index = mapping["index"]
+    out = np.full((len(logits), len(index)), fill, dtype=np.float32)
+    out[:, index >= 0] = logits[:, index[index >= 0]]
+    for pos, members in mapping["proxies"].items():
+        out[:, pos] = logits[:, members].max(axis=1)
+    return out

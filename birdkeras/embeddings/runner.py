@@ -1,0 +1,137 @@
+"""Running a trained embedding route (`birdkeras.embeddings.fit`) in `predict`.
+
+`RouteRunner(folder)` is a runner like `birdkeras.export.runtime.Runner`, with `score_file`: a file's
+windows at once, because the sequence head reads a file's windows together. Per file:
+the embedding model's embeddings and logits (mapped to the competition's classes) ->
+the route's head (ONNX Runtime, or Keras with runtime "tf") -> the tuned steps the
+config's `infer` section turns on (per-taxon temperature, site/hour prior, per-class
+thresholds, fusion with the CNN the route was tuned with). Paths recorded at training
+(the embedding model, the CNN) can be replaced for another machine (`infer.embedder`,
+`infer.route_cnn`).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from birdkeras import config as config_lib
+from birdkeras import postprocess
+from birdkeras.datasets import soundscapes
+from birdkeras.embeddings import frozen, tuning
+from birdkeras.errors import PredictError
+from birdkeras.export.runtime import Runner, onnx_session
+
+CARD = "route.json"  # what `birdkeras route` writes in a route folder
+
+
+class RouteRunner:
+    """A route folder as a runner: windows of one file -> probabilities over its classes.
+
+    Args:
+        folder: a `birdkeras route` folder.
+        runtime: "onnx" runs the heads with ONNX Runtime; anything else with Keras.
+        icfg: the `InferConfig` whose route switches apply (default: defaults).
+        threads: ONNX Runtime's intra-op threads (0: its default).
+    """
+
+    def __init__(self, folder, runtime: str = "onnx", icfg=None, threads: int = 0):
+        self.path = Path(folder)
+        card_path = self.path / CARD
+        if not card_path.is_file():
+            raise PredictError(f"{card_path} not found: {folder} is not a birdkeras route")
+        self.card = card = json.loads(card_path.read_text())
+        self.icfg = icfg or config_lib.InferConfig()
+        self.runtime = runtime
+        embedder = self.icfg.embedder or card["embedder"]
+        if not Path(embedder).exists():
+            raise PredictError(f"the route's embedding model {embedder} is not here: set "
+                               "infer.embedder to its folder on this machine")
+        self.embedder = frozen.load(embedder)
+        self.classes, self.activation = card["classes"], "sigmoid"
+        self.sample_rate_hz = card["sample_rate_hz"]
+        self.window_s = card["window_samples"] / card["sample_rate_hz"]
+        if self.icfg.route_head:
+            if self.icfg.route_head not in card["heads"]:
+                raise PredictError(f"infer.route_head={self.icfg.route_head}: {folder} has "
+                                   f"{card['heads']}")
+            card["head"] = self.icfg.route_head
+        self.head = _head(self.path, card["head"], runtime, threads)
+        self.mapping = None
+        if card["mapping"]:
+            m = card["mapping"]
+            self.mapping = {"index": np.asarray(m["index"]),
+                            "proxies": {int(k): v for k, v in m["proxies"].items()}}
+        self.cnn, self.cnn_weight = None, card.get("cnn_weight", 0.0)
+        if self.icfg.cnn_fusion and self.cnn_weight > 0:
+            self.cnn = Runner(self.icfg.route_cnn or card["cnn"], "tf")
+
+    @property
+    def window_samples(self) -> int:
+        return int(round(self.window_s * self.sample_rate_hz))
+
+    def __call__(self, windows: np.ndarray) -> np.ndarray:
+        return self.score_file(windows, "")
+
+    def score_file(self, windows: np.ndarray, name: str) -> np.ndarray:
+        """Probabilities (windows, classes) for the windows of one file named `name`."""
+        card, icfg = self.card, self.icfg
+        emb, logits = self.embedder(np.asarray(windows, np.float32))
+        mapped = (frozen.mapped_logits(logits, self.mapping)
+                  if self.mapping is not None and logits is not None else None)
+        meta = soundscapes.parse_name(name)
+        if card["head"] == "sequence":
+            out = self._sequence(emb, mapped, meta)
+        else:
+            out = self.head({"embedding": emb})
+        if icfg.taxon_temperature:
+            out = postprocess.taxon_temperature(out, card["taxa"], card["temperatures"])
+        probs = tuning.sigmoid(out).astype(np.float32)
+        if icfg.site_prior and card["prior_weight"] > 0:
+            hour = -1 if meta["hour"] is None else meta["hour"]  # 00:xx is hour 0, not unknown
+            prior = tuning.prior_of(card["prior"], meta["site"] or "", hour)
+            probs = postprocess.prior_fusion(probs, prior, card["prior_weight"])
+        if icfg.class_thresholds:
+            probs = postprocess.thresholds(probs, np.asarray(card["thresholds"]))
+        if self.cnn is not None:
+            probs = self.cnn_weight * self._cnn(windows) + (1 - self.cnn_weight) * probs
+        return probs.astype(np.float32)
+
+    def _sequence(self, emb, mapped, meta) -> np.ndarray:
+        seq_len, n = self.card["seq_len"], len(emb)
+        pad = np.concatenate([np.arange(n), np.repeat(n - 1, (-n) % seq_len)])
+        runs = pad.reshape(-1, seq_len)
+        site = self.card["sites"].index(meta["site"]) if meta["site"] in self.card["sites"] \
+            else len(self.card["sites"])
+        inputs = {"embedding": emb[runs],
+                  "site": np.full(len(runs), site, np.int32),
+                  "hour": np.full(len(runs), 24 if meta["hour"] is None else meta["hour"],
+                                  np.int32)}
+        if self.card["route"]["fusion"] and mapped is not None:
+            inputs["mapped_logits"] = mapped[runs]
+        logits = self.head(inputs).reshape(-1, len(self.classes))
+        return logits[:n]
+
+    def _cnn(self, windows) -> np.ndarray:
+        probs = self.cnn(windows)
+        out = np.zeros((len(windows), len(self.classes)), np.float32)
+        for k, c in enumerate(self.classes):
+            if c in self.cnn.classes:
+                out[:, k] = probs[:, self.cnn.classes.index(c)]
+        return out
+
+
+def _head(folder: Path, name: str, runtime: str, threads: int):
+    """The head as a function {input name: array} -> logits."""
+    if runtime == "onnx":
+        session = onnx_session(folder / f"{name}.onnx", threads)
+        names = [i.name for i in session.get_inputs()]
+        return lambda feeds: session.run(None, {k: feeds[k] for k in names if k in feeds})[0]
+    import keras  # noqa: PLC0415 - the Keras heads only when not on ONNX Runtime
+
+    model = keras.models.load_model(folder / f"{name}.keras", compile=False)
+    order = [t.name for t in model.inputs]
+    return lambda feeds: np.asarray(model([feeds[k] for k in order] if len(order) > 1
+                                          else feeds[order[0]], training=False))

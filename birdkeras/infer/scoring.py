@@ -1,0 +1,163 @@
+"""Scoring files with runners: the one way `predict`, pseudo-labels and checks turn a
+file's windows into probabilities.
+
+Files are decoded ahead in threads (`birdkeras.audio.windows`); each file's windows
+(and their TTA shifts) are scored by every runner of an ensemble, averaged, and
+post-processed (`birdkeras.postprocess`); a runner that reads a file's windows together
+(an embedding route) gets them at once with the file's name. `TimeBudget` drops
+optional work when a run would pass its wall-clock budget.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from birdkeras import config as config_lib
+from birdkeras import postprocess
+from birdkeras.audio import windows
+from birdkeras.infer.submission import Scored
+
+
+def iter_scored(files, runners, icfg: config_lib.InferConfig, progress: bool = False,
+                budget: TimeBudget | None = None, desc: str = "predict"):
+    """Scores each file as `predict` does, in file order, decoding ahead in threads.
+
+    Yields, per file, a `Scored` (the mean over every (TTA shift, model) pair,
+    post-processed by `icfg`'s cross-window steps), or a dict with `path`, `error` and
+    `duration_s` for a file that could not be decoded (or was skipped for time).
+
+    Args:
+        files: audio files.
+        runners: the ensemble.
+        icfg: inference settings (hop, batch, TTA, post-processing, decode threads).
+        progress: a progress bar.
+        budget: a `TimeBudget` (None: no budget).
+        desc: the progress bar's label.
+    """
+    model = runners[0]
+    budget = budget or TimeBudget(None, 1 + len(icfg.tta_shifts_s), len(runners), 0)
+    shifts = (0.0, *icfg.tta_shifts_s)
+    bar = tqdm(total=len(files), unit="file", desc=desc, disable=not progress)
+    decoded = windows.decode_ahead(files, icfg.workers, sample_rate_hz=model.sample_rate_hz,
+                                   window_s=model.window_s, hop_s=icfg.hop_s, shifts_s=shifts,
+                                   transform=shared_front_end(runners))
+    for k, item in enumerate(decoded):
+        bar.update()
+        if "error" in item:
+            yield item
+        elif not budget.plan(k, [str(r.path) for r in runners]):
+            yield {**item, "error": "time budget: not scored", "skipped": True}
+        else:
+            probs = score_file(runners[:budget.models], item["windows"][:budget.shifts],
+                               item["path"].name, icfg.batch_size)
+            budget.done(len(probs), budget.models * min(budget.shifts, len(item["windows"])))
+            yield Scored(item["path"], item["starts"], postprocess.apply(probs, icfg))
+    bar.close()
+
+
+def score_file(runners, shifted_windows, name: str, batch_size: int) -> np.ndarray:
+    """One file's probabilities: the mean over every (shift, model) pair of `runners`
+    on `shifted_windows` (one array of windows per TTA shift): TTA and ensembling in
+    one step. `name` is the file's name (an embedding route reads site and hour in it).
+
+    Args:
+        runners: the ensemble.
+        shifted_windows: one array of windows per TTA shift.
+        name: the file's name.
+        batch_size: windows per runner call.
+
+    Returns:
+        (windows, classes) probabilities.
+    """
+    return np.mean([score(runner, clips, batch_size, name)
+                    for clips in shifted_windows for runner in runners], axis=0)
+
+
+def shared_front_end(runners):
+    """The numpy front end every runner takes (the decode threads then run it), or None."""
+    ends = [getattr(r, "front_end", None) for r in runners]
+    if ends[0] is not None and all(e is not None and e.key == ends[0].key for e in ends):
+        return ends[0]
+    return None
+
+
+def score(runner, clips: np.ndarray, batch_size: int, name: str = "") -> np.ndarray:
+    """`runner` over `clips` in batches of `batch_size` (a runner that reads a file's
+    windows together, as an embedding route's sequence head does, gets them at once).
+
+    Args:
+        runner: a runner.
+        clips: (windows, samples) or log-mel frames.
+        batch_size: windows per call.
+        name: the file's name.
+
+    Returns:
+        (windows, classes) probabilities.
+    """
+    if hasattr(runner, "score_file"):
+        return runner.score_file(clips, name)
+    return np.concatenate([runner(clips[i:i + batch_size])
+                           for i in range(0, len(clips), batch_size)])
+
+
+
+
+class TimeBudget:
+    """Decides, before each file, how much work still fits in the wall-clock budget.
+
+    Cost model: a window scored with S shifts by M models costs S x M units; seconds
+    per unit are measured as the run goes (decoding overlaps scoring and is included).
+    Before each file the rest of the run is projected at the current level; while the
+    projection passes the budget, the level drops: TTA shifts first (S = 1), then the
+    last ensemble member, one at a time (M >= 1). At S = M = 1, a file is scored only
+    if it still fits; the rest are filled with the mean prediction.
+
+    Args:
+        budget_s: the run's wall-clock budget (None: none).
+        shifts: TTA passes (1 + shifts).
+        models: ensemble members.
+        windows_per_file: windows of each file, from the headers.
+        clock: a seconds clock (tests pass a fake one).
+    """
+
+    def __init__(self, budget_s: float | None, shifts: int, models: int,
+                 windows_per_file: list[int], clock=time.perf_counter):
+        self.budget_s, self.shifts, self.models = budget_s, shifts, models
+        self.windows_per_file, self.clock = windows_per_file, clock
+        self.start, self.units_done, self.events = clock(), 0, []
+
+    def done(self, windows_scored: int, passes: int) -> None:
+        self.units_done += windows_scored * passes
+
+    def plan(self, index: int, model_names: list[str]) -> bool:
+        """Whether to score file `index`; may lower `shifts` and `models` first."""
+        if self.budget_s is None or not self.units_done:
+            return True  # nothing measured yet: the first file is the measurement
+        elapsed = self.clock() - self.start
+        per_unit = elapsed / self.units_done
+        left = sum(self.windows_per_file[index:])
+        while elapsed + left * self.shifts * self.models * per_unit > self.budget_s:
+            projected = elapsed + left * self.shifts * self.models * per_unit
+            if self.shifts > 1:
+                self._drop(index, elapsed, projected, "tta_shifts")
+                self.shifts = 1
+            elif self.models > 1:
+                self.models -= 1
+                self._drop(index, elapsed, projected, f"model {model_names[self.models]}")
+            else:
+                fits = elapsed + self.windows_per_file[index] * per_unit <= self.budget_s
+                if not fits and not any(e["dropped"] == "scoring" for e in self.events):
+                    self._drop(index, elapsed, projected, "scoring")
+                return fits
+        return True
+
+    def _drop(self, index: int, elapsed: float, projected: float, what: str) -> None:
+        self.events.append({"before_file": index, "elapsed_s": round(elapsed, 2),
+                            "projected_s": round(projected, 2), "dropped": what})
+
+    def report(self) -> dict:
+        return {"budget_s": self.budget_s, "dropped": self.events,
+                "final_shifts": self.shifts, "final_models": self.models}

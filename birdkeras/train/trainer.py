@@ -1,0 +1,338 @@
+"""One plain trainer: prepare, initialise, fit epoch by epoch, report.
+
+    python scripts/train.py --cfg configs/b0_pre.yaml [--set a.b=c] [--workdir DIR]
+    birdkeras train --cfg configs/b0_pre.yaml
+
+`run` reads as its steps: `prepare` (records checked against the config, workdir,
+strategy, datasets), `initial_model` (resume, `init_from` or scratch), `make_callbacks`,
+`fit_epochs` (with backbone freezing), `final_report`. (Several runs in a row, and
+self-training rounds: `birdkeras.selftrain.stages`, which calls `run` per stage.) Everything a run writes goes to
+its workdir: the resolved config, `name2label.json`, `ckpt/` (last.keras + state.json,
+every `checkpoint_every_steps` steps and every epoch), `best.keras` and
+`best.weights.h5` (by `train.monitor`), `final.keras`, `history.csv`, `history.png`,
+`per_class.csv`, TensorBoard logs in `tb/`, and the W&B run directory in `wandb/`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import sys
+from pathlib import Path
+
+import keras
+import tensorflow as tf
+
+from birdkeras import config as config_lib
+from birdkeras import metrics
+from birdkeras.datasets import soundscapes as soundscapes_lib
+from birdkeras.errors import ConfigError, UserError, require_file
+from birdkeras.model import classifier, run_files
+from birdkeras.records import format as record_format
+from birdkeras.records import pipeline
+from birdkeras.train import callbacks as callbacks_lib
+from birdkeras.train import distribute, tracking
+from birdkeras.train.optimization import make_loss, make_optimizer
+
+log = logging.getLogger(__name__)
+
+
+class InitError(UserError):
+    """`train.init_from` cannot initialise this model; the message names the layer."""
+
+
+@dataclasses.dataclass
+class Run:
+    """What a run needs once prepared (see `prepare`)."""
+
+    cfg: config_lib.Config
+    workdir: Path
+    strategy: tf.distribute.Strategy
+    class_names: list
+    global_batch: int
+    steps: int  # per epoch
+    train_ds: tf.data.Dataset
+    val_ds: tf.data.Dataset
+    mix_counter: pipeline.MixCounter | None = None
+
+    @property
+    def frame_loss(self) -> bool:
+        """A SED head trained on its clip logits and its frames' maximum."""
+        return self.cfg.model.head == "sed" and self.cfg.train.sed_frame_loss_weight > 0
+
+    @property
+    def multiworker(self) -> bool:
+        return isinstance(self.strategy, tf.distribute.MultiWorkerMirroredStrategy)
+
+
+def run(cfg: config_lib.Config, workdir: str | Path | None = None,
+        strategy: tf.distribute.Strategy | None = None) -> dict:
+    """Trains `cfg` in `workdir` (default cfg.workdir); resumes if a checkpoint is there.
+
+    `strategy`: one made already (a notebook's TPU can be initialised only once);
+    default: `distribute.select(cfg.train.strategy)`. Keras' global mixed-precision
+    policy is restored when the run ends, so the caller's next model does not inherit it.
+    """
+    if cfg.train.stages:
+        raise ConfigError(f"{cfg.name} lists train.stages {list(cfg.train.stages)}: run it with "
+                          "birdkeras.selftrain.stages.run_stages (the `birdkeras train` command "
+                          "does), which calls this function once per stage")
+    policy = keras.mixed_precision.global_policy()
+    try:
+        prepared = prepare(cfg, Path(workdir or cfg.workdir), strategy)
+        model, state = initial_model(prepared)
+        validation = callbacks_lib.ValidationMetrics(prepared.val_ds, make_loss(cfg.train),
+                                                     eager=prepared.multiworker)
+        logger = tracking.RunLogger(prepared.cfg, prepared.workdir, prepared.val_ds, validation,
+                                    prepared.class_names)
+        callbacks = make_callbacks(prepared, state, validation, logger)
+        fit_epochs(prepared, model, state, callbacks)
+        return final_report(prepared, model, validation, logger)
+    finally:
+        keras.mixed_precision.set_global_policy(policy)
+
+
+def prepare(cfg: config_lib.Config, workdir: Path, strategy=None) -> Run:
+    """Checks the records against the config (before any training), sets up the workdir,
+    the strategy, mixed precision and the datasets."""
+    card = record_format.read_dataset_card(cfg.tfrecords.dir)
+    manifest_map = Path(cfg.data.manifest_dir) / "name2label.json"
+    pipeline.check_card(card, cfg, json.loads(manifest_map.read_text()) if manifest_map.is_file()
+                    else None)
+    name2label = card["name2label"]
+    class_names = sorted(name2label, key=name2label.get)
+    run_files.write(workdir, cfg, name2label)
+
+    strategy = strategy or distribute.select(cfg.train.strategy)
+    if cfg.train.mixed_precision:
+        on_tpu = isinstance(strategy, tf.distribute.TPUStrategy)
+        if on_tpu or tf.config.list_logical_devices("GPU"):
+            keras.mixed_precision.set_global_policy("mixed_bfloat16" if on_tpu else "mixed_float16")
+    global_batch = cfg.input.batch_size * strategy.num_replicas_in_sync
+    if (isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
+            and strategy.cluster_resolver.task_id != 0):
+        # Only the chief writes the run's outputs; the others keep theirs apart.
+        workdir = workdir / f"worker{strategy.cluster_resolver.task_id}"
+        workdir.mkdir(parents=True, exist_ok=True)
+        cfg = dataclasses.replace(cfg, wandb=dataclasses.replace(cfg.wandb, mode="disabled"))
+    steps = steps_per_epoch(cfg, card, global_batch)
+    log.info(f"{cfg.name}: {distribute.describe(strategy)}, global batch {global_batch}, "
+          f"{steps} steps x {cfg.train.epochs} epochs, {len(class_names)} classes")
+    counter = None
+    if cfg.input.mix_dirs:
+        counter = pipeline.MixCounter([cfg.tfrecords.dir, *cfg.input.mix_dirs])
+        shares = [1 - sum(cfg.input.mix_weights), *cfg.input.mix_weights]
+        log.info("mixing " + ", ".join(f"{w:.0%} {d}" for w, d in zip(shares, counter.names)))
+    train_ds = pipeline.make_dataset(cfg, len(class_names), True, global_batch_size=global_batch,
+                                 mix_counter=counter)
+    prepared = Run(cfg, workdir, strategy, class_names, global_batch, steps, train_ds,
+                   pipeline.make_dataset(cfg, len(class_names), False,
+                                     global_batch_size=global_batch), counter)
+    if prepared.frame_loss:  # the same targets for the clip and the frame-max outputs
+        prepared.train_ds = train_ds.map(lambda x, y, *w: (x, {"logits": y, "frame_max": y}, *w))
+    return prepared
+
+
+def steps_per_epoch(cfg: config_lib.Config, card: dict, global_batch: int) -> int:
+    """`train.steps_per_epoch`, or one pass over the training records."""
+    if cfg.train.steps_per_epoch:
+        return cfg.train.steps_per_epoch
+    train_records = sum(s["records"] for s in card["shards"]
+                        if record_format.shard_fold(s["name"]) != cfg.input.val_fold)
+    return max(1, train_records // global_batch)
+
+
+def initial_model(prepared: Run):
+    """The model to train and the resume state (None for a fresh run)."""
+    cfg = prepared.cfg
+    # Decide how to initialise. Order matters: 1. resume from the workdir's checkpoint
+    # (the same command again after a crash), 2. train.init_from, 3. scratch.
+    state, last = callbacks_lib.resume_state(prepared.workdir / "ckpt")
+    with prepared.strategy.scope():
+        if state is not None:
+            log.info(f"resuming from {last}: epoch {state['epoch']}, step "
+                  f"{state['step_in_epoch']}, global step {state['global_step']}")
+            return keras.models.load_model(last), state
+        model = classifier.build_model(cfg, len(prepared.class_names))
+        if cfg.train.init_from:
+            init_from(model, cfg.train.init_from, cfg.train.init_skip)
+        if prepared.frame_loss:
+            model = classifier.with_frame_max(model)
+    return model, None
+
+
+def init_from(model: keras.Model, path: str, skip=config_lib.HEAD_LAYERS) -> dict:
+    """Loads every layer of `path`'s model that `model` has, except those in `skip`.
+
+    A layer present in both with different weight shapes is an error unless skipped.
+    Returns {'loaded': [...], 'skipped': [...]} (also printed).
+    """
+    source = keras.models.load_model(require_file(path, "train.init_from"), compile=False)
+    source_layers = {layer.name: layer for layer in source.layers}
+    loaded, skipped = [], []
+    for layer in model.layers:
+        if not layer.weights:
+            continue
+        if layer.name in skip or layer.name not in source_layers:
+            skipped.append(layer.name)
+            continue
+        theirs = source_layers[layer.name].get_weights()
+        shapes = [w.shape for w in layer.get_weights()], [w.shape for w in theirs]
+        if shapes[0] != shapes[1]:
+            raise InitError(
+                f"train.init_from={path}: layer {layer.name!r} has weights of shapes "
+                f"{shapes[1][:3]}... there and {shapes[0][:3]}... here; add it to "
+                "train.init_skip or use a matching model")
+        layer.set_weights(theirs)
+        loaded.append(layer.name)
+    log.info(f"init_from {path}: loaded {loaded}; skipped {skipped}")
+    return {"loaded": loaded, "skipped": skipped}
+
+
+def make_callbacks(prepared: Run, state, validation, logger) -> list:
+    """Validation first (the checkpoints monitor its metrics), then saves and logs.
+
+    Args:
+        prepared: the prepared run (config, workdir, datasets, strategy).
+        state: the resumed checkpoint's state, or None for a fresh run.
+        validation: the run's `ValidationMetrics`.
+        logger: the run's `RunLogger`.
+
+    Returns:
+        The callbacks, in the order Keras must call them.
+    """
+    # Labelled soundscapes are decoded once, before the first epoch.
+    cfg, workdir = prepared.cfg, prepared.workdir
+    history = workdir / "history.csv"
+    soundscapes = []
+    if cfg.train.val_soundscapes:
+        waves, targets, table = soundscapes_lib.labelled_windows(
+            cfg.data.root, cfg.train.val_soundscapes, prepared.class_names,
+            cfg.audio.sample_rate_hz, cfg.audio.window_s)
+        log.info(f"validating on {len(table)} labelled soundscape windows of "
+              f"{cfg.train.val_soundscapes} ({table['path'].nunique()} files)")
+        soundscapes = [callbacks_lib.SoundscapeValidation(waves, targets, prepared.global_batch)]
+    mix = [callbacks_lib.MixShares(prepared.mix_counter)] if prepared.mix_counter else []
+    return [
+        validation,
+        *soundscapes,
+        *mix,
+        *callbacks_lib.best_checkpoints(workdir, cfg.train.monitor,
+                                        history if state is not None else None),
+        callbacks_lib.StepCheckpoint(workdir / "ckpt", cfg.train.checkpoint_every_steps,
+                                     prepared.steps, state["epoch"] if state else 0,
+                                     state["step_in_epoch"] if state else 0),
+        keras.callbacks.CSVLogger(history, append=state is not None),
+        keras.callbacks.TensorBoard(workdir / "tb", update_freq="epoch"),
+        logger,
+    ]
+
+
+def fit_epochs(prepared: Run, model: keras.Model, state, callbacks) -> None:
+    """Trains until `train.epochs`, the backbone frozen for `freeze_backbone_epochs`.
+
+    Unfreezing needs a new optimizer, whose schedule continues where the first one
+    stopped. A resumed run first finishes its interrupted epoch with the steps it had left.
+
+    Args:
+        prepared: the prepared run.
+        model: the model to train (compiled here).
+        state: the resumed checkpoint's state, or None for a fresh run.
+        callbacks: from `make_callbacks`.
+    """
+    cfg, steps = prepared.cfg, prepared.steps
+    backbone = next(layer for layer in model.layers if isinstance(layer, keras.Model))
+    # One line per epoch when the output is a log file, not a terminal (Keras' bars
+    # would be one giant line of ANSI codes there).
+    verbose = "auto" if sys.stdout.isatty() else 2
+    epoch, partial = (state["epoch"], state["step_in_epoch"]) if state else (0, 0)
+    needs_compile = state is None
+    while epoch < cfg.train.epochs:
+        frozen = epoch < cfg.train.freeze_backbone_epochs
+        if needs_compile or backbone.trainable == frozen:
+            backbone.trainable = not frozen
+            _compile(prepared, model, offset_steps=epoch * steps)
+            needs_compile = False
+            log.info(f"epoch {epoch}: backbone {'frozen' if frozen else 'trainable'}")
+        end = min(cfg.train.epochs, cfg.train.freeze_backbone_epochs) if frozen else cfg.train.epochs
+        epoch_steps = steps
+        if partial:
+            end, epoch_steps = epoch + 1, steps - partial
+        if prepared.multiworker:
+            distribute.fit_multiworker(model, prepared.strategy, prepared.train_ds,
+                                       _per_example_loss(prepared), callbacks, epoch, end,
+                                       epoch_steps, prepared.global_batch)
+        else:
+            model.fit(prepared.train_ds, initial_epoch=epoch, epochs=end,
+                      steps_per_epoch=epoch_steps, callbacks=callbacks, verbose=verbose)
+        epoch, partial = end, 0
+
+
+def losses_for(cfg: config_lib.Config):
+    """(loss, loss weights): one loss, or for a SED head trained on its frames too
+    (`train.sed_frame_loss_weight` > 0) one per output of `classifier.with_frame_max`."""
+    if cfg.model.head != "sed" or cfg.train.sed_frame_loss_weight <= 0:
+        return make_loss(cfg.train), None
+    return ({"logits": make_loss(cfg.train), "frame_max": make_loss(cfg.train)},
+            {"logits": 1.0, "frame_max": cfg.train.sed_frame_loss_weight})
+
+
+def _compile(prepared: Run, model: keras.Model, offset_steps: int) -> None:
+    cfg = prepared.cfg
+    loss, weights = losses_for(cfg)
+    metrics_ = [keras.metrics.AUC(curve="ROC", multi_label=True, from_logits=True, name="auc"),
+                keras.metrics.AUC(curve="PR", multi_label=True, from_logits=True,
+                                  name="pr_auc")]
+    if weights:
+        metrics_ = {"logits": metrics_}
+    with prepared.strategy.scope():
+        model.compile(
+            optimizer=make_optimizer(cfg.train, prepared.global_batch, prepared.steps,
+                                     offset_steps),
+            loss=loss, loss_weights=weights, metrics=metrics_,
+            jit_compile=cfg.train.jit_compile)
+
+
+def _per_example_loss(prepared: Run):
+    """The loss per example (no reduction), for the multi-worker loop."""
+    base = make_loss(prepared.cfg.train, reduction=None)
+    if not prepared.frame_loss:
+        return base
+    weight = prepared.cfg.train.sed_frame_loss_weight
+    return lambda y, out: (base(y["logits"], out["logits"])
+                           + weight * base(y["frame_max"], out["frame_max"]))
+
+
+def final_report(prepared: Run, model: keras.Model, validation, logger) -> dict:
+    """final.keras, the per-class table of the last validation, and the run summary.
+
+    Args:
+        prepared: the prepared run.
+        model: the trained model.
+        validation: the run's `ValidationMetrics` (evaluated here when a resumed run
+            had no epoch left).
+        logger: the run's `RunLogger`, finished with the summary.
+
+    Returns:
+        The summary: workdir, final validation macro AUC and padded cmAP, global step,
+        path of best.keras.
+    """
+    workdir = prepared.workdir
+    model.save(workdir / "final.keras")
+    if validation.last is None:  # a resumed run that had no epoch left to train
+        validation.set_model(model)
+        validation.evaluate()
+    labels, logits = validation.last
+    table = metrics.per_class_table(labels, logits, prepared.class_names)
+    table.to_csv(workdir / "per_class.csv", index=False)
+    log.info(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    summary = {
+        "workdir": str(workdir),
+        "val_macro_auc": metrics.macro_roc_auc(labels, logits),
+        "val_padded_cmap": metrics.padded_cmap(labels, logits),
+        "global_step": int(model.optimizer.iterations.numpy()),
+        "best": str(workdir / "best.keras"),
+    }
+    logger.finish(summary)
+    return summary
