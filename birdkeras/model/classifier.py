@@ -132,21 +132,26 @@ def build_model(cfg: config_lib.Config, num_classes: int) -> keras.Model:
         sample_rate_hz=audio_cfg.sample_rate_hz, fft_length=audio_cfg.fft_length,
         hop_length=audio_cfg.hop_length, num_mel_bins=audio_cfg.num_mel_bins,
         fmin_hz=audio_cfg.fmin_hz, fmax_hz=audio_cfg.fmax_hz, top_db=model_cfg.top_db,
-        name="log_mel")(waveform)
+        dtype="float32", name="log_mel")(waveform)
+    # The front end and its masks stay float32 under any mixed policy (bf16 on a TPU, f16
+    # on a GPU): the log-mel a model learns from is the one f32 inference computes; the
+    # backbone casts the image to its compute dtype.
     x = FrequencyMasking(model_cfg.freq_masks, model_cfg.freq_mask_max_bins,
-                         model_cfg.mask_probability, seed=cfg.seed, name="freq_mask")(x)
+                         model_cfg.mask_probability, seed=cfg.seed, dtype="float32",
+                         name="freq_mask")(x)
     x = TimeMasking(model_cfg.time_masks, model_cfg.time_mask_max_frames,
-                    model_cfg.mask_probability, seed=cfg.seed + 1, name="time_mask")(x)
+                    model_cfg.mask_probability, seed=cfg.seed + 1, dtype="float32",
+                    name="time_mask")(x)
     x = SpectrogramToImage(name="to_image")(x)
     features = backbone(cfg)(x)
     if model_cfg.head == "sed":
         clip, _ = AttentionSEDHead(num_classes, dropout=model_cfg.dropout, name="sed")(features)
-        logits = keras.layers.Identity(name="logits")(clip)
+        logits = keras.layers.Identity(dtype="float32", name="logits")(clip)
     else:
         pool = (GeMPooling(name="gem") if model_cfg.head == "gem"
                 else keras.layers.GlobalAveragePooling2D(name="gap"))
         x = keras.layers.Dropout(model_cfg.dropout, name="head_dropout")(pool(features))
-        logits = keras.layers.Dense(num_classes, name="logits")(x)
+        logits = keras.layers.Dense(num_classes, dtype="float32", name="logits")(x)
     # A SED model's frame-wise logits share every layer: `frame_model(model)` exposes them.
     return keras.Model(waveform, logits, name=f"birdkeras_{model_cfg.backbone.lower()}")
 

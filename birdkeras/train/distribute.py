@@ -1,29 +1,61 @@
 """Choosing a tf.distribute strategy (TPU -> several GPUs -> one device), and the
 training loop for the one strategy Keras' `fit` cannot drive (multi-worker).
 
-`strategy: auto` tries a TPU (`TPUClusterResolver`, `tpu='local'` on TPU VMs), then
+`strategy: auto` takes a TPU where the machine has TPU device files (`/dev/accel*`) or
+`TPU_NAME` (`TPUClusterResolver`, `tpu='local'` on TPU VMs), then
 `MultiWorkerMirroredStrategy` when `TF_CONFIG` names several workers, then
 `MirroredStrategy` over every GPU when there are two or more, else the default
-(one device) strategy. Each choice can be forced by name.
+(one device) strategy. Each choice can be forced by name. There is no silent fallback:
+a TPU or GPU that is there but unusable (Kaggle's v5e-8 under TensorFlow 2.21, a GPU
+without a CUDA build) stops the run with a `DeviceError` naming it.
 """
 
 from __future__ import annotations
 
+import glob
 import json
+import logging
 import os
 
 import keras
 import tensorflow as tf
 
-from birdkeras.errors import ConfigError
+from birdkeras.errors import ConfigError, UserError
+
+log = logging.getLogger(__name__)
+
+
+class DeviceError(UserError):
+    """The devices asked for, or present on the machine, cannot be used; the message
+    says what was found and what to install or set."""
+
+
+def accelerator_files() -> dict:
+    """Accelerator device files on this machine: {"tpu": [...], "gpu": [...]}."""
+    return {"tpu": sorted(glob.glob("/dev/accel*") + glob.glob("/dev/vfio/[0-9]*")),
+            "gpu": sorted(glob.glob("/dev/nvidia[0-9]*"))}
+
+
+def _unusable(kind: str, files: list) -> DeviceError:
+    found = f"found {', '.join(files[:4])}" if files else "none found"
+    fix = ("Kaggle's TPU v5e-8 has no TensorFlow TPU build (tensorflow-tpu stops at 2.20; "
+           "TF and JAX cannot share the chips): train it with Keras on JAX "
+           "(KERAS_BACKEND=jax); a TPU VM of your own needs a tensorflow-tpu matching its "
+           "libtpu") if kind == "tpu" else "install a CUDA build: pip install 'tensorflow[and-cuda]'"
+    return DeviceError(f"a {kind.upper()} was asked for or is on this machine ({found}) but "
+                       f"TensorFlow cannot use it: {fix}; or set train.strategy=default to "
+                       "train on the CPU")
 
 
 def _tpu():
     kwargs = {"tpu": "local"} if os.environ.get("TPU_NAME", "") == "local" or os.path.exists(
         "/dev/accel0") else {}
-    resolver = tf.distribute.cluster_resolver.TPUClusterResolver(**kwargs)
-    tf.config.experimental_connect_to_cluster(resolver)
-    tf.tpu.experimental.initialize_tpu_system(resolver)
+    try:
+        resolver = tf.distribute.cluster_resolver.TPUClusterResolver(**kwargs)
+        tf.config.experimental_connect_to_cluster(resolver)
+        tf.tpu.experimental.initialize_tpu_system(resolver)
+    except (ValueError, tf.errors.NotFoundError, RuntimeError) as err:
+        raise _unusable("tpu", accelerator_files()["tpu"]) from err
     return tf.distribute.TPUStrategy(resolver)
 
 
@@ -33,7 +65,12 @@ def _workers() -> int:
 
 
 def select(name: str = "auto") -> tf.distribute.Strategy:
-    """The strategy named (auto | tpu | multiworker | mirrored | default)."""
+    """The strategy named (auto | tpu | multiworker | mirrored | default).
+
+    `auto` never falls back silently: accelerator device files (`/dev/accel*`,
+    `/dev/nvidia*`) that TensorFlow cannot use are an error naming them; a machine
+    without any trains on the CPU and says so.
+    """
     if name == "tpu":
         return _tpu()
     if name == "multiworker":
@@ -45,14 +82,18 @@ def select(name: str = "auto") -> tf.distribute.Strategy:
     if name != "auto":
         raise ConfigError(f"train.strategy={name!r} is not one of auto, tpu, multiworker, "
                          "mirrored, default")
-    try:
+    files = accelerator_files()
+    if files["tpu"] or os.environ.get("TPU_NAME"):
         return _tpu()
-    except (ValueError, tf.errors.NotFoundError, RuntimeError):
-        pass  # no TPU here
     if _workers() > 1:
         return tf.distribute.MultiWorkerMirroredStrategy()
-    if len(tf.config.list_logical_devices("GPU")) > 1:
+    gpus = tf.config.list_logical_devices("GPU")
+    if len(gpus) > 1:
         return tf.distribute.MirroredStrategy()
+    if not gpus and files["gpu"]:
+        raise _unusable("gpu", files["gpu"])
+    if not gpus:
+        log.info("no TPU or GPU on this machine: training on the CPU")
     return tf.distribute.get_strategy()
 
 
