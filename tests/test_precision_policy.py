@@ -34,6 +34,7 @@ print(keras.backend.backend(), float(np.abs(mels["float32"] - mels["mixed_bfloat
 """
 
 
+@pytest.mark.slow  # a fresh process per backend
 @pytest.mark.parametrize("backend", ["tensorflow", "jax"])
 def test_the_log_mel_under_mixed_bfloat16_equals_float32(backend):
     env = {**os.environ, "KERAS_BACKEND": backend, "TF_CPP_MIN_LOG_LEVEL": "3",
