@@ -45,6 +45,7 @@ class RouteRunner:
         self.card = card = json.loads(card_path.read_text())
         self.icfg = icfg or config_lib.InferConfig()
         self.runtime = runtime
+        self.precision_used = "f32"  # the embedder and heads run float32 (as Runner reports)
         embedder = self.icfg.embedder or card["embedder"]
         if not Path(embedder).exists():
             raise PredictError(f"the route's embedding model {embedder} is not here: set "

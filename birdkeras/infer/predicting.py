@@ -99,7 +99,7 @@ def _predict(model_paths, inputs, out_csv, runtime, icfg, long_csv, raven_dir, p
         "broken_files": [{"file": str(b["path"]), "error": b["error"]} for b in broken],
         "models": [str(r.path) for r in runners], "runtime": runtime,
         "precision": {"requested": icfg.precision, "int8": icfg.int8,
-                      "used": sorted({getattr(r, "precision_used", "f32") for r in runners}),
+                      "used": sorted({r.precision_used for r in runners}),
                       **runtime_versions(runtime)}, "cpu": cpu_capabilities(),
         "classes_filled_with_zero": sorted(set(columns) - set(model.classes)),
         "model_classes_not_in_submission": sorted(set(model.classes) - set(columns)),
