@@ -32,6 +32,7 @@ import sys
 
 import yaml
 
+from birdkeras import backend
 from birdkeras import config as config_lib
 from birdkeras import logs
 from birdkeras.errors import UserError
@@ -112,10 +113,13 @@ def cmd_tfrecords(args) -> int:
 
 
 def cmd_train(args) -> int:
+    if args.backend:
+        args.overrides = [*args.overrides, f"train.backend={args.backend}"]
+    cfg = _load(args)
+    backend.use(cfg.train.backend)  # before anything imports keras
     from birdkeras.selftrain import stages  # noqa: PLC0415 - lazy stage
     from birdkeras.train import trainer  # noqa: PLC0415 - lazy stage
 
-    cfg = _load(args)
     if cfg.train.stages:  # self-training rounds and other multi-stage runs
         summary = stages.run_stages(cfg, args.workdir, tuple(args.overrides))
     else:
@@ -126,6 +130,8 @@ def cmd_train(args) -> int:
 
 
 def cmd_export(args) -> int:
+    # Exports are TensorFlow graphs: a model trained on JAX is loaded under TensorFlow.
+    backend.use("tensorflow")
     from birdkeras.export import convert  # noqa: PLC0415 - lazy stage
 
     formats = tuple(args.formats.split(","))
@@ -339,11 +345,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_tfrecords)
 
     p = sub.add_parser("train", help="train a model (resumes if its workdir has a checkpoint)",
-                       description="Train the config's model on its TFRecords under the "
-                                   "chosen tf.distribute strategy. Running the same command "
+                       description="Train the config's model on its TFRecords on the "
+                                   "config's backend and devices (train.backend, "
+                                   "train.strategy). Running the same command "
                                    "again after a crash resumes from the last checkpoint.")
     _add_cfg_args(p)
     p.add_argument("--workdir", help="output folder (default: the config's workdir)")
+    p.add_argument("--backend", choices=backend.BACKENDS,
+                   help="Keras backend (default: train.backend): jax for Kaggle's TPU v5e-8")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("export", help="export a model to SavedModel, TFLite, ONNX, OpenVINO",

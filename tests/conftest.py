@@ -44,6 +44,29 @@ def real_dir() -> Path:
     return REAL
 
 
+@pytest.fixture(scope="session")
+def learnable(tmp_path_factory):
+    """A tree with more clips per species than the session's, so a short run can learn."""
+    from birdkeras.config import load_config  # noqa: PLC0415
+    from birdkeras.datasets import manifest  # noqa: PLC0415
+    from birdkeras.records import shards  # noqa: PLC0415
+
+    root = tmp_path_factory.mktemp("learnable")
+    synth.generate(root / "data", synth.SynthSpec(
+        seed=5, num_birds=6, num_textures=1, target_species=3, clips_per_species=6,
+        target_clips_per_species=1, median_duration_s=6.0, max_duration_s=20.0,
+        labelled_soundscapes=0, unlabelled_soundscapes=0, broken_fraction=0.0))
+    overrides = [f"data.root={root / 'data'}", "data.corrupt_files=null",
+                 "data.sources=[birdclef-2021, birdclef-2022, birdclef-2023]",
+                 "data.num_folds=3", f"data.manifest_dir={root / 'manifest'}",
+                 f"tfrecords.dir={root / 'shards'}"]
+    cfg = load_config(REPO / "configs" / "demo_pre.yaml", overrides)
+    table, name2label, report = manifest.build(cfg)
+    manifest.save(cfg.data.manifest_dir, table, name2label, report)
+    shards.build(table, name2label, cfg, progress=False)
+    return overrides
+
+
 def write_applications_file(path, backbone="EfficientNetB0"):
     """A weights file in keras.applications' own (legacy HDF5) format, with values the
     test chooses, written under the name keras.applications gives it: the root lists

@@ -152,3 +152,25 @@ def test_monitoring_soundscapes_needs_a_soundscape_source():
         load_config(None, ["train.val_soundscapes=birdclef-2062"])
     with pytest.raises(ConfigError, match="infer.time_budget_s=0.0 must be > 0"):
         load_config(None, ["infer.time_budget_s=0"])
+
+
+@pytest.mark.parametrize("written, value", [("1e-3", 1e-3), ("3e-4", 3e-4), ("1E6", 1e6),
+                                            ("1_000.0", 1000.0), ("1.0e-3", 1e-3)])
+def test_floats_load_as_people_write_them_in_files_and_overrides(tmp_path, written, value):
+    (tmp_path / "run.yaml").write_text(f"train:\n  lr_max: {written}\n  lr_start: 1e-9\n"
+                                       "  lr_min: 1e-9\n")
+    from_file = load_config(tmp_path / "run.yaml")
+    from_set = load_config(None, [f"train.lr_max={written}", "train.lr_start=1e-9",
+                                  "train.lr_min=1e-9"])
+    assert from_file.train.lr_max == from_set.train.lr_max == value
+    assert isinstance(from_file.train.lr_max, float)
+    # Saved with the run as a float any YAML reader reads as one, and loaded back equal.
+    saved = config_lib.save_config(from_file, tmp_path / "resolved.yaml")
+    assert yaml.safe_load(saved.read_text())["train"]["lr_max"] == value
+    assert load_config(saved) == from_file
+
+
+def test_integers_accept_an_exponent_only_for_whole_numbers():
+    assert load_config(None, ["train.epochs=1e1"]).train.epochs == 10
+    with pytest.raises(ConfigError, match="train.epochs must be a whole number, got 1.5"):
+        load_config(None, ["train.epochs=1.5e0"])

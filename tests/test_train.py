@@ -94,7 +94,7 @@ def test_mirrored_strategy_matches_one_device():
 def test_mixed_precision_policy_is_restored_after_a_run(monkeypatch, tmp_path):
     before = keras.mixed_precision.global_policy().name
 
-    def fails_half_way(cfg, workdir, strategy=None):
+    def fails_half_way(cfg, workdir, placement=None):
         keras.mixed_precision.set_global_policy("mixed_bfloat16")  # as a TPU run does
         raise RuntimeError("stop here")
 
@@ -175,27 +175,6 @@ def test_killed_training_resumes_where_it_was(records, tmp_path):
             assert b"secret-key-must-not-leak" not in path.read_bytes(), path
 
 
-@pytest.fixture(scope="module")
-def learnable(tmp_path_factory):
-    """A tree with more clips per species than the session's, so a short run can learn."""
-    from birdkeras import synth
-
-    root = tmp_path_factory.mktemp("learnable")
-    synth.generate(root / "data", synth.SynthSpec(
-        seed=5, num_birds=6, num_textures=1, target_species=3, clips_per_species=6,
-        target_clips_per_species=1, median_duration_s=6.0, max_duration_s=20.0,
-        labelled_soundscapes=0, unlabelled_soundscapes=0, broken_fraction=0.0))
-    overrides = [f"data.root={root / 'data'}", "data.corrupt_files=null",
-                 "data.sources=[birdclef-2021, birdclef-2022, birdclef-2023]",
-                 "data.num_folds=3", f"data.manifest_dir={root / 'manifest'}",
-                 f"tfrecords.dir={root / 'shards'}"]
-    cfg = load_config(REPO / "configs" / "demo_pre.yaml", overrides)
-    table, name2label, report = manifest.build(cfg)
-    manifest.save(cfg.data.manifest_dir, table, name2label, report)
-    shards.build(table, name2label, cfg, progress=False)
-    return overrides
-
-
 def test_demo_configuration_learns_and_logs_to_wandb_offline(learnable, tmp_path):
     cfg = load_config(REPO / "configs" / "demo_pre.yaml", [
         *learnable, "input.batch_size=16", "train.epochs=4", "train.steps_per_epoch=25",
@@ -242,11 +221,11 @@ def test_stages_chain_and_a_frozen_backbone_stays_put(records, tmp_path, monkeyp
     given = distribute.select("default")
     used = []
     real_prepare = trainer.prepare
-    monkeypatch.setattr(trainer, "prepare", lambda cfg, workdir, strategy=None: (
-        used.append(strategy) or real_prepare(cfg, workdir, strategy)))
-    monkeypatch.setattr(distribute, "select", lambda name: pytest.fail("strategy made again"))
+    monkeypatch.setattr(trainer, "prepare", lambda cfg, workdir, placement=None: (
+        used.append(placement) or real_prepare(cfg, workdir, placement)))
+    monkeypatch.setattr(distribute, "select", lambda name: pytest.fail("placement made again"))
     summary = stages.run_stages(staged, tmp_path / "staged",
-                                stage_overrides=(*base, "train.epochs=1"), strategy=given)
+                                stage_overrides=(*base, "train.epochs=1"), placement=given)
     assert used == [given, given]
     assert Path(summary["workdir"]).name == "stage_bce"
     first = tmp_path / "staged" / "stage_ce" / "best.keras"

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import re
 import types
 import typing
 from pathlib import Path
@@ -156,6 +157,18 @@ def _build(cls, raw: Any, prefix: str, root):
     return cls(**kwargs)
 
 
+# Numbers as people write them, which YAML 1.1 (PyYAML) leaves as strings: 1e-3, 3e-4,
+# 1E6 (its floats need a dot and a signed exponent), with or without underscores.
+_NUMBER = re.compile(r"[+-]?(\d[\d_]*(\.[\d_]*)?|\.\d[\d_]*)([eE][+-]?\d+)?")
+
+
+def _number(value: Any) -> Any:
+    """`value` as a float when it is a string spelling a decimal number, else unchanged."""
+    if isinstance(value, str) and _NUMBER.fullmatch(value.strip()):
+        return float(value.strip().replace("_", ""))
+    return value
+
+
 def _cast(tp, value: Any, key: str, root):
     """Casts a YAML value to `tp`, or raises naming `key`, the type and the value."""
     if dataclasses.is_dataclass(tp):
@@ -180,11 +193,15 @@ def _cast(tp, value: Any, key: str, root):
         if isinstance(value, bool):
             return value
     elif tp is int:
+        value = _number(value)
         if isinstance(value, int) and not isinstance(value, bool):
             return value
         if isinstance(value, float) and value.is_integer():
             return int(value)
+        if isinstance(value, float):
+            raise ConfigError(f"{key} must be a whole number, got {value!r}")
     elif tp is float:
+        value = _number(value)
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
     elif tp is str:

@@ -185,6 +185,10 @@ class InputConfig:
     eval_windows: int = 1
     sample_weight_from_rating: bool = False
     drop_remainder: bool = True
+    # Shards whose size differs from what their build wrote (a partial download or copy)
+    # or that are missing stop a run before its first step; true: train on the others
+    # (each one left out is logged and listed in the run's run_report.json).
+    skip_damaged_shards: bool = False
     val_fold: int = 0
     # Records with both hard labels and teachers' soft targets (distillation) train on
     # (1 - teacher_weight) x hard + teacher_weight x soft; records with only one use it.
@@ -306,9 +310,19 @@ class TrainConfig:
     lr_min: float = 1e-6
     lr_max_per_sample: float = 0.0
     warmup_epochs: float = 1.0
-    strategy: Literal["auto", "tpu", "multiworker", "mirrored", "default"] = "auto"
-    # bfloat16 on TPU, float16 on GPU; ignored (float32) on CPU.
-    mixed_precision: bool = False
+    # The Keras backend of the model and training loop (the data path is TensorFlow on
+    # both): jax for Kaggle's TPU v5e-8, either on GPUs and CPUs. Chosen before Keras is
+    # imported (birdkeras.backend); a process already on the other one refuses the run.
+    backend: Literal["tensorflow", "jax"] = "tensorflow"
+    # auto: the accelerators there are (TPU, then GPUs), else the CPU, said in the log;
+    # tpu | gpu | cpu: those or an error. TensorFlow also has multiworker and mirrored
+    # (default: one device). On JAX: keras.distribution.DataParallel over the devices.
+    strategy: Literal["auto", "tpu", "gpu", "cpu", "multiworker", "mirrored",
+                      "default"] = "auto"
+    # true: bfloat16 on TPU, float16 on GPU, float32 on CPU; bfloat16 | float16: that
+    # policy on any device. The log-mel front end and the logits stay float32.
+    mixed_precision: Literal[False, True, "bfloat16", "float16"] = False
+    # TensorFlow only (XLA is ~7x slower on a CPU); JAX always compiles.
     jit_compile: bool = False
     monitor: Literal["val_macro_auc", "val_padded_cmap", "val_loss",
                      "val_soundscape_macro_auc", "val_soundscape_padded_cmap"] = "val_macro_auc"

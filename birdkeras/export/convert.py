@@ -23,6 +23,8 @@ activation, so `birdkeras predict` needs nothing else.
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import keras
@@ -33,7 +35,8 @@ from tensorflow.python.framework import convert_to_constants
 from birdkeras import config as config_lib
 from birdkeras.export import int8 as int8_lib
 from birdkeras.export.card import (ACTIVATIONS, CARD, DEFAULT_FORMATS, FORMATS,
-                                   FRONT_END_KEYS, SED_OUTPUTS, ExportError, write_export_card)
+                                   FRONT_END_KEYS, SED_OUTPUTS, ExportError, read_export_card,
+                                   write_export_card)
 from birdkeras.export.openvino_support import openvino_module
 from birdkeras.model import classifier, run_files
 from birdkeras.model.frontend import LogMelSpectrogram
@@ -60,6 +63,21 @@ class _Standardize(keras.layers.Layer):
 
     def call(self, inputs):
         return (inputs - self.mean) * self.scale
+
+
+def _export_in_tensorflow(model_path, out_dir, formats, activation, sed_output, int8,
+                          calibration) -> dict:
+    """`birdkeras export` in a child process on the TensorFlow backend; its card."""
+    args = [sys.executable, "-m", "birdkeras", "export", "--model", str(model_path), "--out",
+            str(out_dir), "--formats", ",".join(formats), "--activation", activation,
+            "--sed-output", sed_output, *(["--int8"] if int8 else []),
+            *(["--calibration", str(calibration)] if calibration else [])]
+    done = subprocess.run(args, env={**os.environ, "KERAS_BACKEND": "tensorflow"},
+                          capture_output=True, text=True, check=False)
+    if done.returncode:
+        raise ExportError(f"exporting {model_path} under TensorFlow failed:\n"
+                          f"{done.stderr[-2000:]}")
+    return read_export_card(out_dir)
 
 
 def inference_model(model: keras.Model, activation: str = "sigmoid",
@@ -153,7 +171,13 @@ def export(model_path: str | Path, out_dir: str | Path, formats=DEFAULT_FORMATS,
 
     Returns:
         The export card (also written as `birdkeras_export.json`).
+
+    The artifacts are TensorFlow graphs: in a process whose Keras runs on JAX (a model
+    trained on a TPU v5e-8), the export runs in a TensorFlow process of its own.
     """
+    if keras.backend.backend() != "tensorflow":
+        return _export_in_tensorflow(model_path, out_dir, formats, activation, sed_output,
+                                     int8, calibration)
     unknown = sorted(set(formats) - set(FORMATS))
     if unknown or not formats:
         raise ExportError(f"formats must be among {sorted(FORMATS)}. Received: {list(formats)}")

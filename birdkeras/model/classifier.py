@@ -31,14 +31,43 @@ class ModelFileError(UserError):
 
 
 def load_keras(model_path: str | Path) -> keras.Model:
-    """A `.keras` model saved by a training run (birdkeras' layers registered)."""
+    """A `.keras` model saved by a training run (birdkeras' layers registered), computing
+    in float32 for inference and export even when it was trained under a mixed policy."""
     path = Path(model_path)
     if not path.is_file() or path.suffix != ".keras":
         raise ModelFileError(f"{path} is not a .keras model file")
     try:
-        return keras.models.load_model(path, compile=False)
+        return in_float32(keras.models.load_model(path, compile=False))
     except Exception as err:  # noqa: BLE001 - any load failure is the same user error
         raise ModelFileError(f"{path} could not be loaded as a Keras model: {err}") from err
+
+
+def in_float32(model: keras.Model) -> keras.Model:
+    """`model` rebuilt with every layer computing in float32 (its weights, float32 under
+    any mixed policy, copied); `model` itself when no layer has a mixed policy.
+
+    A model trained under `mixed_bfloat16` (TPU) or `mixed_float16` (GPU) keeps each
+    layer's policy in its config; exported as is, its graph would mix half types.
+    """
+    changed = []
+
+    def walk(node):
+        if isinstance(node, dict):
+            if (node.get("class_name") == "DTypePolicy"
+                    and str(node.get("config", {}).get("name", "")).startswith("mixed_")):
+                changed.append(node["config"]["name"])
+                return {**node, "config": {**node["config"], "name": "float32"}}
+            return {k: walk(v) for k, v in node.items()}
+        if isinstance(node, list):
+            return [walk(v) for v in node]
+        return node
+
+    config = walk(model.get_config())
+    if not changed:
+        return model
+    rebuilt = type(model).from_config(config)
+    rebuilt.set_weights(model.get_weights())
+    return rebuilt
 
 
 @keras.saving.register_keras_serializable(package="birdkeras")

@@ -17,6 +17,7 @@ import numpy as np
 import tensorflow as tf
 
 from birdkeras import config as config_lib
+from birdkeras import storage
 from birdkeras.records import format as record_format
 from birdkeras.records import mixing
 from birdkeras.records.format import RecordsError, list_shards, read_dataset_card
@@ -35,6 +36,39 @@ def check_card(card: dict, cfg: config_lib.Config, name2label: dict | None = Non
         missing = sorted(set(name2label) ^ set(card["name2label"]))[:5]
         raise DataError(f"the label map of {cfg.tfrecords.dir} differs from the run's "
                         f"(e.g. {missing}); rebuild the records or fix data.sources")
+
+
+def damaged_shards(folder: str, card: dict | None = None) -> dict:
+    """{shard path: what is wrong} for the shards of `folder`'s card that are missing or
+    whose size differs from what their build wrote (one stat each, local or gs://)."""
+    card = card or read_dataset_card(folder)
+    damaged = {}
+    for shard in card.get("shards", []):
+        path = storage.join(folder, shard["name"])
+        size = storage.size(path)
+        if size is None:
+            damaged[path] = "is missing"
+        elif shard.get("bytes") is not None and size != shard["bytes"]:
+            damaged[path] = (f"is {size:,} bytes but its build wrote {shard['bytes']:,} "
+                             "(truncated, or changed since)")
+    return damaged
+
+
+def usable_shards(folder: str, cfg: config_lib.Config) -> list[str]:
+    """The shards of `folder` to read: all of them, checked against the card first.
+
+    A damaged or missing shard is an error naming each one and how to rebuild it, unless
+    `input.skip_damaged_shards` (then they are left out; the trainer reports them).
+    """
+    damaged = damaged_shards(folder)
+    if damaged and not cfg.input.skip_damaged_shards:
+        listed = "; ".join(f"shard {path} {why}" for path, why in damaged.items())
+        raise DataError(
+            f"{len(damaged)} damaged shard(s) in {folder}: {listed}. Copy them again, or "
+            "delete each with its .done.json and run `birdkeras tfrecords build --cfg "
+            "<config>` to rewrite them (`birdkeras tfrecords verify` re-reads every "
+            "record); or set input.skip_damaged_shards=true to train on the others")
+    return [path for path in list_shards(folder) if path not in damaged]
 
 
 def _crop_count(num_samples, window, cfg: config_lib.InputConfig):
@@ -185,7 +219,7 @@ def _mixed(main: tf.data.Dataset, cfg: config_lib.Config, num_classes: int, seed
         if card["name2label"] != name2label or card["sample_rate_hz"] != cfg.audio.sample_rate_hz:
             raise DataError(f"input.mix_dirs: {folder} holds records of another label map or "
                             f"sample rate than {cfg.tfrecords.dir}; they cannot be mixed")
-        sources.append(windows(list_shards(folder), cfg, num_classes, True, seed))
+        sources.append(windows(usable_shards(folder, cfg), cfg, num_classes, True, seed))
     tagged = [ds.repeat().map(lambda *e, k=k: (*e, tf.constant(k, tf.int64)))
               for k, ds in enumerate(sources)]
     weights = [1.0 - sum(cfg.input.mix_weights), *cfg.input.mix_weights]
@@ -198,9 +232,10 @@ def fold_files(cfg: config_lib.Config, training: bool) -> list[str]:
     evaluation: the validation fold. The card is checked against the config first."""
     folder = cfg.tfrecords.dir
     check_card(read_dataset_card(folder), cfg)
+    usable = usable_shards(folder, cfg)
     if training:
-        return list_shards(folder, exclude_folds=(cfg.input.val_fold,))
-    return list_shards(folder, folds=(cfg.input.val_fold,))
+        return [p for p in usable if record_format.shard_fold(p) != cfg.input.val_fold]
+    return [p for p in usable if record_format.shard_fold(p) == cfg.input.val_fold]
 
 
 def read_records(files: list[str], training: bool, seed: int,

@@ -22,13 +22,13 @@ log = logging.getLogger(__name__)
 
 
 def run_stages(cfg: config_lib.Config, workdir: str | Path | None = None,
-               stage_overrides: tuple = (), strategy=None) -> dict:
+               stage_overrides: tuple = (), placement=None) -> dict:
     """Runs each stage of `train.stages` in order, each from the previous stage's best.
 
     A stage file states only what differs from `cfg` (the config that lists the stages),
     and may itself name a `base:` instead. Paths are relative to the working directory;
     `stage_overrides` (the command's --set values) apply to every stage; every stage
-    shares `strategy` (a TPU is initialised once) and writes to `workdir/<stage name>`.
+    shares `placement` (a TPU is initialised once) and writes to `workdir/<stage name>`.
 
     Self-training: a stage with `pseudo.audio_dirs` first pseudo-labels them with the
     previous stage's best model (and `pseudo.teachers`), then trains on its records
@@ -39,13 +39,13 @@ def run_stages(cfg: config_lib.Config, workdir: str | Path | None = None,
         workdir: the run folder (None: cfg.workdir); stage s writes to workdir/<stage
             name>.
         stage_overrides: `--set` values applied to every stage.
-        strategy: a distribution made already (None: from cfg).
+        placement: the devices, chosen already (None: from cfg; `distribute.select`).
 
     Returns:
         The last stage's summary.
     """
     workdir = Path(workdir or cfg.workdir)
-    strategy = strategy or distribute.select(cfg.train.strategy)
+    placement = placement or distribute.select(cfg.train.strategy)
     parent = config_lib.to_dict(cfg)
     parent["train"]["stages"] = []
     previous, summary, names = cfg.train.init_from, {}, set()
@@ -60,7 +60,7 @@ def run_stages(cfg: config_lib.Config, workdir: str | Path | None = None,
         names.add(stage.name)
         if stage.pseudo.audio_dirs:
             stage = _pseudo_label(stage, previous, workdir / stage.name / "pseudo")
-        summary = run(stage, workdir / stage.name, strategy=strategy)
+        summary = run(stage, workdir / stage.name, placement=placement)
         previous = summary["best"]
     return summary
 

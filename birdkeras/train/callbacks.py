@@ -2,8 +2,9 @@
 
     ValidationMetrics  loss, macro ROC-AUC and padded cmAP on the whole validation set
     SoundscapeValidation  the same on labelled soundscape windows
-    StepCheckpoint     ckpt/last.keras + state.json every N steps and every epoch
-    best_checkpoints   best.keras and best.weights.h5 by the monitored metric
+    DivergenceGuard    stops the run at the first non-finite loss (DivergenceError)
+    StepCheckpoint     ckpt/last.keras (its position inside) every N steps and epoch
+    BestCheckpoint     best.keras and best.weights.h5 by the monitored metric
     MixShares          the realised share of each mixed training source
 """
 
@@ -11,13 +12,16 @@ from __future__ import annotations
 
 import json
 import warnings
+import zipfile
 from pathlib import Path
 
 import keras
 import numpy as np
 import pandas as pd
+import tensorflow as tf
 
 from birdkeras import metrics
+from birdkeras.errors import UserError
 from birdkeras.model import classifier
 
 
@@ -33,16 +37,21 @@ class ValidationMetrics(keras.callbacks.Callback):
         dataset: the validation `tf.data.Dataset` of (x, y[, weights]) batches.
         loss_fn: the training loss, applied to the whole set's (labels, logits).
         eager: loop in Python instead of `Model.predict`.
+        pad_to: pad every batch to this many examples (JAX: static shapes, an even split
+            over the devices); the padding rows are dropped from the results.
 
     Logs `val_loss`, `val_macro_auc` and `val_padded_cmap`; `last` keeps the
     latest (labels, logits).
     """
 
-    def __init__(self, dataset, loss_fn, eager: bool = False):
+    def __init__(self, dataset, loss_fn, eager: bool = False, pad_to: int | None = None):
         super().__init__()
         self.dataset, self.loss_fn, self.eager = dataset, loss_fn, eager
         self.inputs = dataset.map(lambda x, y, *weights: ((x, y),))
+        if pad_to:
+            self.inputs = dataset.map(lambda x, y, *weights: (_padded(x, y, pad_to),))
         self.last = None
+        self.epoch = 0  # the epochs done when evaluated (for messages)
         self._passthrough = (None, None)  # (model it wraps, passthrough model)
 
     def _predict(self):
@@ -61,10 +70,14 @@ class ValidationMetrics(keras.callbacks.Callback):
             # Keras warns when a dataset of unknown length ends; here that is the point.
             warnings.filterwarnings("ignore", message="Your input ran out of data")
             logits, labels = self._passthrough[1].predict(self.inputs, verbose=0)
-        return np.asarray(logits), np.asarray(labels)
+        real = np.asarray(labels)[:, 0] >= 0  # padding rows have label -1
+        return np.asarray(logits)[real], np.asarray(labels)[real]
 
     def evaluate(self) -> dict:
         logits, labels = self._predict()
+        if not np.isfinite(logits).all():
+            raise _diverged("the validation predictions are not finite", self.epoch,
+                            0, self.model)
         self.last = (labels, logits)
         return {
             "val_loss": float(self.loss_fn(labels, logits)),
@@ -73,14 +86,71 @@ class ValidationMetrics(keras.callbacks.Callback):
         }
 
     def on_epoch_end(self, epoch, logs=None):
+        self.epoch = epoch + 1
         logs.update(self.evaluate())
+
+
+class DivergenceError(UserError):
+    """Training produced a non-finite loss, weights or predictions; the message names
+    where, the learning rate there, and what to try."""
+
+
+def _diverged(what: str, epoch: int, step: int, model) -> DivergenceError:
+    lr = float(keras.ops.convert_to_numpy(model.optimizer.learning_rate))
+    return DivergenceError(
+        f"training diverged: {what} at epoch {epoch}, step {step} (learning rate {lr:.3g} "
+        "there). The last good checkpoint is kept: lower train.lr_max (or "
+        "train.lr_max_per_sample), lengthen train.warmup_epochs, or use bfloat16 instead "
+        "of float16, then run the same command to resume from it")
+
+
+class DivergenceGuard(keras.callbacks.Callback):
+    """Stops a run at the first non-finite training loss, before anything saves that step
+    (it comes first in the run's callbacks).
+
+    Args:
+        epoch_offset: the epoch a resumed run starts in.
+        step_offset: the step inside that epoch a resumed run starts at.
+    """
+
+    def __init__(self, epoch_offset: int = 0, step_offset: int = 0):
+        super().__init__()
+        self.epoch, self.step_offset = epoch_offset, step_offset
+        self.where = None  # (epoch, step) of the divergence
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        loss = float((logs or {}).get("loss", 0.0))
+        if not np.isfinite(loss):
+            self.where = (self.epoch, self.step_offset + batch + 1)
+            raise _diverged(f"the training loss is {loss}", *self.where, self.model)
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.step_offset = 0
+
+
+def _finite(model) -> bool:
+    return all(np.isfinite(keras.ops.convert_to_numpy(w)).all() for w in model.weights)
+
+
+CHECKPOINT_STATE = "birdkeras_state.json"  # the position, inside the checkpoint's zip
 
 
 class StepCheckpoint(keras.callbacks.Callback):
     """Saves the full model (optimizer state included) and the position in training.
 
-    Both files are written under a temporary name and renamed, so a run killed while
-    saving keeps the previous checkpoint.
+    One file, `last.keras`, holds both (the position as `birdkeras_state.json` inside
+    the zip), written under a temporary name and renamed: a run killed or out of disk
+    while saving resumes from the previous complete checkpoint. `state.json` beside it
+    is a readable copy.
+
+    Only weights known to be good replace the last checkpoint: a save inside an epoch is
+    committed (renamed) at the next step's end, once `DivergenceGuard` (before this
+    callback) has seen that step's loss, computed with those weights, finite; a save at
+    an epoch's end, once the validation (also before it) has predicted finite values.
+    Non-finite weights are never written (a `DivergenceError` instead).
 
     Args:
         folder: where `last.keras` and `state.json` go.
@@ -96,35 +166,94 @@ class StepCheckpoint(keras.callbacks.Callback):
         self.folder, self.every = folder, every_steps
         self.steps_per_epoch, self.epoch, self.step_offset = steps_per_epoch, epoch_offset, step_offset
         self.folder.mkdir(parents=True, exist_ok=True)
+        self.tmp, self.pending = self.folder / "last.tmp.keras", None
 
-    def _save(self, epoch: int, step_in_epoch: int):
-        tmp = self.folder / "last.tmp.keras"
-        self.model.save(tmp)
-        tmp.replace(self.folder / "last.keras")
+    def _write(self, epoch: int, step_in_epoch: int):
+        """The model and its position, to the temporary file (not yet the checkpoint)."""
+        if not _finite(self.model):
+            raise _diverged("the weights are not finite", epoch, step_in_epoch, self.model)
         state = {"epoch": epoch, "step_in_epoch": step_in_epoch,
-                 "global_step": int(self.model.optimizer.iterations.numpy())}
-        (self.folder / "state.tmp.json").write_text(json.dumps(state))
+                 "global_step": int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))}
+        self.pending = None
+        self.model.save(self.tmp)
+        with zipfile.ZipFile(self.tmp, "a") as archive:
+            archive.writestr(CHECKPOINT_STATE, json.dumps(state))
+        self.pending = state
+
+    def _commit(self):
+        if self.pending is None:
+            return
+        self.tmp.replace(self.folder / "last.keras")  # the commit point
+        (self.folder / "state.tmp.json").write_text(json.dumps(self.pending))
         (self.folder / "state.tmp.json").replace(self.folder / "state.json")
+        self.pending = None
 
     def on_epoch_begin(self, epoch, logs=None):
         self.epoch = epoch
 
     def on_train_batch_end(self, batch, logs=None):
+        self._commit()  # this step's loss, from the pending weights, was finite
         step = self.step_offset + batch + 1
         if self.every and step % self.every == 0 and step < self.steps_per_epoch:
-            self._save(self.epoch, step)
+            self._write(self.epoch, step)
 
     def on_epoch_end(self, epoch, logs=None):
         self.step_offset = 0
-        self._save(epoch + 1, 0)
+        self._write(epoch + 1, 0)
+        self._commit()
+
+
+def _padded(x, y, size: int):
+    """(x, y) padded to `size` rows: zeros, and labels of -1 that mark the padding."""
+    extra = size - tf.shape(x)[0]
+    x = tf.pad(x, [[0, extra]] + [[0, 0]] * (len(x.shape) - 1))
+    y = tf.pad(y, [[0, extra], [0, 0]], constant_values=-1.0)
+    x.set_shape([size, *x.shape[1:]])
+    y.set_shape([size, *y.shape[1:]])
+    return x, y
 
 
 def resume_state(folder: Path):
-    """(state, last.keras) of the checkpoint in `folder`, or (None, None) when none."""
-    state_path, model_path = folder / "state.json", folder / "last.keras"
-    if state_path.is_file() and model_path.is_file():
-        return json.loads(state_path.read_text()), model_path
-    return None, None
+    """(state, last.keras) of the checkpoint in `folder`, or (None, None) when none.
+
+    The state is the one inside `last.keras` (written with it, in one rename).
+    """
+    model_path = folder / "last.keras"
+    if not model_path.is_file():
+        return None, None
+    with zipfile.ZipFile(model_path) as archive:
+        return json.loads(archive.read(CHECKPOINT_STATE)), model_path
+
+
+class BestCheckpoint(keras.callbacks.Callback):
+    """`best.keras` and `best.weights.h5`, saved (each to a temporary name, then renamed)
+    when `monitor` improves on `best`; a non-finite value never counts as better.
+
+    Args:
+        workdir: the run's folder.
+        monitor: the logged metric (val_loss is minimised, the others maximised).
+        best: the value to beat (a resumed run's best so far), or None.
+    """
+
+    def __init__(self, workdir: Path, monitor: str, best: float | None = None):
+        super().__init__()
+        self.workdir, self.monitor = workdir, monitor
+        self.mode = "min" if monitor == "val_loss" else "max"
+        self.best = best
+
+    def on_epoch_end(self, epoch, logs=None):
+        value = (logs or {}).get(self.monitor)
+        if value is None or not np.isfinite(value):
+            return
+        if self.best is not None and (value >= self.best if self.mode == "min"
+                                      else value <= self.best):
+            return
+        self.best = float(value)
+        for name, save in (("best.keras", self.model.save),
+                           ("best.weights.h5", self.model.save_weights)):
+            tmp = self.workdir / name.replace("best.", "best.tmp.")
+            save(tmp)
+            tmp.replace(self.workdir / name)
 
 
 def best_checkpoints(workdir: Path, monitor: str, history_csv: Path | None = None):
@@ -133,19 +262,13 @@ def best_checkpoints(workdir: Path, monitor: str, history_csv: Path | None = Non
     `history_csv`: the history of the run being resumed; the best value in it stays
     the one to beat, so a resumed run does not overwrite a better model with a worse.
     """
-    mode = "min" if monitor == "val_loss" else "max"
-    saves = [keras.callbacks.ModelCheckpoint(workdir / "best.keras", monitor=monitor,
-                                             mode=mode, save_best_only=True),
-             keras.callbacks.ModelCheckpoint(workdir / "best.weights.h5", monitor=monitor,
-                                             mode=mode, save_best_only=True,
-                                             save_weights_only=True)]
+    best = None
     if history_csv is not None and history_csv.is_file() and history_csv.stat().st_size > 0:
         history = pd.read_csv(history_csv)
-        if monitor in history and len(history):
-            best = float(history[monitor].min() if mode == "min" else history[monitor].max())
-            for callback in saves:
-                callback.best = best
-    return saves
+        if monitor in history and history[monitor].notna().any():
+            values = history[monitor].dropna()
+            best = float(values.min() if monitor == "val_loss" else values.max())
+    return [BestCheckpoint(workdir, monitor, best)]
 
 
 class SoundscapeValidation(keras.callbacks.Callback):
@@ -163,14 +286,20 @@ class SoundscapeValidation(keras.callbacks.Callback):
         batch_size: prediction batch size.
     """
 
-    def __init__(self, windows: np.ndarray, targets: np.ndarray, batch_size: int):
+    def __init__(self, windows: np.ndarray, targets: np.ndarray, batch_size: int,
+                 pad: bool = False):
         super().__init__()
         self.windows, self.targets, self.batch_size = windows, targets, batch_size
+        if pad:  # whole batches only (JAX); the padding windows are dropped again
+            extra = -len(windows) % batch_size
+            self.windows = np.concatenate([windows, np.zeros((extra, *windows.shape[1:]),
+                                                             windows.dtype)])
 
     def on_epoch_end(self, epoch, logs=None):
         logits = self.model.predict(self.windows, batch_size=self.batch_size, verbose=0)
         if isinstance(logits, dict):  # a SED model trained with its frame-max output
             logits = logits["logits"]
+        logits = np.asarray(logits)[:len(self.targets)]
         logs["val_soundscape_macro_auc"] = metrics.macro_roc_auc(self.targets, logits)
         logs["val_soundscape_padded_cmap"] = metrics.padded_cmap(self.targets, logits)
 

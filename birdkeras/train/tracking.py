@@ -62,7 +62,7 @@ class RunLogger(keras.callbacks.Callback):
         self._log_spectrograms(wandb)
 
     def _log_spectrograms(self, wandb):
-        x = next(iter(self.val_ds))[0][:4]
+        x = np.asarray(next(iter(self.val_ds))[0][:4])
         mel = np.asarray(self.model.get_layer("log_mel")(x))[..., 0]
         images = []
         for m in mel:
@@ -73,14 +73,15 @@ class RunLogger(keras.callbacks.Callback):
     def on_train_batch_end(self, batch, logs=None):
         if self.run is None or batch % self.every:
             return
-        step = int(self.model.optimizer.iterations.numpy())
+        step = int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))
         lr = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
         self.run.log({"train/loss": float(logs["loss"]), "train/lr": lr}, step=step)
 
     def on_epoch_end(self, epoch, logs=None):
         if self.run is not None:
+            step = int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))
             self.run.log({f"epoch/{k}": float(v) for k, v in (logs or {}).items()}
-                         | {"epoch": epoch}, step=int(self.model.optimizer.iterations.numpy()))
+                         | {"epoch": epoch}, step=step)
 
     def finish(self, summary: dict) -> None:
         plots.history(self.workdir / "history.csv", self.workdir / "history.png")

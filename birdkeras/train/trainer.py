@@ -24,6 +24,7 @@ from pathlib import Path
 import keras
 import tensorflow as tf
 
+from birdkeras import backend as backend_lib
 from birdkeras import config as config_lib
 from birdkeras import metrics
 from birdkeras.datasets import soundscapes as soundscapes_lib
@@ -48,7 +49,7 @@ class Run:
 
     cfg: config_lib.Config
     workdir: Path
-    strategy: tf.distribute.Strategy
+    placement: distribute.Placement
     class_names: list
     global_batch: int
     steps: int  # per epoch
@@ -63,16 +64,17 @@ class Run:
 
     @property
     def multiworker(self) -> bool:
-        return isinstance(self.strategy, tf.distribute.MultiWorkerMirroredStrategy)
+        return self.placement.multiworker
 
 
 def run(cfg: config_lib.Config, workdir: str | Path | None = None,
-        strategy: tf.distribute.Strategy | None = None) -> dict:
+        placement: distribute.Placement | None = None) -> dict:
     """Trains `cfg` in `workdir` (default cfg.workdir); resumes if a checkpoint is there.
 
-    `strategy`: one made already (a notebook's TPU can be initialised only once);
-    default: `distribute.select(cfg.train.strategy)`. Keras' global mixed-precision
-    policy is restored when the run ends, so the caller's next model does not inherit it.
+    `placement`: one made already (a notebook's TPU can be initialised only once);
+    default: `distribute.select(cfg.train.strategy)`. Keras must run on
+    `cfg.train.backend` (`birdkeras.backend.use`). Keras' global mixed-precision policy is
+    restored when the run ends, so the caller's next model does not inherit it.
     """
     if cfg.train.stages:
         raise ConfigError(f"{cfg.name} lists train.stages {list(cfg.train.stages)}: run it with "
@@ -80,22 +82,32 @@ def run(cfg: config_lib.Config, workdir: str | Path | None = None,
                           "does), which calls this function once per stage")
     policy = keras.mixed_precision.global_policy()
     try:
-        prepared = prepare(cfg, Path(workdir or cfg.workdir), strategy)
-        model, state = initial_model(prepared)
-        validation = callbacks_lib.ValidationMetrics(prepared.val_ds, make_loss(cfg.train),
-                                                     eager=prepared.multiworker)
-        logger = tracking.RunLogger(prepared.cfg, prepared.workdir, prepared.val_ds, validation,
-                                    prepared.class_names)
-        callbacks = make_callbacks(prepared, state, validation, logger)
-        fit_epochs(prepared, model, state, callbacks)
-        return final_report(prepared, model, validation, logger)
+        prepared = prepare(cfg, Path(workdir or cfg.workdir), placement)
+        with prepared.placement.scope():
+            model, state = initial_model(prepared)
+            validation = callbacks_lib.ValidationMetrics(
+                prepared.val_ds, make_loss(cfg.train), eager=prepared.multiworker,
+                pad_to=_pad_to(prepared))
+            logger = tracking.RunLogger(prepared.cfg, prepared.workdir, prepared.val_ds,
+                                        validation, prepared.class_names)
+            callbacks = make_callbacks(prepared, state, validation, logger)
+            try:
+                fit_epochs(prepared, model, state, callbacks)
+            except callbacks_lib.DivergenceError as err:
+                _record_divergence(prepared, callbacks[0], err)
+                raise
+            return final_report(prepared, model, validation, logger)
     finally:
         keras.mixed_precision.set_global_policy(policy)
 
 
-def prepare(cfg: config_lib.Config, workdir: Path, strategy=None) -> Run:
+def prepare(cfg: config_lib.Config, workdir: Path, placement=None) -> Run:
     """Checks the records against the config (before any training), sets up the workdir,
-    the strategy, mixed precision and the datasets."""
+    the placement, mixed precision and the datasets."""
+    backend_lib.check(cfg.train.backend)
+    if cfg.train.backend == "jax" and not cfg.input.drop_remainder:
+        raise ConfigError("input.drop_remainder=false: XLA on JAX compiles one program per "
+                          "batch shape; keep every training batch full (true)")
     card = record_format.read_dataset_card(cfg.tfrecords.dir)
     manifest_map = Path(cfg.data.manifest_dir) / "name2label.json"
     pipeline.check_card(card, cfg, json.loads(manifest_map.read_text()) if manifest_map.is_file()
@@ -104,20 +116,20 @@ def prepare(cfg: config_lib.Config, workdir: Path, strategy=None) -> Run:
     class_names = sorted(name2label, key=name2label.get)
     run_files.write(workdir, cfg, name2label)
 
-    strategy = strategy or distribute.select(cfg.train.strategy)
-    if cfg.train.mixed_precision:
-        on_tpu = isinstance(strategy, tf.distribute.TPUStrategy)
-        if on_tpu or tf.config.list_logical_devices("GPU"):
-            keras.mixed_precision.set_global_policy("mixed_bfloat16" if on_tpu else "mixed_float16")
-    global_batch = cfg.input.batch_size * strategy.num_replicas_in_sync
-    if (isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
-            and strategy.cluster_resolver.task_id != 0):
+    placement = placement or distribute.select(cfg.train.strategy)
+    policy = placement.mixed_policy(cfg.train.mixed_precision)
+    if policy:
+        keras.mixed_precision.set_global_policy(policy)
+    global_batch = cfg.input.batch_size * placement.replicas
+    placement.check_batch(global_batch)
+    if placement.multiworker and placement.strategy.cluster_resolver.task_id != 0:
         # Only the chief writes the run's outputs; the others keep theirs apart.
-        workdir = workdir / f"worker{strategy.cluster_resolver.task_id}"
+        workdir = workdir / f"worker{placement.strategy.cluster_resolver.task_id}"
         workdir.mkdir(parents=True, exist_ok=True)
         cfg = dataclasses.replace(cfg, wandb=dataclasses.replace(cfg.wandb, mode="disabled"))
     steps = steps_per_epoch(cfg, card, global_batch)
-    log.info(f"{cfg.name}: {distribute.describe(strategy)}, global batch {global_batch}, "
+    log.info(f"{cfg.name}: {placement.describe()}, {policy or 'float32'}, global batch "
+             f"{global_batch}, "
           f"{steps} steps x {cfg.train.epochs} epochs, {len(class_names)} classes")
     counter = None
     if cfg.input.mix_dirs:
@@ -126,9 +138,16 @@ def prepare(cfg: config_lib.Config, workdir: Path, strategy=None) -> Run:
         log.info("mixing " + ", ".join(f"{w:.0%} {d}" for w, d in zip(shares, counter.names)))
     train_ds = pipeline.make_dataset(cfg, len(class_names), True, global_batch_size=global_batch,
                                  mix_counter=counter)
-    prepared = Run(cfg, workdir, strategy, class_names, global_batch, steps, train_ds,
+    prepared = Run(cfg, workdir, placement, class_names, global_batch, steps, train_ds,
                    pipeline.make_dataset(cfg, len(class_names), False,
                                      global_batch_size=global_batch), counter)
+    skipped = {}  # damaged shards left out (input.skip_damaged_shards; else an error above)
+    for folder in [cfg.tfrecords.dir, *cfg.input.mix_dirs]:
+        skipped.update(pipeline.damaged_shards(folder))
+    for path, why in skipped.items():
+        log.warning(f"input.skip_damaged_shards: left out shard {path}, which {why}")
+    (workdir / REPORT).unlink(missing_ok=True)  # this run's report, not the previous one's
+    write_report(prepared, status="running", skipped_shards=skipped)
     if prepared.frame_loss:  # the same targets for the clip and the frame-max outputs
         prepared.train_ds = train_ds.map(lambda x, y, *w: (x, {"logits": y, "frame_max": y}, *w))
     return prepared
@@ -149,7 +168,7 @@ def initial_model(prepared: Run):
     # Decide how to initialise. Order matters: 1. resume from the workdir's checkpoint
     # (the same command again after a crash), 2. train.init_from, 3. scratch.
     state, last = callbacks_lib.resume_state(prepared.workdir / "ckpt")
-    with prepared.strategy.scope():
+    with prepared.placement.scope():
         if state is not None:
             log.info(f"resuming from {last}: epoch {state['epoch']}, step "
                   f"{state['step_in_epoch']}, global step {state['global_step']}")
@@ -212,9 +231,12 @@ def make_callbacks(prepared: Run, state, validation, logger) -> list:
             cfg.audio.sample_rate_hz, cfg.audio.window_s)
         log.info(f"validating on {len(table)} labelled soundscape windows of "
               f"{cfg.train.val_soundscapes} ({table['path'].nunique()} files)")
-        soundscapes = [callbacks_lib.SoundscapeValidation(waves, targets, prepared.global_batch)]
+        soundscapes = [callbacks_lib.SoundscapeValidation(waves, targets, prepared.global_batch,
+                                                          pad=_pad_to(prepared) is not None)]
     mix = [callbacks_lib.MixShares(prepared.mix_counter)] if prepared.mix_counter else []
     return [
+        callbacks_lib.DivergenceGuard(state["epoch"] if state else 0,
+                                      state["step_in_epoch"] if state else 0),
         validation,
         *soundscapes,
         *mix,
@@ -247,20 +269,24 @@ def fit_epochs(prepared: Run, model: keras.Model, state, callbacks) -> None:
     # would be one giant line of ANSI codes there).
     verbose = "auto" if sys.stdout.isatty() else 2
     epoch, partial = (state["epoch"], state["step_in_epoch"]) if state else (0, 0)
-    needs_compile = state is None
+    # A resumed model is compiled again from the config (a fixed learning rate takes
+    # effect), carrying the checkpoint's optimizer state.
+    carried = getattr(model, "optimizer", None) if state else None
+    needs_compile = True
     while epoch < cfg.train.epochs:
         frozen = epoch < cfg.train.freeze_backbone_epochs
         if needs_compile or backbone.trainable == frozen:
             backbone.trainable = not frozen
-            _compile(prepared, model, offset_steps=epoch * steps)
-            needs_compile = False
+            _compile(prepared, model, offset_steps=epoch * steps, carried=carried,
+                     position=epoch * steps + partial)
+            needs_compile, carried = False, None
             log.info(f"epoch {epoch}: backbone {'frozen' if frozen else 'trainable'}")
         end = min(cfg.train.epochs, cfg.train.freeze_backbone_epochs) if frozen else cfg.train.epochs
         epoch_steps = steps
         if partial:
             end, epoch_steps = epoch + 1, steps - partial
         if prepared.multiworker:
-            distribute.fit_multiworker(model, prepared.strategy, prepared.train_ds,
+            distribute.fit_multiworker(model, prepared.placement.strategy, prepared.train_ds,
                                        _per_example_loss(prepared), callbacks, epoch, end,
                                        epoch_steps, prepared.global_batch)
         else:
@@ -278,20 +304,52 @@ def losses_for(cfg: config_lib.Config):
             {"logits": 1.0, "frame_max": cfg.train.sed_frame_loss_weight})
 
 
-def _compile(prepared: Run, model: keras.Model, offset_steps: int) -> None:
+def _compile(prepared: Run, model: keras.Model, offset_steps: int, carried=None,
+             position: int = 0) -> None:
+    """Compiles `model` with a fresh optimizer whose schedule starts `offset_steps` in;
+    `carried`: a resumed checkpoint's optimizer, whose state (moments, step count) the
+    new one takes over, its schedule continuing at `position` (the run's global step)."""
     cfg = prepared.cfg
+    if carried is not None:
+        offset_steps = position - int(keras.ops.convert_to_numpy(carried.iterations))
     loss, weights = losses_for(cfg)
     metrics_ = [keras.metrics.AUC(curve="ROC", multi_label=True, from_logits=True, name="auc"),
                 keras.metrics.AUC(curve="PR", multi_label=True, from_logits=True,
                                   name="pr_auc")]
     if weights:
         metrics_ = {"logits": metrics_}
-    with prepared.strategy.scope():
+    with prepared.placement.scope():
         model.compile(
             optimizer=make_optimizer(cfg.train, prepared.global_batch, prepared.steps,
                                      offset_steps),
             loss=loss, loss_weights=weights, metrics=metrics_,
-            jit_compile=cfg.train.jit_compile)
+            # JAX always compiles: un-jitted JAX steps op by op.
+            jit_compile=True if prepared.placement.backend == "jax" else cfg.train.jit_compile)
+        if carried is not None:
+            _carry_state(carried, model)
+
+
+def _carry_state(old, model: keras.Model) -> None:
+    """Copies a loaded optimizer's variables into `model`'s new one (same model, so the
+    same variables in the same order); a mismatch starts fresh moments, said in the log."""
+    new = model.optimizer
+    new.build(model.trainable_variables)
+    pairs = list(zip(old.variables, new.variables))
+    if len(old.variables) != len(new.variables) or any(
+            tuple(a.shape) != tuple(b.shape) for a, b in pairs):
+        log.warning("the checkpoint's optimizer state does not fit this optimizer "
+                    f"({len(old.variables)} vs {len(new.variables)} variables): its moments "
+                    "start fresh; the step count carries on")
+        new.iterations.assign(old.iterations)
+        return
+    for a, b in pairs:
+        b.assign(a)
+
+
+def _pad_to(prepared: Run) -> int | None:
+    """Prediction batches padded to the global batch on JAX (static shapes for XLA, an
+    even split over the devices); None on TensorFlow."""
+    return prepared.global_batch if prepared.placement.backend == "jax" else None
 
 
 def _per_example_loss(prepared: Run):
@@ -319,7 +377,8 @@ def final_report(prepared: Run, model: keras.Model, validation, logger) -> dict:
         path of best.keras.
     """
     workdir = prepared.workdir
-    model.save(workdir / "final.keras")
+    model.save(workdir / "final.tmp.keras")
+    (workdir / "final.tmp.keras").replace(workdir / "final.keras")
     if validation.last is None:  # a resumed run that had no epoch left to train
         validation.set_model(model)
         validation.evaluate()
@@ -331,8 +390,35 @@ def final_report(prepared: Run, model: keras.Model, validation, logger) -> dict:
         "workdir": str(workdir),
         "val_macro_auc": metrics.macro_roc_auc(labels, logits),
         "val_padded_cmap": metrics.padded_cmap(labels, logits),
-        "global_step": int(model.optimizer.iterations.numpy()),
+        "global_step": int(keras.ops.convert_to_numpy(model.optimizer.iterations)),
         "best": str(workdir / "best.keras"),
     }
     logger.finish(summary)
+    write_report(prepared, status="completed", summary=summary)
     return summary
+
+
+REPORT = "run_report.json"
+
+
+def write_report(prepared: Run, **fields) -> dict:
+    """Updates the run's `run_report.json`: its status (running, completed, diverged),
+    the shards left out, and how it ended."""
+    path = prepared.workdir / REPORT
+    report = json.loads(path.read_text()) if path.is_file() else {}
+    report.update(fields)
+    path.write_text(json.dumps(report, indent=1) + "\n")
+    return report
+
+
+def _record_divergence(prepared: Run, guard, err) -> None:
+    """A diverged run says so in run_report.json and in history.csv (a row with the
+    epoch and a non-finite loss); its last good checkpoint is left as it was."""
+    write_report(prepared, status="diverged", message=str(err))
+    history = prepared.workdir / "history.csv"
+    if guard.where is not None and history.is_file() and history.stat().st_size > 0:
+        columns = history.read_text().splitlines()[0].split(",")
+        row = ["nan" if c == "loss" else str(guard.where[0]) if c == "epoch" else ""
+               for c in columns]
+        with history.open("a") as f:
+            f.write(",".join(row) + "\n")
