@@ -27,7 +27,7 @@ demo: install
 # `lint-imports` checks the flow's layering declared in setup.cfg ([importlinter]).
 test: dev
 	$(VENV)/bin/lint-imports
-	TF_CPP_MIN_LOG_LEVEL=2 $(PY) -m pytest -q -n 2 --dist loadfile
+	TF_CPP_MIN_LOG_LEVEL=2 $(PY) -m pytest -q -n 2 --dist loadfile --durations=10
 
 # The edit-test loop: everything but the training-heavy tests (marked `slow`).
 test-fast: dev

@@ -276,7 +276,8 @@ def test_two_process_multiworker_training_on_loopback(records, tmp_path):
         assert proc.returncode == 0, err[-3000:]
         outputs.append(err)  # the log
     # (tf.distribute's class for MultiWorkerMirroredStrategy is CollectiveAllReduceStrategy)
-    assert "CollectiveAllReduceStrategy with 2 replica(s), global batch 8" in outputs[0]
+    assert ("(CollectiveAllReduceStrategy) with 2 replica(s), float32, global batch 8"
+            in outputs[0])
     chief = keras.models.load_model(tmp_path / "mw" / "final.keras")
     other = keras.models.load_model(tmp_path / "mw" / "worker1" / "final.keras")
     # The workers stayed in sync: the same weights after the same number of steps.

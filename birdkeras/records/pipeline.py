@@ -55,11 +55,14 @@ def damaged_shards(folder: str, card: dict | None = None) -> dict:
 
 
 def usable_shards(folder: str, cfg: config_lib.Config) -> list[str]:
-    """The shards of `folder` to read: all of them, checked against the card first.
+    """The shards of `folder` to read: all of them but those `check_shards` leaves out."""
+    damaged = check_shards(folder, cfg)
+    return [path for path in list_shards(folder) if path not in damaged]
 
-    A damaged or missing shard is an error naming each one and how to rebuild it, unless
-    `input.skip_damaged_shards` (then they are left out; the trainer reports them).
-    """
+
+def check_shards(folder: str, cfg: config_lib.Config) -> dict:
+    """`damaged_shards(folder)`, which are an error naming each one and how to rebuild it
+    unless `input.skip_damaged_shards` (then returned, to be left out and reported)."""
     damaged = damaged_shards(folder)
     if damaged and not cfg.input.skip_damaged_shards:
         listed = "; ".join(f"shard {path} {why}" for path, why in damaged.items())
@@ -68,7 +71,7 @@ def usable_shards(folder: str, cfg: config_lib.Config) -> list[str]:
             "delete each with its .done.json and run `birdkeras tfrecords build --cfg "
             "<config>` to rewrite them (`birdkeras tfrecords verify` re-reads every "
             "record); or set input.skip_damaged_shards=true to train on the others")
-    return [path for path in list_shards(folder) if path not in damaged]
+    return damaged
 
 
 def _crop_count(num_samples, window, cfg: config_lib.InputConfig):

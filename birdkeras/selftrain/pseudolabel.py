@@ -193,7 +193,8 @@ def _write_card(out, names, classes, sample_rate_hz, cfg, teachers) -> dict:
             "sample_rate_hz": sample_rate_hz, "codec": "int16 little-endian PCM, mono",
             "records": report["windows_kept"], "failures": len(failures),
             "shards": [{"name": d["shard"], "records": d["records"],
-                        "failures": len(d["failures"])} for d in done],
+                        "failures": len(d["failures"]), "bytes": d.get("bytes")}
+                       for d in done],
             "pseudo_labels": report}
     storage.write_text_atomic(storage.join(out, record_format.CARD),
                               json.dumps(card, indent=1) + "\n")

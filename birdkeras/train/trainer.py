@@ -112,6 +112,11 @@ def prepare(cfg: config_lib.Config, workdir: Path, placement=None) -> Run:
     manifest_map = Path(cfg.data.manifest_dir) / "name2label.json"
     pipeline.check_card(card, cfg, json.loads(manifest_map.read_text()) if manifest_map.is_file()
                     else None)
+    skipped = {}  # damaged shards, an error here unless input.skip_damaged_shards
+    for folder in [cfg.tfrecords.dir, *cfg.input.mix_dirs]:
+        skipped.update(pipeline.check_shards(folder, cfg))
+    for path, why in skipped.items():
+        log.warning(f"input.skip_damaged_shards: leaving out shard {path}, which {why}")
     name2label = card["name2label"]
     class_names = sorted(name2label, key=name2label.get)
     run_files.write(workdir, cfg, name2label)
@@ -141,11 +146,6 @@ def prepare(cfg: config_lib.Config, workdir: Path, placement=None) -> Run:
     prepared = Run(cfg, workdir, placement, class_names, global_batch, steps, train_ds,
                    pipeline.make_dataset(cfg, len(class_names), False,
                                      global_batch_size=global_batch), counter)
-    skipped = {}  # damaged shards left out (input.skip_damaged_shards; else an error above)
-    for folder in [cfg.tfrecords.dir, *cfg.input.mix_dirs]:
-        skipped.update(pipeline.damaged_shards(folder))
-    for path, why in skipped.items():
-        log.warning(f"input.skip_damaged_shards: left out shard {path}, which {why}")
     (workdir / REPORT).unlink(missing_ok=True)  # this run's report, not the previous one's
     write_report(prepared, status="running", skipped_shards=skipped)
     if prepared.frame_loss:  # the same targets for the clip and the frame-max outputs
@@ -224,6 +224,8 @@ def make_callbacks(prepared: Run, state, validation, logger) -> list:
     # Labelled soundscapes are decoded once, before the first epoch.
     cfg, workdir = prepared.cfg, prepared.workdir
     history = workdir / "history.csv"
+    if state is None:
+        history.unlink(missing_ok=True)  # a fresh run's history starts empty
     soundscapes = []
     if cfg.train.val_soundscapes:
         waves, targets, table = soundscapes_lib.labelled_windows(
@@ -245,7 +247,8 @@ def make_callbacks(prepared: Run, state, validation, logger) -> list:
         callbacks_lib.StepCheckpoint(workdir / "ckpt", cfg.train.checkpoint_every_steps,
                                      prepared.steps, state["epoch"] if state else 0,
                                      state["step_in_epoch"] if state else 0),
-        keras.callbacks.CSVLogger(history, append=state is not None),
+        # Appending: each `fit` call (a frozen-backbone phase, then the rest) reopens it.
+        keras.callbacks.CSVLogger(history, append=True),
         keras.callbacks.TensorBoard(workdir / "tb", update_freq="epoch"),
         logger,
     ]
