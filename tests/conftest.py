@@ -125,8 +125,8 @@ def kill_when(args, ready, timeout_s: float, env=None) -> None:
 
 # `make test` runs two processes, each taking whole files (--dist loadfile) in collection
 # order: the longest files go first, so the short ones fill in at the end.
-LONGEST_FIRST = ("test_notebooks.py", "test_jax_training.py", "test_train.py", "test_infer.py",
-                 "test_jax_resume.py",
+LONGEST_FIRST = ("test_notebooks.py", "test_jax_training.py", "test_jax_resume.py",
+                 "test_train.py", "test_infer.py",
                  "test_training_faults.py", "test_soundscape_training.py", "test_embedding_route.py", "test_beam.py",
                  "test_gcs.py")
 
