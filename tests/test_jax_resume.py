@@ -1,5 +1,5 @@
 """Keras 3 on JAX, one device: a run killed and resumed, its export under TensorFlow,
-and the other heads and losses (test_jax_training.py: 8 devices, learning)."""
+and the other heads and losses (test_jax_training.py: 2 devices, learning)."""
 
 import dataclasses
 import json

@@ -1,8 +1,10 @@
-"""Keras 3 on JAX: the training path of Kaggle's TPU v5e-8, on 8 forced host devices.
+"""Keras 3 on JAX: the training path of Kaggle's TPU v5e-8, on forced host devices.
 
 Each JAX run is a process of its own (Keras reads its backend once, at import; this test
-process runs TensorFlow). `XLA_FLAGS=--xla_force_host_platform_device_count=8` splits
-the CPU into 8 JAX devices, so `DataParallel` shards every batch 8 ways as on the chips.
+process runs TensorFlow). `XLA_FLAGS=--xla_force_host_platform_device_count=N` splits
+the CPU into N JAX devices, so `DataParallel` shards every batch N ways as on the chips.
+Learning is checked on 2 of them (on 2 cores, 8 take twice as long per step); the
+training notebook's test splits its batches 8 ways, as on a v5e-8.
 """
 
 import os
@@ -24,12 +26,12 @@ from conftest import REPO
 
 
 
-EIGHT_DEVICES = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8",
-                 "TF_CPP_MIN_LOG_LEVEL": "2"}
+TWO_DEVICES = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
+               "TF_CPP_MIN_LOG_LEVEL": "2"}
 ONE_DEVICE = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
 EPOCHS, STEPS = 4, 12
-# The demo configuration, shrunk: 2 windows per device (global batch 16), bfloat16.
-JAX_RUN = ["audio.num_mel_bins=32", "input.batch_size=2", f"train.epochs={EPOCHS}",
+# The demo configuration, shrunk: 8 windows per device (global batch 16), bfloat16.
+JAX_RUN = ["audio.num_mel_bins=32", "input.batch_size=8", f"train.epochs={EPOCHS}",
            f"train.steps_per_epoch={STEPS}", "train.checkpoint_every_steps=0",
            "train.mixed_precision=bfloat16", "wandb.mode=offline"]
 # Resuming, exporting and the other heads and losses: one device, shorter.
@@ -46,12 +48,12 @@ def _train_cmd(overrides, workdir, *flags):
 
 
 @pytest.mark.slow  # trains under JAX: `make test-fast` skips
-def test_trains_on_8_jax_devices_in_bfloat16_and_learns(learnable, tmp_path):
+def test_trains_on_2_jax_devices_in_bfloat16_and_learns(learnable, tmp_path):
     workdir = tmp_path / "run"
     done = subprocess.run(_train_cmd(learnable, workdir, "--backend", "jax"),
-                          capture_output=True, text=True, env=EIGHT_DEVICES, timeout=900)
+                          capture_output=True, text=True, env=TWO_DEVICES, timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
-    assert ("jax on 8 CPU device(s) (DataParallel) with 8 replica(s), mixed_bfloat16, "
+    assert ("jax on 2 CPU device(s) (DataParallel) with 2 replica(s), mixed_bfloat16, "
             "global batch 16") in done.stderr
     auc = float(re.search(r"val macro ROC-AUC ([0-9.]+)", done.stdout).group(1))
     assert auc > 0.7, done.stdout[-2000:]  # 6 species: chance is 0.5
