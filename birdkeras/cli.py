@@ -64,7 +64,8 @@ def cmd_synth(args) -> int:
 
     spec_fields = {f.name for f in dataclasses.fields(synth.SynthSpec)}
     knobs = {k: v for k, v in vars(args).items() if k in spec_fields and v is not None}
-    summary = synth.generate(args.out, synth.SynthSpec(**knobs))
+    summary = synth.generate(args.out, dataclasses.replace(synth.PROFILES[args.profile],
+                                                           **knobs))
     print(json.dumps(summary, indent=1))
     return 0
 
@@ -295,6 +296,12 @@ def build_parser() -> argparse.ArgumentParser:
                                    "downloads.")
     p.add_argument("--out", required=True, help="folder to write into")
     p.add_argument("--seed", type=int, default=0, help="same seed, same bytes (default 0)")
+    p.add_argument("--profile", choices=["demo", "benchmark"], default="demo",
+                   help="demo: the demo's small world (the sizes below); benchmark: the "
+                        "world that tells training methods apart (61 classes, confusable "
+                        "pairs, rare species, weak labels, sites with their own "
+                        "backgrounds and species; birdkeras.synth.plan.HARD). The options "
+                        "below change either")
     p.add_argument("--num-birds", dest="num_birds", type=int, help="bird species (16)")
     p.add_argument("--num-textures", dest="num_textures", type=int,
                    help="amphibian/insect-like species (4)")

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import scipy.stats
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 
@@ -37,11 +38,19 @@ def scored_classes(labels) -> np.ndarray:
 
 
 def macro_roc_auc(labels, scores) -> float:
+    """sklearn's `roc_auc_score(average="macro")` over the scored classes, computed from
+    ranks (Mann-Whitney U, ties averaged) for every class at once: the same value, fast
+    enough to bootstrap (birdkeras.uncertainty)."""
     labels, scores = _binary(labels), np.asarray(scores, dtype=np.float64)
     columns = scored_classes(labels)
     if len(columns) == 0:
         return float("nan")
-    return float(roc_auc_score(labels[:, columns], scores[:, columns], average="macro"))
+    labels, scores = labels[:, columns], scores[:, columns]
+    ranks = scipy.stats.rankdata(scores, axis=0)
+    positives = labels.sum(axis=0)
+    negatives = len(labels) - positives
+    u = (ranks * labels).sum(axis=0) - positives * (positives + 1) / 2
+    return float(np.mean(u / (positives * negatives)))
 
 
 def per_class_table(labels, scores, class_names) -> pd.DataFrame:

@@ -10,7 +10,9 @@ the same `xc_id` in several years, broken files, some listed in `corrupt_files.j
 
 Beside the Kaggle folders it writes two ground-truth files that Kaggle does not have:
 `synth_truth.csv` (every audio file: true label, rate, channels, frames, and how it is
-broken, if it is) and `soundscape_calls.csv` (every call placed in a soundscape).
+broken, if it is) and `soundscape_calls.csv` (every call placed in a soundscape); the
+benchmark world (`PROFILES["benchmark"]`, world.py) adds `synth_world.json` (its sites'
+backgrounds, each species' calling rate per site, the confusable pairs).
 """
 
 from __future__ import annotations
@@ -23,10 +25,11 @@ import numpy as np
 from birdkeras.config import catalog
 from birdkeras.synth import metadata, render, voices
 from birdkeras.synth.metadata import read_truth
-from birdkeras.synth.plan import (BENCHMARK, OLDER_SOURCES, SAMPLE_RATES, TARGET_SOURCE,
-                                  Planner, SynthSpec)
+from birdkeras.synth.plan import (BENCHMARK, OLDER_SOURCES, PROFILES, SAMPLE_RATES,
+                                  TARGET_SOURCE, Planner, SynthSpec)
 
-__all__ = ["BENCHMARK", "SAMPLE_RATES", "SynthSpec", "ensure", "generate", "read_truth"]
+__all__ = ["BENCHMARK", "PROFILES", "SAMPLE_RATES", "SynthSpec", "ensure", "generate",
+           "read_truth"]
 
 
 def ensure(out: str | Path, spec: SynthSpec) -> Path:
@@ -41,7 +44,8 @@ def generate(out: str | Path, spec: SynthSpec = SynthSpec()) -> dict:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(spec.seed)
-    species = voices.make_species(spec.num_birds, spec.num_textures, rng, spec.num_mammals)
+    species = voices.make_species(spec.num_birds, spec.num_textures, rng, spec.num_mammals,
+                                  spec.confusable_pairs)
     birds = [s for s in species if s.class_name == "Aves"]
     others = [s for s in species if s.class_name != "Aves"]
     plan = Planner(spec, rng)
@@ -51,17 +55,20 @@ def generate(out: str | Path, spec: SynthSpec = SynthSpec()) -> dict:
     # bird only in its taxonomy; its last texture is only heard in soundscapes.
     target = birds[: spec.target_species] + others
     target_classes = sorted(target + [birds[spec.target_species]], key=lambda s: s.code)
+    # The long tail: the last `rare_species` target birds have one clip per source.
+    rare = {sp.code for sp in birds[spec.target_species - spec.rare_species:
+                                    spec.target_species]}
     for sp in target:
         if sp is others[spec.num_textures - 1]:
             continue  # soundscape-only
-        for _ in range(spec.target_clips_per_species):
+        for _ in range(1 if sp.code in rare else spec.target_clips_per_species):
             plan.add_clip(TARGET_SOURCE, sp, target)
     # Older years, each covering two thirds of the birds; 2025 has the non-bird taxa.
     for k, source in enumerate(OLDER_SOURCES):
         for i, sp in enumerate(birds):
             if (i + k) % 3 == 0:
                 continue
-            for _ in range(spec.clips_per_species):
+            for _ in range(1 if sp.code in rare else spec.clips_per_species):
                 plan.add_clip(source, sp, birds)
     for sp in others + birds[-4:]:
         for _ in range(spec.clips_per_species):
@@ -78,6 +85,8 @@ def generate(out: str | Path, spec: SynthSpec = SynthSpec()) -> dict:
     metadata.write_metadata(out, plan, species, target_classes)
     metadata.write_truth(out, plan.clips, frames)
     metadata.write_soundscape_labels(out, plan, calls)
+    if spec.ecology:
+        metadata.write_world(out, plan, target)
     # Kaggle's save run sees an empty test folder; the hidden run fills it.
     (out / catalog.SOURCES[TARGET_SOURCE].folder / "test_soundscapes").mkdir(exist_ok=True)
     return {

@@ -5,11 +5,13 @@ submissions and labelled soundscapes, plus the generator's own ground truth
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 from pathlib import Path
 
 from birdkeras.config import catalog
 from birdkeras.datasets.soundscapes import FORM_2021, FORM_2026
+from birdkeras.synth import voices
 from birdkeras.synth.plan import LICENSE, TARGET_SOURCE, Clip, Planner
 
 
@@ -69,7 +71,7 @@ def _row_2020(c: Clip) -> dict:
         "date": c.meta["date"], "pitch": "Not specified", "duration": int(round(c.duration_s)),
         "filename": name, "speed": "Not specified", "species": c.primary.common_name,
         "number_of_notes": "Not specified", "title": f"XC{c.xc_id} {c.primary.common_name}",
-        "secondary_labels": catalog.py_list([s.label_2020 for s in c.secondaries]),
+        "secondary_labels": catalog.py_list([s.label_2020 for s in c.listed_secondaries]),
         "bird_seen": "yes", "sci_name": c.primary.scientific_name, "location": "Synthland",
         "latitude": "Not specified" if lat == "" else lat,
         "sampling_rate": f"{c.sample_rate_hz} (Hz)", "type": "call, song",
@@ -86,7 +88,7 @@ def _row_2020(c: Clip) -> dict:
 def _common(c: Clip) -> dict:
     return {
         "primary_label": c.primary.code,
-        "secondary_labels": catalog.py_list([s.code for s in c.secondaries]),
+        "secondary_labels": catalog.py_list([s.code for s in c.listed_secondaries]),
         "type": c.meta["type"], "latitude": c.meta["latitude"],
         "longitude": c.meta["longitude"], "scientific_name": c.primary.scientific_name,
         "common_name": c.primary.common_name, "author": c.author, "license": LICENSE,
@@ -107,7 +109,7 @@ def _row_2025(c: Clip) -> dict:
     row = _common(c)
     name = Path(c.path).name
     collection = "XC" if c.xc_id else ("iNat" if name.startswith("iNat") else "CSA")
-    secondary = row["secondary_labels"] if c.secondaries else "['']"
+    secondary = row["secondary_labels"] if c.listed_secondaries else "['']"
     return {
         **row, "secondary_labels": secondary,
         "filename": f"{c.primary.code}/{name}", "collection": collection,
@@ -170,8 +172,11 @@ def write_truth(out: Path, clips: list, frames: dict) -> None:
 def write_soundscape_labels(out: Path, plan: Planner, calls: list) -> None:
     """Every placed call (soundscape_calls.csv), and the labels of the labelled files:
     2021's in its form, the current year's in the 2026 form."""
-    catalog.write_csv(out / "soundscape_calls.csv", ("path", "species", "start_s", "end_s"),
-                     [dict(zip(("path", "species", "start_s", "end_s"), c)) for c in calls])
+    # The benchmark world's calls carry their level (world.py); the demo's do not.
+    columns = ("path", "species", "start_s", "end_s", "snr_db")[
+        : max((len(c) for c in calls), default=4)]
+    catalog.write_csv(out / "soundscape_calls.csv", columns,
+                     [dict(zip(columns, c)) for c in calls])
     windows = int(plan.spec.soundscape_s // 5)
     rows_2021, rows_2026 = [], []
     for sc in plan.soundscapes:
@@ -180,7 +185,7 @@ def write_soundscape_labels(out: Path, plan: Planner, calls: list) -> None:
         name = Path(sc["path"]).name
         for w in range(windows):
             end = (w + 1) * 5
-            labels = sorted({sp for p, sp, a, b in calls
+            labels = sorted({sp for p, sp, a, b, *_ in calls
                              if p == sc["path"] and a < end and b > end - 5})
             if sc["source"] == "birdclef-2021":
                 audio_id, site = name.split("_")[:2]
@@ -207,6 +212,17 @@ def _rows_2026(name: str, end: int, labels: list, k: int) -> list[dict]:
         return [{**row, "primary_label": label} for label in labels]
     rows = [{**row, "primary_label": ";".join(labels)}]
     return rows * 2 if k % 7 == 3 else rows
+
+
+def write_world(out: Path, plan: Planner, pool: list) -> None:
+    """synth_world.json: the benchmark world's sites, who calls where, the twins."""
+    world = {
+        "sites": [dataclasses.asdict(site) for site in plan.sites],
+        "calling_rate": {sp.code: [round(float(r), 3) for r in plan.occupancy[i]]
+                         for i, sp in enumerate(pool)},
+        "confusable_pairs": [[a.code, b.code] for a, b in voices.twin_pairs(pool)],
+    }
+    (out / "synth_world.json").write_text(json.dumps(world, indent=1) + "\n")
 
 
 def read_truth(root: str | Path) -> list[dict]:

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from birdkeras.config import catalog
-from birdkeras.synth import voices
+from birdkeras.synth import voices, world
 
 OLDER_SOURCES = ("birdclef-2020", "birdclef-2021", "birdclef-2022", "birdclef-2023",
                  "birdclef-2024", "xeno-canto")
@@ -51,6 +51,23 @@ class SynthSpec:
     soundscape_s: float = 60.0
     broken_fraction: float = 0.03
     workers: int = 2
+    # The benchmark world's knobs (`PROFILES["benchmark"]`); their defaults keep the
+    # demo's world byte for byte. Twin species (voices 5 % apart in pitch, or 35 %
+    # faster in rhythm: voices.make_species).
+    confusable_pairs: int = 0
+    # Current-year species with a single focal clip (one per older source), the long tail.
+    rare_species: int = 0
+    # Share of focal clips whose primary calls only in a part of the clip (weak labels);
+    # half as many also lose their secondary species from the metadata (still audible).
+    weak_label_fraction: float = 0.0
+    # Soundscapes as an ecology (world.py): recorders at `sites` sites, each with its
+    # own background (wind, rain, insect drone) and species, calling by hour of day;
+    # textures in long choruses, birds and mammals in short bouts, at call levels from
+    # `call_snr_db[0]` (faint) to `call_snr_db[1]` dB over the background. Off: the
+    # demo's soundscapes (0-2 species per window over quiet pink noise).
+    ecology: bool = False
+    sites: int = 4
+    call_snr_db: tuple[float, float] = (0.0, 24.0)
 
     def __post_init__(self):
         if self.target_species >= self.num_birds:
@@ -67,14 +84,35 @@ class SynthSpec:
             )
         if self.soundscape_s < 5 or self.soundscape_s % 5:
             raise ValueError(f"soundscape_s={self.soundscape_s} must be a multiple of 5 s")
+        if self.rare_species > self.target_species or self.confusable_pairs < 0:
+            raise ValueError(f"rare_species={self.rare_species} must be <= target_species="
+                             f"{self.target_species}; confusable_pairs must be >= 0")
+        if not 0 <= self.weak_label_fraction <= 1 or self.sites < 2:
+            raise ValueError(f"weak_label_fraction={self.weak_label_fraction} must be in "
+                             f"[0, 1] and sites={self.sites} >= 2")
 
 
-# The benchmarks' size: three older sources, a realistic length mix (median ~20 s,
-# some of minutes), no broken files.
+# The pipeline benchmarks' size (TFRecord build, input pipeline): a realistic length
+# mix (median ~20 s, some of minutes), no broken files.
 BENCHMARK = SynthSpec(
     seed=1, num_birds=8, num_textures=2, target_species=4, clips_per_species=10,
     median_duration_s=20.0, max_duration_s=240.0, long_fraction=0.06,
     labelled_soundscapes=0, unlabelled_soundscapes=0, broken_fraction=0.0)
+
+
+# The world that tells training methods apart (benchmarks/soundscape_training.py;
+# `birdkeras synth --profile benchmark`): 61 current-year classes (44 birds, 14
+# amphibian/insect textures, 2 mammals, one taxonomy-only bird), 9 confusable pairs,
+# 12 rare birds with one clip per source, weak labels on 40 % of the focal clips, and 96
+# current-year soundscapes at 8 sites, half labelled.
+HARD = SynthSpec(
+    seed=0, num_birds=52, num_textures=14, num_mammals=2, target_species=44,
+    clips_per_species=3, target_clips_per_species=4, median_duration_s=10.0,
+    max_duration_s=90.0, long_fraction=0.02, labelled_soundscapes=48,
+    unlabelled_soundscapes=48, broken_fraction=0.0, confusable_pairs=9, rare_species=12,
+    weak_label_fraction=0.4, ecology=True, sites=8, call_snr_db=(0.0, 24.0))
+
+PROFILES = {"demo": SynthSpec(), "benchmark": HARD}
 
 
 @dataclasses.dataclass
@@ -93,6 +131,15 @@ class Clip:
     seed: int
     broken: str = ""  # "", "truncated", "empty" or "silent"
     meta: dict = dataclasses.field(default_factory=dict)
+    # Weak labels: the primary calls only within this part of the clip (fractions of
+    # its length); the secondaries are heard but missing from the metadata.
+    primary_span: tuple[float, float] | None = None
+    unlisted_secondaries: bool = False
+
+    @property
+    def listed_secondaries(self) -> list:
+        """The secondary species the metadata names."""
+        return [] if self.unlisted_secondaries else self.secondaries
 
 
 class Planner:
@@ -109,6 +156,8 @@ class Planner:
         self.soundscapes: list[dict] = []
         self._next_xc = 100_000
         self._by_species: dict[str, list[Clip]] = {}
+        self.sites: list[world.Site] = []  # with spec.ecology
+        self.occupancy = np.zeros((0, 0))
 
     def _duration(self) -> float:
         s = self.spec
@@ -169,6 +218,14 @@ class Planner:
         if not any(c.source == source for c in self.clips):
             # Every source shows the missing-coordinates quirk at least once.
             clip.meta["latitude"] = clip.meta["longitude"] = ""
+        if self.spec.weak_label_fraction > 0:
+            draw = rng.random()
+            if draw < self.spec.weak_label_fraction:
+                start = float(rng.uniform(0, 0.6))
+                clip.primary_span = (round(start, 3),
+                                     round(start + float(rng.uniform(0.2, 0.4)), 3))
+            clip.unlisted_secondaries = bool(
+                secondaries and draw < self.spec.weak_label_fraction / 2)
         self.clips.append(clip)
         self._by_species.setdefault(sp.code, []).append(clip)
 
@@ -192,17 +249,29 @@ class Planner:
         specs = ([(TARGET_SOURCE, target_pool, True)] * spec.labelled_soundscapes
                  + [(TARGET_SOURCE, target_pool, False)] * spec.unlabelled_soundscapes
                  + [("birdclef-2021", target_pool, True), ("birdclef-2025", textures, False)])
+        if spec.ecology:
+            self.sites = world.make_sites(spec.sites, self.rng)
+            self.occupancy = world.occupancy(target_pool, spec.sites, self.rng)
         jobs = []
         for k, (source, pool, labelled) in enumerate(specs):
+            hour = None
             if source == TARGET_SOURCE:
                 # BC2026_Train_<id>_S<site>_<YYYYMMDD>_<HHMMSS>: site, date and hour.
                 hour = int(self.rng.integers(0, 24))
-                name = (f"BC2026_Train_{k + 1:04d}_S{k % 4 + 1:02d}_202503{k % 28 + 1:02d}_"
+                name = (f"BC2026_Train_{k + 1:04d}_S{k % spec.sites + 1:02d}_"
+                        f"202503{k % 28 + 1:02d}_"
                         f"{hour:02d}{int(self.rng.choice([0, 30])):02d}00.ogg")
             else:
                 name = f"{10_000 + k * 37}_{('COR', 'SSW', 'SNE')[k % 3]}_2019{k % 12 + 1:02d}15.ogg"
             rel = f"{catalog.SOURCES[source].folder}/train_soundscapes/{name}"
             self.soundscapes.append({"source": source, "path": rel, "labelled": labelled})
-            jobs.append((str(out / rel), ("soundscape", rel, pool, spec.soundscape_s,
-                                          int(self.rng.integers(2**31)))))
+            seed = int(self.rng.integers(2**31))
+            if spec.ecology and source == TARGET_SOURCE:
+                site = k % spec.sites
+                jobs.append((str(out / rel), ("world", rel, pool, spec.soundscape_s, seed,
+                                              self.sites[site], hour,
+                                              list(self.occupancy[:, site]), spec.call_snr_db)))
+            else:
+                jobs.append((str(out / rel), ("soundscape", rel, pool, spec.soundscape_s,
+                                              seed)))
         return jobs

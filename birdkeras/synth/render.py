@@ -7,13 +7,19 @@ from pathlib import Path
 import numpy as np
 
 from birdkeras.audio import io as audio_io
-from birdkeras.synth import ogg, voices
+from birdkeras.synth import ogg, voices, world
 from birdkeras.synth.plan import SOUNDSCAPE_RATE_HZ, Clip
 
 
 def render_job(job):
     """(path, a Clip or a soundscape tuple) -> (path, frames written | calls placed)."""
     path, what = job
+    if isinstance(what, tuple) and what[0] == "world":
+        rel, pool, duration_s, seed, site, hour, rates, snr_db = what[1:]
+        track, calls = world.render(rel, pool, duration_s, seed, site, hour, rates, snr_db,
+                                    SOUNDSCAPE_RATE_HZ)
+        _write(path, track, SOUNDSCAPE_RATE_HZ, seed)
+        return path, calls
     if isinstance(what, tuple):
         return path, _render_soundscape(path, *what[1:])
     return path, _render_clip(path, what)
@@ -22,7 +28,7 @@ def render_job(job):
 def _render_clip(path: str, clip: Clip) -> int:
     rng = np.random.default_rng(clip.seed)
     y = voices.render_recording(clip.primary, clip.secondaries, clip.duration_s,
-                                clip.sample_rate_hz, rng)
+                                clip.sample_rate_hz, rng, clip.primary_span)
     if clip.broken == "silent":
         y = np.zeros_like(y)
     if clip.channels == 2:

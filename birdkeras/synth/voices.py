@@ -34,6 +34,9 @@ class Species:
     f0_hz: float
     call_s: float
     gap_s: float
+    # Notes or pulses per second relative to the call type's own (trills, pulse trains),
+    # and the gaps' scale: a "rhythm twin" differs from its species only here.
+    rhythm: float = 1.0
 
     @property
     def label_2020(self) -> str:
@@ -42,17 +45,22 @@ class Species:
 
 
 def make_species(num_birds: int, num_textures: int, rng: np.random.Generator,
-                 num_mammals: int = 0) -> list[Species]:
+                 num_mammals: int = 0, confusable_pairs: int = 0) -> list[Species]:
     """Distinct species: pitches spread on a log grid, call types cycled.
 
     Birds, then textures, then mammals: the same seed gives the same birds and textures
     whatever the number of mammals.
+
+    With `confusable_pairs`, each call type gets its own pitch grid (neighbours ~15 %
+    apart) and that many species are made the twin of the one before them (birds first,
+    then textures; `twin`): the counts stay as asked.
 
     Args:
         num_birds: bird species.
         num_textures: amphibian/insect-like species.
         rng: the generator.
         num_mammals: mammal species.
+        confusable_pairs: pairs of species that differ only slightly.
 
     Returns:
         The species, birds first.
@@ -60,6 +68,8 @@ def make_species(num_birds: int, num_textures: int, rng: np.random.Generator,
     species, codes = [], set()
     bird_f0 = np.geomspace(1500, 7000, max(num_birds, 1))
     rng.shuffle(bird_f0)
+    if confusable_pairs:
+        bird_f0 = _grid_per_kind(num_birds, 1500, 7000)
     for i in range(num_birds):
         while True:
             code = "".join(rng.choice(_SYLLABLES, 3)) + str(int(rng.integers(1, 4)))
@@ -109,7 +119,71 @@ def make_species(num_birds: int, num_textures: int, rng: np.random.Generator,
                 gap_s=float(rng.uniform(0.4, 1.0)),
             )
         )
+    if confusable_pairs:
+        _make_twins(species, confusable_pairs)
     return species
+
+
+def _grid_per_kind(num_birds: int, low_hz: float, high_hz: float) -> np.ndarray:
+    """Bird i (kind i % 4) gets a pitch on its kind's own log grid, the kinds' grids
+    interleaved, so that no two birds of one call type are closer than one grid step."""
+    kinds = len(BIRD_KINDS)
+    per_kind = -(-num_birds // kinds)
+    f0 = np.empty(num_birds)
+    for i in range(num_birds):
+        position = (i // kinds + (i % kinds) / kinds) / max(per_kind, 1)
+        f0[i] = low_hz * (high_hz / low_hz) ** position
+    return f0
+
+
+# A pitch twin calls 5 % higher; a rhythm twin repeats its notes/pulses 35 % faster
+# with shorter gaps (and, for call types without a note rate, shorter calls).
+TWIN_PITCH, TWIN_RHYTHM = 1.05, 1.35
+
+
+def twin_pairs(species: list[Species]) -> list[tuple[Species, Species]]:
+    """(species, its twin) for every confusable pair `make_species` made."""
+    by_name = {s.scientific_name: s for s in species}
+    return [(by_name[s.scientific_name.removesuffix(" gemina")], s) for s in species
+            if s.scientific_name.endswith(" gemina")]
+
+
+def _make_twins(species: list[Species], pairs: int) -> None:
+    """Replaces species 2k+1 of birds (two thirds of the pairs) and of textures (the
+    rest) by a twin of species 2k: its pitch 5 % higher, or its rhythm faster."""
+    birds = [i for i, s in enumerate(species) if s.class_name == "Aves"]
+    textures = [i for i, s in enumerate(species) if s.kind == TEXTURE_KIND]
+    bird_pairs = min(pairs - pairs // 3, len(birds) // 2)
+    texture_pairs = min(pairs - bird_pairs, len(textures) // 2)
+    for group, n in ((birds, bird_pairs), (textures, texture_pairs)):
+        for k in range(n):
+            original = species[group[2 * k]]
+            by_pitch = k % 2 == 0
+            species[group[2 * k + 1]] = dataclasses.replace(
+                original,
+                code=species[group[2 * k + 1]].code,
+                scientific_name=f"{original.scientific_name} gemina",
+                common_name=f"{'High' if by_pitch else 'Quick'} {original.common_name}",
+                f0_hz=original.f0_hz * (TWIN_PITCH if by_pitch else 1.0),
+                rhythm=1.0 if by_pitch else TWIN_RHYTHM,
+                gap_s=original.gap_s / (1.0 if by_pitch else TWIN_RHYTHM),
+                call_s=original.call_s / (1.0 if by_pitch or original.kind in ("trill", TEXTURE_KIND)
+                                          else TWIN_RHYTHM),
+            )
+
+
+def band_hz(sp: Species) -> tuple[float, float]:
+    """The band holding most of a call's energy (before a recording's ±6 % pitch
+    jitter): what a test or a human reads the ground truth against."""
+    f0 = sp.f0_hz
+    return {
+        "sweep": (f0, 2.0 * f0),
+        "trill": (0.75 * f0, 1.25 * f0),
+        "stack": (0.4 * f0, 1.6 * f0),
+        "buzz": (0.92 * f0, 1.08 * f0),
+        MAMMAL_KIND: (0.85 * f0, 6.0 * f0),
+        TEXTURE_KIND: (0.95 * f0, 1.05 * f0),
+    }[sp.kind]
 
 
 def call(sp: Species, sample_rate_hz: int, rng: np.random.Generator, pitch=1.0, tempo=1.0):
@@ -132,7 +206,7 @@ def call(sp: Species, sample_rate_hz: int, rng: np.random.Generator, pitch=1.0, 
         y = np.sin(2 * np.pi * np.cumsum(f) / sample_rate_hz)
     elif sp.kind == "trill":
         # Fast repeated down-slurred notes at ~18 notes/s.
-        rate = 18.0 * tempo
+        rate = 18.0 * tempo * sp.rhythm
         phase_in_note = (t * rate) % 1.0
         f = f0 * (1.25 - 0.5 * phase_in_note)
         y = np.sin(2 * np.pi * np.cumsum(f) / sample_rate_hz) * np.sin(np.pi * phase_in_note) ** 2
@@ -151,9 +225,9 @@ def call(sp: Species, sample_rate_hz: int, rng: np.random.Generator, pitch=1.0, 
         # Low harmonic grunts, amplitude-modulated at ~7 Hz.
         phase = 2 * np.pi * np.cumsum(f0 * (1 - 0.15 * t / dur)) / sample_rate_hz
         y = sum(np.sin(k * phase) / k for k in range(1, 7))
-        y = y * (0.6 + 0.4 * np.sin(2 * np.pi * 7 * tempo * t))
+        y = y * (0.6 + 0.4 * np.sin(2 * np.pi * 7 * tempo * sp.rhythm * t))
     else:  # pulses: a regular train of short tone bursts, as frogs and insects call.
-        rate = 25.0 * tempo
+        rate = 25.0 * tempo * sp.rhythm
         phase_in_pulse = (t * rate) % 1.0
         y = np.sin(2 * np.pi * f0 * t) * (phase_in_pulse < 0.3)
     y = y * np.hanning(n)
@@ -217,6 +291,7 @@ def render_recording(
     duration_s: float,
     sample_rate_hz: int,
     rng: np.random.Generator,
+    primary_span: tuple[float, float] | None = None,
 ) -> np.ndarray:
     """A focal recording: calls of `primary` throughout, quieter secondaries, noise.
 
@@ -226,6 +301,8 @@ def render_recording(
         duration_s: length.
         sample_rate_hz: the rate.
         rng: the generator.
+        primary_span: the part of the clip (fractions of its length) the primary calls
+            in; None: from its start to its end.
 
     Returns:
         float32 audio.
@@ -235,8 +312,12 @@ def render_recording(
     snr_db = float(rng.uniform(3, 20))
     noise_rms = 10 ** (-snr_db / 20) * 0.35
     track = pink_noise(n, rng) * noise_rms
-    place_calls(track, primary, sample_rate_hz, rng, 0.5, rng.uniform(0, 0.3), duration_s,
-                pitch, tempo)
+    start_s, end_s = rng.uniform(0, 0.3), duration_s
+    if primary_span is not None:
+        # At least two seconds (or the clip), so that the part holds a call.
+        start_s = min(primary_span[0] * duration_s, max(duration_s - 2.0, 0.0))
+        end_s = min(max(primary_span[1] * duration_s, start_s + 2.0), duration_s)
+    place_calls(track, primary, sample_rate_hz, rng, 0.5, start_s, end_s, pitch, tempo)
     for sp in secondaries:
         place_calls(track, sp, sample_rate_hz, rng, 0.12, rng.uniform(0, duration_s / 2),
                     duration_s, float(rng.uniform(0.95, 1.05)), 1.0)
