@@ -39,17 +39,19 @@ def _score(models, root: Path, work: Path, icfg) -> tuple[float, float]:
     infer.predict([str(m) for m in models], root / YEAR / "heldout_soundscapes",
                   work / "heldout.csv", "onnx" if Path(models[0]).is_dir() else "tf", icfg,
                   progress=False)
-    return base.score_submission(work / "heldout.csv", root)
+    return base.heldout_scored(work / "heldout.csv", root)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--work", help="the soundscape benchmark's seed folder (reused)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--profile", choices=["benchmark", "demo"], default="benchmark",
+                        help="the synthetic world (benchmarks/soundscape_training.py)")
     args = parser.parse_args()
     work = Path(args.work or tempfile.mkdtemp(prefix="bk_route_"))
     if not (work / "(a)" / "best.keras").is_file():
-        base.run_seed(args.seed, work)  # data, pretraining, CNN fine-tuning (and the rest)
+        base.run_seed(args.seed, work, args.profile)  # data, pretraining, CNN fine-tuning (and the rest)
 
     from birdkeras import config as config_lib  # noqa: PLC0415
     from birdkeras.embeddings import extract  # noqa: PLC0415
@@ -91,15 +93,19 @@ def main() -> None:
     for name, knobs in switches:
         rows.append((f"sequence head + {name}", [work / "route"],
                      dataclasses.replace(off, **knobs)))
-    results = []
+    from birdkeras import metrics, uncertainty  # noqa: PLC0415
+
+    results = {}
     for name, models, icfg in rows:
-        results.append((name, *_score(models, root, work, icfg)))
-        print(results[-1], flush=True)
-    base_auc, base_cmap = results[3][1], results[3][2]
-    print("\n| model / switch | macro ROC-AUC | vs sequence head | padded cmAP | vs sequence head |")
-    print("|---|---|---|---|---|")
-    for name, auc, cmap in results:
-        print(f"| {name} | {auc:.3f} | {auc - base_auc:+.3f} | {cmap:.3f} | {cmap - base_cmap:+.3f} |")
+        results[name] = [_score(models, root, work, icfg)]
+        print(name, round(metrics.macro_roc_auc(results[name][0].labels,
+                                                results[name][0].scores), 3), flush=True)
+    # Compared with the sequence head (one seed: files resampled, no seed interval).
+    sequence = "embedding route: sequence head"
+    results = {sequence: results.pop(sequence), **results}
+    for metric, label in ((metrics.macro_roc_auc, "macro ROC-AUC"),
+                          (metrics.padded_cmap, "padded cmAP")):
+        print(uncertainty.markdown(uncertainty.compare(results, metric, sequence), label))
 
 
 if __name__ == "__main__":

@@ -7,7 +7,8 @@ Scores the demo's fine-tuned model (`ft/train/best.keras`) on the demo's labelle
 synthetic soundscapes (birdclef-2026/train_soundscapes, labelled windows) with `birdkeras predict`, once
 per setting, and prints macro ROC-AUC and padded cmAP beside the plain run's. Ensembling
 adds the same run's last-epoch model (`final.keras`) and the from-scratch model.
-Few windows (72 with the demo's data): differences of ~0.01 are within noise.
+Few windows (72 with the demo's data): the tables' intervals (birdkeras.uncertainty,
+files resampled) say which differences are noise.
 """
 
 from __future__ import annotations
@@ -25,6 +26,9 @@ def main() -> None:
     parser.add_argument("--demo", default="work/demo", help="the make demo workdir")
     args = parser.parse_args()
 
+    import pandas as pd  # noqa: PLC0415
+
+    from birdkeras import metrics, uncertainty  # noqa: PLC0415
     from birdkeras.infer import evaluate  # noqa: PLC0415
     from birdkeras import infer  # noqa: PLC0415
     from birdkeras import config as config_lib  # noqa: PLC0415
@@ -48,19 +52,21 @@ def main() -> None:
          [best, demo / "ft" / "train_scratch" / "best.keras"]),
     ]
     out = Path(tempfile.mkdtemp(prefix="bk_post_"))
-    rows = []
+    results = {}
     for i, (name, knobs, models) in enumerate(settings):
         icfg = config_lib.InferConfig(class_order=order, **knobs)
         infer.predict([str(m) for m in models], soundscapes, out / f"{i}.csv", "tf", icfg,
                       progress=False)
-        result = evaluate.evaluate(out / f"{i}.csv", data, "birdclef-2026")
-        rows.append((name, result["macro_auc"], result["padded_cmap"], result["windows"]))
-    base = rows[0]
-    print(f"\n{base[3]} windows of the synthetic labelled soundscapes\n")
-    print("| post-processing | macro ROC-AUC | vs none | padded cmAP | vs none |")
-    print("|---|---|---|---|---|")
-    for name, auc, cmap, _ in rows:
-        print(f"| {name} | {auc:.4f} | {auc - base[1]:+.4f} | {cmap:.4f} | {cmap - base[2]:+.4f} |")
+        pred = pd.read_csv(out / f"{i}.csv").set_index("row_id")
+        truth = evaluate.truth_table(data, "birdclef-2026", list(pred.columns))
+        results[name] = [uncertainty.Scored(truth.to_numpy(), pred.loc[truth.index].to_numpy(),
+                                            [r.rsplit("_", 1)[0] for r in truth.index])]
+    windows = len(next(iter(results.values()))[0].files)
+    print(f"\n{windows} windows of the synthetic labelled soundscapes (one model, so no "
+          "seed interval; files resampled for the others)\n")
+    for metric, label in ((metrics.macro_roc_auc, "macro ROC-AUC"),
+                          (metrics.padded_cmap, "padded cmAP")):
+        print(uncertainty.markdown(uncertainty.compare(results, metric, "none"), label) + "\n")
 
 
 if __name__ == "__main__":

@@ -1,23 +1,31 @@
 """What training on soundscapes brings: labelled windows, then pseudo-label rounds.
 
-    python benchmarks/soundscape_training.py [--seeds 0 1] [--keep DIR]
+    python benchmarks/soundscape_training.py [--seeds 0 1 2] [--profile benchmark] [--keep DIR]
 
-For each seed: a synthetic tree (`SPEC`: the demo's species, more and unlabelled 2026
-soundscapes); its labelled soundscapes are split by site, half to train on, half held
-out (moved to `heldout_soundscapes/`, never read by training or pseudo-labelling). One
-pretraining (demo_pre.yaml), then, each fine-tuned from it with the same settings
+For each seed: a synthetic world (`--profile benchmark`, birdkeras.synth.plan.HARD: 61
+current-year classes with confusable twins, rare species, weak labels, 96 soundscapes
+at 8 sites with their own backgrounds and species; `demo`: the demo's species with
+more soundscapes, the table before 2026-12-02). The current year's soundscapes of half
+the sites are held out (moved to `heldout_soundscapes/` with their labels, and their
+unlabelled files to `heldout_unlabelled/`: no stage reads either). One pretraining
+(demo_pre.yaml), then, each fine-tuned from it with the same settings
 (demo_selftrain.yaml's: BCE, the 2026 classes):
 
   (a) 2026 clips only;
   (b) + the labelled soundscape windows of the training sites;
-  (c) (b), then one pseudo-label round over the training soundscapes (labelled and
-      unlabelled) with (b)'s best model, training from it with those windows mixed in;
-  (d) (c), then a second round.
+  (c) (b), then one pseudo-label round over the training sites' soundscapes (labelled
+      and unlabelled) with (b)'s best model, training from it with those windows mixed;
+  (d) (c), then a second round;
+  (e) (b) with half its training steps: a deliberately weakened model, the known effect
+      the benchmark must resolve.
 
-Each is scored on the held-out soundscapes (macro ROC-AUC, padded cmAP). The kept
-pseudo-labels (soft target >= 0.5) of each round are compared with the generator's
-call list on the unlabelled files (`soundscape_calls.csv`, which no stage reads):
-precision and recall over (window, class) pairs. Prints one table per seed and the mean.
+Each is scored on the held-out windows (macro ROC-AUC, padded cmAP). The kept
+pseudo-labels (soft target >= 0.5) of each round are compared with the generator's call
+list on the unlabelled files (`soundscape_calls.csv`, which no stage reads): precision
+and recall over (window, class) pairs. The tables (birdkeras.uncertainty): the mean over
+seeds with its 95 % interval over held-out files (bootstrap, 1,000 resamples) and over
+seeds (Student's t), and each setting's paired difference from (a) with its interval,
+resolved or not.
 """
 
 from __future__ import annotations
@@ -40,43 +48,56 @@ REPO = Path(__file__).resolve().parent.parent
 YEAR = "birdclef-2026"
 
 
-def _spec(seed: int):
+PROFILE = "benchmark"
+
+
+def _spec(seed: int, profile: str | None = None):
     from birdkeras import synth  # noqa: PLC0415
 
-    return synth.SynthSpec(seed=seed, labelled_soundscapes=8, unlabelled_soundscapes=12)
+    if (profile or PROFILE) == "demo":
+        return synth.SynthSpec(seed=seed, labelled_soundscapes=8, unlabelled_soundscapes=12)
+    return dataclasses.replace(synth.PROFILES["benchmark"], seed=seed)
 
 
 def _split_sites(root: Path) -> set[str]:
-    """Moves the labelled files of half the sites to heldout_soundscapes/; returns them."""
+    """Moves the files of half the sites out of train_soundscapes/: the labelled ones
+    to heldout_soundscapes/ (scored), the others to heldout_unlabelled/ (never read).
+    Returns the held-out labelled files."""
     labels = pd.read_csv(root / YEAR / "train_soundscapes_labels.csv", dtype=str,
                          keep_default_na=False)
     sites = sorted({name.split("_")[3] for name in labels["filename"]})
     held_sites = set(sites[len(sites) // 2:])
     held = {f for f in labels["filename"] if f.split("_")[3] in held_sites}
     (root / YEAR / "heldout_soundscapes").mkdir(exist_ok=True)
-    for name in held:
-        shutil.move(root / YEAR / "train_soundscapes" / name,
-                    root / YEAR / "heldout_soundscapes" / name)
+    (root / YEAR / "heldout_unlabelled").mkdir(exist_ok=True)
+    for path in sorted((root / YEAR / "train_soundscapes").iterdir()):
+        if path.name.split("_")[3] in held_sites:
+            shutil.move(path, root / YEAR / ("heldout_soundscapes" if path.name in held
+                                             else "heldout_unlabelled") / path.name)
     labels[labels["filename"].isin(held)].to_csv(root / YEAR / "heldout_labels.csv", index=False)
     labels[~labels["filename"].isin(held)].to_csv(root / YEAR / "train_soundscapes_labels.csv",
                                                   index=False)
     return held
 
 
-def _score_heldout(model: str, root: Path, work: Path) -> tuple[float, float]:
+def _score_heldout(model: str, root: Path, work: Path, name: str):
+    """The model's predictions on the held-out windows (kept as `<name>.csv`)."""
     from birdkeras import config as config_lib  # noqa: PLC0415
     from birdkeras import infer  # noqa: PLC0415
 
     sample = root / YEAR / "sample_submission.csv"
     icfg = config_lib.InferConfig(class_order=str(sample))
-    infer.predict([model], root / YEAR / "heldout_soundscapes", work / "heldout.csv", "tf",
-                  icfg, progress=False)
-    return score_submission(work / "heldout.csv", root)
+    csv = work / "heldout" / f"{name}.csv"
+    csv.parent.mkdir(exist_ok=True)
+    infer.predict([model], root / YEAR / "heldout_soundscapes", csv, "tf", icfg,
+                  progress=False)
+    return heldout_scored(csv, root)
 
 
-def score_submission(csv: Path, root: Path) -> tuple[float, float]:
-    """Macro ROC-AUC and padded cmAP of a submission over the held-out labelled windows."""
-    from birdkeras import metrics  # noqa: PLC0415
+def heldout_scored(csv: Path, root: Path):
+    """A submission's scores on the held-out labelled windows, with their labels and
+    files (birdkeras.uncertainty.Scored)."""
+    from birdkeras import uncertainty  # noqa: PLC0415
     from birdkeras.datasets import soundscapes  # noqa: PLC0415
 
     pred = pd.read_csv(csv).set_index("row_id")
@@ -87,8 +108,17 @@ def score_submission(csv: Path, root: Path) -> tuple[float, float]:
     for i, labels in enumerate(truth["labels"]):
         y[i, [classes.index(c) for c in labels if c in classes]] = 1
     rows = [f"{Path(f).stem}_{int(e)}" for f, e in zip(truth["file"], truth["end_s"])]
-    scores = pred.loc[rows, classes].to_numpy()
-    return metrics.macro_roc_auc(y, scores), metrics.padded_cmap(y, scores)
+    return uncertainty.Scored(y, pred.loc[rows, classes].to_numpy(),
+                              [Path(f).name for f in truth["file"]])
+
+
+def score_submission(csv: Path, root: Path) -> tuple[float, float]:
+    """Macro ROC-AUC and padded cmAP of a submission over the held-out labelled windows."""
+    from birdkeras import metrics  # noqa: PLC0415
+
+    scored = heldout_scored(csv, root)
+    return (metrics.macro_roc_auc(scored.labels, scored.scores),
+            metrics.padded_cmap(scored.labels, scored.scores))
 
 
 def _pseudo_quality(folder: Path, root: Path, labelled: set[str]) -> tuple[float, float]:
@@ -120,17 +150,20 @@ def _pseudo_quality(folder: Path, root: Path, labelled: set[str]) -> tuple[float
     return hits / max(len(predicted), 1), hits / max(len(truth), 1)
 
 
-def run_seed(seed: int, work: Path) -> list[dict]:
+def run_seed(seed: int, work: Path, profile: str | None = None) -> tuple[list[dict], dict]:
+    """One seed's world and settings: (a table row per setting, setting -> its
+    held-out `Scored`). A setting whose model is already in `work` is not retrained."""
     from birdkeras import config as config_lib  # noqa: PLC0415
     from birdkeras.datasets import manifest  # noqa: PLC0415
     from birdkeras.selftrain import pseudolabel  # noqa: PLC0415
     from birdkeras.records import shards  # noqa: PLC0415
+    from birdkeras import metrics  # noqa: PLC0415
     from birdkeras import synth  # noqa: PLC0415
     from birdkeras import train  # noqa: PLC0415
 
     root = work / "data"
     if not (root / YEAR / "heldout_labels.csv").is_file():
-        synth.generate(root, _spec(seed))
+        synth.generate(root, _spec(seed, profile))
         _split_sites(root)
     labelled = set(pd.read_csv(root / YEAR / "train_soundscapes_labels.csv")["filename"])
     common = [f"data.root={root}", "data.corrupt_files=corrupt_files.json", f"seed={seed}",
@@ -146,65 +179,90 @@ def run_seed(seed: int, work: Path) -> list[dict]:
             shards.build(table, name2label, cfg, progress=False)
         return cfg
 
-    pre = train.run(records("demo_pre.yaml", "pre"), work / "pre" / "train")
-    rows = []
+    def trained(cfg, folder):
+        best = folder / "best.keras"
+        return str(best) if best.is_file() else train.run(cfg, folder)["best"]
+
+    rows, scored = [], {}
+
+    def record(name, model, began, precision=np.nan, recall=np.nan):
+        scored[name] = _score_heldout(model, root, work, name[:3].strip("()"))
+        s = scored[name]
+        rows.append({"seed": seed, "setting": name,
+                     "macro_auc": metrics.macro_roc_auc(s.labels, s.scores),
+                     "padded_cmap": metrics.padded_cmap(s.labels, s.scores),
+                     "precision": precision, "recall": recall,
+                     "seconds": time.perf_counter() - began})
+
+    pre = trained(records("demo_pre.yaml", "pre"), work / "pre" / "train")
     clips = records("demo_selftrain.yaml", "clips", "data.sources=[birdclef-2026]",
                     "train.stages=[]", "train.val_soundscapes=null")
     windows = records("demo_selftrain.yaml", "windows", "train.stages=[]",
                       "train.val_soundscapes=null")
-    previous = pre["best"]
-    for name, cfg in (("(a) clips only", clips), ("(b) + labelled windows", windows)):
-        start = time.perf_counter()
-        cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, init_from=pre["best"]))
-        previous = train.run(cfg, work / name[:3])["best"]
-        auc, cmap = _score_heldout(previous, root, work)
-        rows.append({"seed": seed, "setting": name, "macro_auc": auc, "padded_cmap": cmap,
-                     "precision": np.nan, "recall": np.nan,
-                     "seconds": time.perf_counter() - start})
+    half = dataclasses.replace(windows, train=dataclasses.replace(
+        windows.train, steps_per_epoch=max(windows.train.steps_per_epoch // 2, 1)))
+    previous = pre
+    for name, cfg in (("(a) clips only", clips), ("(b) + labelled windows", windows),
+                      ("(e) (b) with half the steps (weakened)", half)):
+        began = time.perf_counter()
+        cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, init_from=pre))
+        model = trained(cfg, work / name[:3])
+        previous = model if name.startswith("(b)") else previous
+        record(name, model, began)
     pcfg = config_lib.load_config(REPO / "configs" / "stages" / "demo_round1.yaml")
     for k, name in enumerate(("(c) + 1 pseudo-label round", "(d) + 2 pseudo-label rounds"), 1):
-        start = time.perf_counter()
+        began = time.perf_counter()
         out = work / f"pseudo{k}"
         stage = dataclasses.replace(windows, pseudo=dataclasses.replace(
             windows.pseudo, **{f.name: getattr(pcfg.pseudo, f.name)
                                for f in dataclasses.fields(pcfg.pseudo)}))
-        pseudolabel.run([previous], [root / YEAR / "train_soundscapes"], str(out), stage,
-                        progress=False)
+        if not (out / "dataset_card.json").is_file():
+            pseudolabel.run([previous], [root / YEAR / "train_soundscapes"], str(out), stage,
+                            progress=False)
         precision, recall = _pseudo_quality(out, root, labelled)
         cfg = dataclasses.replace(stage, train=dataclasses.replace(stage.train, init_from=previous),
                                   input=dataclasses.replace(stage.input, mix_dirs=(str(out),),
                                                             mix_weights=(stage.pseudo.mix_weight,)))
-        previous = train.run(cfg, work / f"round{k}")["best"]
-        auc, cmap = _score_heldout(previous, root, work)
-        rows.append({"seed": seed, "setting": name, "macro_auc": auc, "padded_cmap": cmap,
-                     "precision": precision, "recall": recall,
-                     "seconds": time.perf_counter() - start})
-    return rows
+        previous = trained(cfg, work / f"round{k}")
+        record(name, previous, began, precision, recall)
+    order = ["(a)", "(b)", "(c)", "(d)", "(e)"]
+    rows.sort(key=lambda r: order.index(r["setting"][:3]))
+    return rows, {n: scored[n] for n in sorted(scored, key=lambda n: order.index(n[:3]))}
 
 
 def main() -> None:
+    from birdkeras import metrics  # noqa: PLC0415
+    from birdkeras import uncertainty  # noqa: PLC0415
+
+    global PROFILE  # noqa: PLW0603 - the command line's choice, for run_seed's callers
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--profile", choices=["benchmark", "demo"], default=PROFILE)
     parser.add_argument("--keep", help="reuse/keep the work in this folder")
     args = parser.parse_args()
+    PROFILE = args.profile
     base = Path(args.keep or tempfile.mkdtemp(prefix="bk_sc_"))
-    rows = []
+    rows, results = [], {}
     for seed in args.seeds:
-        rows += run_seed(seed, base / f"seed{seed}")
-        table = pd.DataFrame(rows)
-        print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"), flush=True)
+        seed_rows, scored = run_seed(seed, base / f"seed{seed}")
+        rows += seed_rows
+        for name, s in scored.items():
+            results.setdefault(name, []).append(s)
+        print(pd.DataFrame(rows).to_string(index=False, float_format=lambda v: f"{v:.3f}"),
+              flush=True)
     table = pd.DataFrame(rows)
-    mean = table.groupby("setting", sort=False)[["macro_auc", "padded_cmap", "precision",
-                                                 "recall"]].mean()
-    print(f"\nheld-out labelled soundscapes, mean over seeds {args.seeds}\n")
-    print("| setting | macro ROC-AUC | vs (a) | padded cmAP | vs (a) | pseudo-label precision | recall |")
-    print("|---|---|---|---|---|---|---|")
-    first = mean.iloc[0]
-    for name, r in mean.iterrows():
-        print(f"| {name} | {r.macro_auc:.3f} | {r.macro_auc - first.macro_auc:+.3f} | "
-              f"{r.padded_cmap:.3f} | {r.padded_cmap - first.padded_cmap:+.3f} | "
-              + ("" if np.isnan(r.precision) else f"{r.precision:.2f}") + " | "
-              + ("" if np.isnan(r.recall) else f"{r.recall:.2f}") + " |")
+    windows = len(next(iter(results.values()))[0].files)
+    print(f"\nheld-out labelled windows per seed: {windows}; seeds {args.seeds}; profile "
+          f"{args.profile}\n")
+    for metric, label in ((metrics.macro_roc_auc, "macro ROC-AUC"),
+                          (metrics.padded_cmap, "padded cmAP")):
+        compared = uncertainty.compare(results, metric, next(iter(results)))
+        print(uncertainty.markdown(compared, label) + "\n")
+    quality = table.groupby("setting", sort=False)[["precision", "recall", "seconds"]].mean()
+    print("pseudo-label precision / recall (mean over seeds), minutes per setting:")
+    for name, r in quality.iterrows():
+        pr = "" if np.isnan(r.precision) else f"precision {r.precision:.2f}, recall {r.recall:.2f}, "
+        print(f"  {name}: {pr}{r.seconds / 60:.1f} min")
     print("\nper seed:")
     print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
 
