@@ -78,13 +78,17 @@ def info(path: str | Path):
         raise AudioError(f"{path}: cannot read the header: {err}") from err
 
 
+# `stream` reads about this many seconds of the source per block.
+BLOCK_S = 60.0
+
+
 def load(
     path: str | Path,
     sample_rate_hz: int,
     max_duration_s: float | None = None,
     allow_silence: bool = False,
 ) -> np.ndarray:
-    """Decodes `path` to mono float32 at `sample_rate_hz`.
+    """Decodes `path` to mono float32 at `sample_rate_hz`: `stream`'s blocks, joined.
 
     Raises `AudioError` for unreadable files and for audio that would poison training:
     zero samples, NaN or inf values, or all-zero (digital silence over the whole file;
@@ -99,43 +103,89 @@ def load(
     Returns:
         The audio, mono float32 in [-1, 1], shape (samples,).
     """
-    if storage.is_remote(path):  # gs:// and the like: read through TensorFlow's filesystems
-        return _load_remote(str(path), sample_rate_hz, max_duration_s, allow_silence)
+    blocks = list(stream(path, sample_rate_hz, max_duration_s=max_duration_s,
+                         allow_silence=allow_silence, block_s=None))
+    return np.ascontiguousarray(np.concatenate(blocks) if len(blocks) > 1 else blocks[0],
+                                dtype=np.float32)
+
+
+def stream(
+    path: str | Path,
+    sample_rate_hz: int,
+    block_s: float | None = BLOCK_S,
+    max_duration_s: float | None = None,
+    allow_silence: bool = False,
+):
+    """Decodes `path` block by block: yields mono float32 arrays at `sample_rate_hz`
+    whose concatenation is exactly the whole file decoded at once (soxr's streaming
+    resampler carries its filter state across blocks), so memory does not grow with the
+    file's length.
+
+    Raises `AudioError` as `load` does: at the first block for an unreadable file, at
+    the block where NaN or inf appears, after the last block for a file with no samples
+    or (unless `allow_silence`) of digital silence.
+
+    Args:
+        path: a local file or a URL (gs://: copied to a temporary file first).
+        sample_rate_hz: the rate to resample to.
+        block_s: seconds of the source per block (None: the whole file in one).
+        max_duration_s: decode at most this much from the start (None: all).
+        allow_silence: accept a file of digital silence (inference does).
+    """
+    if storage.is_remote(path):
+        yield from _stream_remote(str(path), sample_rate_hz, block_s, max_duration_s,
+                                  allow_silence)
+        return
     path = Path(path)
     try:
-        with sf.SoundFile(str(path)) as f:
-            source_rate = f.samplerate
-            frames = -1
-            if max_duration_s is not None:
-                frames = int(round(max_duration_s * source_rate))
-            audio = f.read(frames=frames, dtype="float32", always_2d=True)
+        f = sf.SoundFile(str(path))
     except _DECODE_ERRORS as err:
         raise AudioError(f"{path}: cannot decode: {err}") from err
-    if audio.shape[0] == 0:
-        raise AudioError(f"{path}: has 0 samples")
-    mono = audio.mean(axis=1) if audio.shape[1] > 1 else audio[:, 0]
-    if not np.isfinite(mono).all():
-        raise AudioError(f"{path}: contains NaN or inf samples")
-    if not allow_silence and not np.any(mono):
-        raise AudioError(f"{path}: is all zeros (digital silence)")
-    if source_rate != sample_rate_hz:
-        mono = soxr.resample(mono, source_rate, sample_rate_hz, quality="HQ")
-    return np.ascontiguousarray(mono, dtype=np.float32)
+    with f:
+        source_rate = f.samplerate
+        left = -1 if max_duration_s is None else int(round(max_duration_s * source_rate))
+        per_block = -1 if block_s is None else max(int(block_s * source_rate), 1)
+        resampler = (None if source_rate == sample_rate_hz else
+                     soxr.ResampleStream(source_rate, sample_rate_hz, 1, dtype="float32",
+                                         quality="HQ"))
+        total, sound = 0, False
+        while True:
+            want = per_block if left < 0 else (left if per_block < 0 else min(per_block, left))
+            try:
+                audio = f.read(frames=want, dtype="float32", always_2d=True)
+            except _DECODE_ERRORS as err:
+                raise AudioError(f"{path}: cannot decode: {err}") from err
+            last = audio.shape[0] == 0 or want < 0 or audio.shape[0] < want or (
+                left >= 0 and total + audio.shape[0] >= left)
+            total += audio.shape[0]
+            mono = audio.mean(axis=1) if audio.shape[1] > 1 else audio[:, 0]
+            if not np.isfinite(mono).all():
+                raise AudioError(f"{path}: contains NaN or inf samples")
+            sound = sound or bool(np.any(mono))
+            if total == 0:
+                raise AudioError(f"{path}: has 0 samples")
+            if last and not allow_silence and not sound:
+                raise AudioError(f"{path}: is all zeros (digital silence)")
+            if resampler is not None:
+                mono = resampler.resample_chunk(np.ascontiguousarray(mono), last=last)
+            yield np.ascontiguousarray(mono, dtype=np.float32)
+            if last:
+                return
 
 
-def _load_remote(url: str, sample_rate_hz, max_duration_s, allow_silence) -> np.ndarray:
-    """`load` of a gs:// (or other TF filesystem) file: its bytes, decoded in memory."""
-    try:
-        with storage.open_file(url, "rb") as f:
-            data = f.read()
-    except Exception as err:  # noqa: BLE001 - filesystem errors vary by backend
-        raise AudioError(f"{url}: cannot read: {err}") from err
+def _stream_remote(url: str, sample_rate_hz, block_s, max_duration_s, allow_silence):
+    """`stream` of a gs:// (or other TF filesystem) file, through a local copy."""
     suffix = Path(url).suffix
     with tempfile.NamedTemporaryFile(suffix=suffix) as tmp:  # libsndfile picks codecs by name
-        tmp.write(data)
+        try:
+            with storage.open_file(url, "rb") as f:
+                while chunk := f.read(1 << 24):
+                    tmp.write(chunk)
+        except Exception as err:  # noqa: BLE001 - filesystem errors vary by backend
+            raise AudioError(f"{url}: cannot read: {err}") from err
         tmp.flush()
         try:
-            return load(tmp.name, sample_rate_hz, max_duration_s, allow_silence)
+            yield from stream(tmp.name, sample_rate_hz, block_s, max_duration_s, allow_silence)
         except AudioError as err:  # name the file the user gave, not the temporary copy
             raise AudioError(str(err).replace(tmp.name, url)) from err
 

@@ -175,22 +175,29 @@ def _write_shard(out, name, items, model, hop_s, max_windows, batch_size) -> Non
                                        sample_rate_hz=model.sample_rate_hz,
                                        window_s=model.window_samples / model.sample_rate_hz,
                                        hop_s=hop_s, shifts_s=(0.0,))
+        # A file's windows come in parts (a long recording never whole in memory); its
+        # records are written at its last part, so a file that fails midway adds none.
+        records: list[bytes] = []
         for result in decoded:
             if "error" in result:
                 failures.append(record_format.failure(Path(result["path"]).name,
                                                       result["path"], result["error"]))
+                records = []
                 continue
             item = by_path[str(result["path"])]
-            clips, starts = result["windows"][0], result["starts"]
+            clips, starts = result["windows"][0] if result["windows"] else [], result["starts"]
             if item["clip"]:
-                clips, starts = clips[:max_windows], starts[:max_windows]
-            emb, logits = zip(*[model(clips[i:i + batch_size])
-                                for i in range(0, len(clips), batch_size)])
-            emb = np.concatenate(emb)
-            logits = None if logits[0] is None else np.concatenate(logits)
-            for i, start in enumerate(starts):
-                writer.write(_record(item, result["path"], start, emb[i],
-                                     None if logits is None else logits[i]))
+                room = max(max_windows - len(records), 0)
+                clips, starts = clips[:room], starts[:room]
+            for i in range(0, len(starts), batch_size):
+                emb, logits = model(clips[i:i + batch_size])
+                for j, start in enumerate(starts[i:i + batch_size]):
+                    records.append(_record(item, result["path"], start, emb[j],
+                                           None if logits is None else logits[j]))
+            if result["last"]:
+                for record in records:
+                    writer.write(record)
+                records = []
         writer.summary = {"failures": failures}
 
 

@@ -1,10 +1,11 @@
 """Scoring files with runners: the one way `predict`, pseudo-labels and checks turn a
 file's windows into probabilities.
 
-Files are decoded ahead in threads (`birdkeras.audio.windows`); each file's windows
-(and their TTA shifts) are scored by every runner of an ensemble, averaged, and
-post-processed (`birdkeras.postprocess`); a runner that reads a file's windows together
-(an embedding route) gets them at once with the file's name. `TimeBudget` drops
+Files are decoded ahead in threads, in parts (`birdkeras.audio.windows`); each part's
+windows (and their TTA shifts) are scored by every runner of an ensemble as they come,
+averaged, and each file's probabilities post-processed (`birdkeras.postprocess`) at its
+end; a runner that reads a file's windows together (an embedding route) gets them at
+once with the file's name. `TimeBudget` drops
 optional work when a run would pass its wall-clock budget.
 """
 
@@ -44,17 +45,39 @@ def iter_scored(files, runners, icfg: config_lib.InferConfig, progress: bool = F
     decoded = windows.decode_ahead(files, icfg.workers, sample_rate_hz=model.sample_rate_hz,
                                    window_s=model.window_s, hop_s=icfg.hop_s, shifts_s=shifts,
                                    transform=shared_front_end(runners))
-    for k, item in enumerate(decoded):
-        bar.update()
-        if "error" in item:
-            yield item
-        elif not budget.plan(k, [str(r.path) for r in runners]):
-            yield {**item, "error": "time budget: not scored", "skipped": True}
-        else:
-            probs = score_file(runners[:budget.models], item["windows"][:budget.shifts],
-                               item["path"].name, icfg.batch_size)
-            budget.done(len(probs), budget.models * min(budget.shifts, len(item["windows"])))
-            yield Scored(item["path"], item["starts"], postprocess.apply(probs, icfg))
+    # Runners that read a file's windows together (routes) get them joined at its end;
+    # the others score each part as it comes, so memory does not grow with the file.
+    whole = any(hasattr(r, "score_file") for r in runners)
+    k, first = -1, True
+    for item in decoded:
+        if first:
+            k += 1
+            bar.update()
+            wanted = "error" in item or budget.plan(k, [str(r.path) for r in runners])
+            starts, probs, parts = [], [], []
+        first = item["last"]
+        if "error" in item:  # undecodable (any part scored before it is void)
+            yield {key: item[key] for key in ("path", "error", "duration_s")}
+            continue
+        if not wanted:
+            if item["last"]:
+                yield {"path": item["path"], "error": "time budget: not scored",
+                       "skipped": True, "duration_s": item["duration_s"]}
+            continue
+        if whole:
+            parts.append(item)
+            if not item["last"]:
+                continue
+            item = {**windows.whole_file(parts), "last": True}
+        if len(item["starts"]):
+            probs.append(score_file(runners[:budget.models], item["windows"][:budget.shifts],
+                                    item["path"].name, icfg.batch_size))
+            starts.append(item["starts"])
+            budget.done(len(probs[-1]),
+                        budget.models * min(budget.shifts, len(item["windows"])))
+        if item["last"]:
+            yield Scored(item["path"], np.concatenate(starts),
+                         postprocess.apply(np.concatenate(probs), icfg))
     bar.close()
 
 

@@ -140,12 +140,18 @@ def _write_shard(out, name, files, runners, pcfg, icfg, hard: dict, teachers: st
             index, targets = select(item.probs, item.starts_s, pcfg)
             if not len(index):
                 continue
-            # The kept windows' audio, cut again from the file (scoring kept no audio).
-            wave = audio_io.load(item.path, model.sample_rate_hz, allow_silence=True)
-            clips = windows.cut(wave, model.sample_rate_hz, item.starts_s[index], model.window_s)
-            for clip, i, soft in zip(clips, index, targets):
-                writer.write(_record(item, i, clip, soft, hard, model, teachers))
-                kept[np.argmax(soft)] += 1
+            # The kept windows' audio, cut again from the file (scoring kept no audio),
+            # block by block: a long recording is never whole in memory.
+            done = 0
+            for part in windows.stream_windows(item.path, model.sample_rate_hz, model.window_s,
+                                               starts_s=item.starts_s[index]):
+                if isinstance(part, float):
+                    break
+                for clip in part[1][0]:
+                    i, soft = index[done], targets[done]
+                    writer.write(_record(item, i, clip, soft, hard, model, teachers))
+                    kept[np.argmax(soft)] += 1
+                    done += 1
         writer.summary = {"windows_seen": seen, "failures": failures,
                           "kept_per_class": kept.tolist(), "files": [str(p) for p in files]}
 
