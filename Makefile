@@ -45,6 +45,7 @@ bench: dev $(DEMO_MODEL)
 	TF_CPP_MIN_LOG_LEVEL=3 $(PY) benchmarks/input_pipeline.py
 	TF_CPP_MIN_LOG_LEVEL=3 $(PY) benchmarks/inference.py
 	TF_CPP_MIN_LOG_LEVEL=3 $(PY) benchmarks/postprocessing.py
+	TF_CPP_MIN_LOG_LEVEL=3 $(PY) benchmarks/long_recordings.py
 
 clean:
 	rm -rf work .pytest_cache

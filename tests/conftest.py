@@ -1,5 +1,6 @@
 """Shared fixtures: a small synthetic BirdCLEF tree, made once per test session."""
 
+import json
 import os
 import signal
 import subprocess
@@ -100,6 +101,43 @@ def read_records(folder) -> dict:
             assert rid not in records, f"{rid} written twice"
             records[rid] = {k: v.numpy() for k, v in ex.items()}
     return records
+
+
+# The demo's pretraining sources, minus two years: what the training tests train on.
+TRAIN_SOURCES = "[birdclef-2020, birdclef-2021, birdclef-2022, birdclef-2023, xeno-canto]"
+
+
+@pytest.fixture(scope="session")
+def demo_records(synth_root, tmp_path_factory):
+    """Shards of the session's tree (TRAIN_SOURCES, 2 folds, 1 MB shards): the overrides
+    that read them, their classes and their folder."""
+    from birdkeras.config import load_config  # noqa: PLC0415
+    from birdkeras.datasets import manifest  # noqa: PLC0415
+    from birdkeras.records import shards  # noqa: PLC0415
+
+    out = tmp_path_factory.mktemp("records")
+    overrides = [f"data.root={synth_root}", f"data.sources={TRAIN_SOURCES}", "data.num_folds=2",
+                 f"data.corrupt_files={synth_root / 'corrupt_files.json'}",
+                 f"data.manifest_dir={out / 'manifest'}", f"tfrecords.dir={out / 'shards'}",
+                 "tfrecords.shard_size_mb=1"]
+    cfg = load_config(REPO / "configs" / "demo_pre.yaml", overrides)
+    table, name2label, report = manifest.build(cfg)
+    manifest.save(cfg.data.manifest_dir, table, name2label, report)
+    shards.build(table, name2label, cfg, progress=False)
+    return overrides, name2label, out / "shards"
+
+
+def mid_epoch(workdir):
+    """A `kill_when` condition: the run's step checkpoint is inside an epoch."""
+    state_path = Path(workdir) / "ckpt" / "state.json"
+
+    def ready():
+        try:
+            return json.loads(state_path.read_text())["step_in_epoch"] > 0
+        except (FileNotFoundError, json.JSONDecodeError):
+            return False
+
+    return ready
 
 
 def kill_when(args, ready, timeout_s: float, env=None) -> None:

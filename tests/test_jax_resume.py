@@ -17,7 +17,7 @@ import pytest
 from birdkeras.config import load_config
 from birdkeras.model import classifier
 
-from conftest import REPO, kill_when
+from conftest import REPO, kill_when, mid_epoch
 from test_jax_training import JAX_RUN, ONE_DEVICE, SHORT, _train_cmd
 
 pytestmark = pytest.mark.slow  # trains under JAX: `make test-fast` skips
@@ -41,15 +41,8 @@ def jax_run(learnable, tmp_path_factory):
     classifier.build_model(dataclasses.replace(cfg, model=dataclasses.replace(
         cfg.model, head="gap")), len(name2label)).save(start)
     state_path = workdir / "ckpt" / "state.json"
-
-    def mid_epoch():
-        try:
-            return json.loads(state_path.read_text())["step_in_epoch"] > 0
-        except (FileNotFoundError, json.JSONDecodeError):
-            return False
-
     # The backend comes from the command line once, from the config the second time.
-    kill_when(_train_cmd(overrides, workdir, "--backend", "jax"), mid_epoch,
+    kill_when(_train_cmd(overrides, workdir, "--backend", "jax"), mid_epoch(workdir),
               timeout_s=600, env=ONE_DEVICE)
     killed_at = json.loads(state_path.read_text())
     done = subprocess.run(_train_cmd([*overrides, "train.backend=jax"], workdir),

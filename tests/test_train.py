@@ -15,21 +15,18 @@ from birdkeras.train import trainer
 from birdkeras.train import callbacks
 from birdkeras.records import pipeline
 from birdkeras.train import distribute
-from birdkeras.datasets import manifest
 from birdkeras.model import classifier
 from birdkeras.train import optimization
-from birdkeras.records import shards
 from birdkeras.records import format as record_format
 from birdkeras.selftrain import stages
 from birdkeras import train
 from birdkeras.config import load_config
 from birdkeras.errors import MissingPathError
 
-from conftest import REPO, kill_when
+from conftest import REPO, kill_when, mid_epoch
 
 pytestmark = pytest.mark.slow  # trains or runs whole workflows: `make test-fast` skips
 
-SOURCES = "[birdclef-2020, birdclef-2021, birdclef-2022, birdclef-2023, xeno-canto]"
 # The demo configuration's structure, shrunk for a test.
 SMALL = ["audio.num_mel_bins=32", "audio.hop_length=1024", "input.batch_size=8",
          "train.steps_per_epoch=6", "train.epochs=2", "train.checkpoint_every_steps=2",
@@ -37,16 +34,8 @@ SMALL = ["audio.num_mel_bins=32", "audio.hop_length=1024", "input.batch_size=8",
 
 
 @pytest.fixture(scope="module")
-def records(synth_root, tmp_path_factory):
-    out = tmp_path_factory.mktemp("train")
-    overrides = [f"data.root={synth_root}", f"data.sources={SOURCES}", "data.num_folds=2",
-                 f"data.corrupt_files={synth_root / 'corrupt_files.json'}",
-                 f"data.manifest_dir={out / 'manifest'}", f"tfrecords.dir={out / 'shards'}",
-                 "tfrecords.shard_size_mb=1"]
-    cfg = load_config(REPO / "configs" / "demo_pre.yaml", overrides)
-    table, name2label, report = manifest.build(cfg)
-    manifest.save(cfg.data.manifest_dir, table, name2label, report)
-    shards.build(table, name2label, cfg, progress=False)
+def records(demo_records):
+    overrides, name2label, _ = demo_records
     return overrides, name2label
 
 
@@ -147,14 +136,7 @@ def test_killed_training_resumes_where_it_was(records, tmp_path):
     workdir = tmp_path / "run"
     env = {**os.environ, "WANDB_API_KEY": "secret-key-must-not-leak"}
     state_path = workdir / "ckpt" / "state.json"
-
-    def mid_epoch():
-        try:
-            return json.loads(state_path.read_text())["step_in_epoch"] > 0
-        except (FileNotFoundError, json.JSONDecodeError):
-            return False
-
-    kill_when(_train_cmd(overrides, workdir), mid_epoch, timeout_s=400, env=env)
+    kill_when(_train_cmd(overrides, workdir), mid_epoch(workdir), timeout_s=400, env=env)
     killed_at = json.loads(state_path.read_text())
 
     done = subprocess.run(_train_cmd(overrides, workdir), capture_output=True, text=True,

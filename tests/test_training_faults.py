@@ -16,30 +16,20 @@ import pytest
 
 from birdkeras import train
 from birdkeras.config import load_config
-from birdkeras.datasets import manifest
-from birdkeras.records import pipeline, shards
+from birdkeras.records import pipeline
 from birdkeras.train import callbacks
 
 from conftest import REPO
 
-SOURCES = "[birdclef-2020, birdclef-2021, birdclef-2022, birdclef-2023, xeno-canto]"
 SMALL = ["audio.num_mel_bins=32", "audio.hop_length=1024", "input.batch_size=8",
          "train.steps_per_epoch=3", "train.epochs=1", "train.checkpoint_every_steps=0",
          "wandb.mode=disabled"]
 
 
 @pytest.fixture(scope="module")
-def built(synth_root, tmp_path_factory):
-    out = tmp_path_factory.mktemp("faults")
-    overrides = [f"data.root={synth_root}", f"data.sources={SOURCES}", "data.num_folds=2",
-                 f"data.corrupt_files={synth_root / 'corrupt_files.json'}",
-                 f"data.manifest_dir={out / 'manifest'}", f"tfrecords.dir={out / 'shards'}",
-                 "tfrecords.shard_size_mb=1"]
-    cfg = load_config(REPO / "configs" / "demo_pre.yaml", overrides)
-    table, name2label, report = manifest.build(cfg)
-    manifest.save(cfg.data.manifest_dir, table, name2label, report)
-    shards.build(table, name2label, cfg, progress=False)
-    return overrides, out / "shards"
+def built(demo_records):
+    overrides, _, folder = demo_records
+    return overrides, folder
 
 
 def _copy(built, tmp_path):
