@@ -103,14 +103,16 @@ BENCHMARK = SynthSpec(
 # The world that tells training methods apart (benchmarks/soundscape_training.py;
 # `birdkeras synth --profile benchmark`): 61 current-year classes (44 birds, 14
 # amphibian/insect textures, 2 mammals, one taxonomy-only bird), 9 confusable pairs,
-# 12 rare birds with one clip per source, weak labels on 40 % of the focal clips, and 96
-# current-year soundscapes at 8 sites, half labelled.
+# 12 rare birds with one clip per source, weak labels on 40 % of the focal clips, and 144
+# current-year soundscapes at 8 sites, two thirds labelled. Calibrated on seed 0: with
+# 48 labelled files and calls at 0-24 dB, clips-only fine-tuning scored 0.678 macro
+# ROC-AUC on the held-out sites, the intervals over 24 held-out files were +-0.035.
 HARD = SynthSpec(
     seed=0, num_birds=52, num_textures=14, num_mammals=2, target_species=44,
     clips_per_species=3, target_clips_per_species=4, median_duration_s=10.0,
-    max_duration_s=90.0, long_fraction=0.02, labelled_soundscapes=48,
+    max_duration_s=90.0, long_fraction=0.02, labelled_soundscapes=96,
     unlabelled_soundscapes=48, broken_fraction=0.0, confusable_pairs=9, rare_species=12,
-    weak_label_fraction=0.4, ecology=True, sites=8, call_snr_db=(0.0, 24.0))
+    weak_label_fraction=0.4, ecology=True, sites=8, call_snr_db=(2.0, 26.0))
 
 PROFILES = {"demo": SynthSpec(), "benchmark": HARD}
 
