@@ -119,3 +119,45 @@ def test_a_file_that_breaks_midway_is_reported_not_half_scored(tmp_path):
         assert first.path == broken and len(first.starts_s) < 24
     else:
         assert first["path"] == broken and str(broken) in first["error"]
+
+
+class _FrontEnd:
+    """A stand-in numpy front end: frame energies at its own hop; counts its calls."""
+
+    def __init__(self, hop):
+        self.key, self.hop, self.calls = ("stand-in", hop), hop, 0
+
+    def __call__(self, clips):
+        self.calls += 1
+        frames = clips[:, : clips.shape[1] // self.hop * self.hop].reshape(len(clips), -1, self.hop)
+        return (frames**2).mean(axis=2)[:, None, :, None]
+
+
+class _MelRunner(_Runner):
+    """A stand-in CNN on its front end's frames (audio in: it runs the front end itself)."""
+
+    def __init__(self, front_end, weight):
+        self.front_end, self.weight = front_end, weight
+
+    def __call__(self, windows):
+        if np.ndim(windows) == 2:
+            windows = self.front_end(windows)
+        energy = np.asarray(windows)[:, 0, :, 0]
+        return np.stack([energy.mean(axis=1), energy.max(axis=1), energy.std(axis=1)],
+                        axis=1).astype(np.float32) * self.weight
+
+
+def test_an_ensemble_computes_each_distinct_front_end_once_per_part():
+    """Two members share a front end, a third has its own, a fourth takes audio: the
+    decode threads compute each of the two front ends once per part, and the scores
+    equal each member computing its own."""
+    shared, other = _FrontEnd(640), _FrontEnd(1000)
+    members = [_MelRunner(shared, 1.0), _MelRunner(_FrontEnd(640), 2.0),
+               _MelRunner(other, 0.5), _Runner()]
+    members[1].front_end.key = shared.key  # equal settings, another object
+    icfg = config_lib.InferConfig(workers=1)
+    (ensemble,) = scoring.iter_scored([SOUNDSCAPE], members, icfg)
+    parts = sum(1 for _ in windows.decode_windows(SOUNDSCAPE, 32000, 5.0, 5.0, (0.0,)))
+    assert shared.calls == other.calls == parts and members[1].front_end.calls == 0
+    alone = [next(iter(scoring.iter_scored([SOUNDSCAPE], [m], icfg))).probs for m in members]
+    np.testing.assert_allclose(ensemble.probs, np.mean(alone, axis=0), rtol=1e-6)

@@ -166,7 +166,13 @@ def whole_file(parts) -> dict:
         starts.append(last["starts"])
         windows.append(last["windows"])
     shifts = len(windows[0]) if windows and windows[0] else 0
-    joined = [np.concatenate([w[s] for w in windows if len(w)]) for s in range(shifts)]
+
+    def join(arrays):
+        if isinstance(arrays[0], dict):  # features by front end (infer.scoring.FrontEnds)
+            return {key: np.concatenate([a[key] for a in arrays]) for key in arrays[0]}
+        return np.concatenate(arrays)
+
+    joined = [join([w[s] for w in windows if len(w)]) for s in range(shifts)]
     return {"path": last["path"], "starts": np.concatenate(starts),
             "duration_s": last["duration_s"], "windows": joined}
 

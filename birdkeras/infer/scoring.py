@@ -83,28 +83,59 @@ def iter_scored(files, runners, icfg: config_lib.InferConfig, progress: bool = F
 
 def score_file(runners, shifted_windows, name: str, batch_size: int) -> np.ndarray:
     """One file's probabilities: the mean over every (shift, model) pair of `runners`
-    on `shifted_windows` (one array of windows per TTA shift): TTA and ensembling in
-    one step. `name` is the file's name (an embedding route reads site and hour in it).
+    on `shifted_windows` (per TTA shift, the windows: audio, or `FrontEnds`' features
+    by front end): TTA and ensembling in one step. `name` is the file's name (an
+    embedding route reads site and hour in it).
 
     Args:
         runners: the ensemble.
-        shifted_windows: one array of windows per TTA shift.
+        shifted_windows: per TTA shift, an array of windows or a `FrontEnds` dict.
         name: the file's name.
         batch_size: windows per runner call.
 
     Returns:
         (windows, classes) probabilities.
     """
-    return np.mean([score(runner, clips, batch_size, name)
+    return np.mean([score(runner, FrontEnds.input_of(runner, clips), batch_size, name)
                     for clips in shifted_windows for runner in runners], axis=0)
 
 
-def shared_front_end(runners):
-    """The numpy front end every runner takes (the decode threads then run it), or None."""
-    ends = [getattr(r, "front_end", None) for r in runners]
-    if ends[0] is not None and all(e is not None and e.key == ends[0].key for e in ends):
-        return ends[0]
-    return None
+class FrontEnds:
+    """The distinct numpy front ends of an ensemble, each computed once per window in
+    the decode threads (members that share sample rate, window and mel settings share
+    one log-mel); a member without one (a SavedModel, a route) takes the audio.
+
+    Called on a part's windows (audio), returns {front end key: features, None: audio}.
+    """
+
+    def __init__(self, runners):
+        self.ends = {}
+        for runner in runners:
+            end = getattr(runner, "front_end", None)
+            if end is not None:
+                self.ends.setdefault(end.key, end)
+        self.audio = any(getattr(r, "front_end", None) is None for r in runners)
+
+    def __call__(self, clips: np.ndarray) -> dict:
+        out = {key: end(clips) for key, end in self.ends.items()}
+        if self.audio:
+            out[None] = clips
+        return out
+
+    @staticmethod
+    def input_of(runner, windows):
+        """What `runner` takes from a part's windows (an array, or a `FrontEnds` dict)."""
+        if not isinstance(windows, dict):
+            return windows
+        end = getattr(runner, "front_end", None)
+        return windows[None if end is None else end.key]
+
+
+def shared_front_end(runners) -> FrontEnds | None:
+    """The transform the decode threads run for `runners` (None: no member has a
+    numpy front end, all take audio)."""
+    ends = FrontEnds(runners)
+    return ends if ends.ends else None
 
 
 def score(runner, clips: np.ndarray, batch_size: int, name: str = "") -> np.ndarray:
