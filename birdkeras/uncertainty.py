@@ -72,7 +72,18 @@ def resamples(files: Sequence[str], n_boot: int, seed: int = 0) -> list[np.ndarr
 def bootstrap(metric: Callable, scored: Scored, n_boot: int = 1000, seed: int = 0,
               level: float = LEVEL) -> Interval:
     """`metric(labels, scores)` on all windows, and its percentile interval over
-    `n_boot` resamples of the files."""
+    `n_boot` resamples of the files.
+
+    Args:
+        metric: (labels, scores) -> float, e.g. metrics.macro_roc_auc.
+        scored: the held-out predictions.
+        n_boot: resamples.
+        seed: the resampling's seed.
+        level: the interval's coverage.
+
+    Returns:
+        The estimate on all windows and its interval.
+    """
     replicates = _replicates(metric, scored, resamples(scored.files, n_boot, seed))
     return _percentile(metric(scored.labels, scored.scores), replicates, level)
 
@@ -100,6 +111,10 @@ def compare(results: dict[str, list[Scored]], metric: Callable, baseline: str,
         baseline: the setting the others are compared with.
         n_boot: bootstrap replicates per seed.
         level: the intervals' coverage.
+
+    Returns:
+        One row per setting: mean, files_low/high, seeds_low/high, diff, diff_low/high,
+        resolved, overlaps_baseline, per_seed.
     """
     seeds = len(results[baseline])
     for name, per_seed in results.items():

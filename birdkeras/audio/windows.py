@@ -67,10 +67,21 @@ def stream_windows(path: Path, sample_rate_hz: int, window_s: float,
     windows per shift) as each part's audio is complete, then, last, the file's
     duration in seconds (a float).
 
-    `starts_s`: the windows to cut (sorted); None: every `hop_s` over the file
-    (`window_starts` of its length, known at its end). `block_s`: seconds decoded per
-    block (None: `audio.io.BLOCK_S`). Raises `AudioError` as `audio.io.stream` does,
-    possibly after some parts.
+    Raises `AudioError` as `audio.io.stream` does, possibly after some parts.
+
+    Args:
+        path: the audio file.
+        sample_rate_hz: the rate to decode to.
+        window_s: the windows' length.
+        starts_s: the windows to cut (sorted); None: every `hop_s` over the file
+            (`window_starts` of its length, known at its end).
+        hop_s: seconds between window starts (when `starts_s` is None).
+        shifts_s: shifts added to every start (TTA; 0.0 first).
+        block_s: seconds decoded per block (None: `audio.io.BLOCK_S`).
+        allow_silence: accept a file of digital silence.
+
+    Returns:
+        A generator of (starts, [windows per shift]) parts, then the duration (float).
     """
     width = window_samples(window_s, sample_rate_hz)
     buffer, origin, total, k = np.zeros(0, np.float32), 0, 0, 0

@@ -73,7 +73,17 @@ def activity(sp: voices.Species, hour: int) -> float:
 def background(site: Site, n: int, sample_rate_hz: int, rng: np.random.Generator) -> np.ndarray:
     """Unit-RMS background of `site`: wind (low-passed noise, slow gusts), rain
     (high-passed noise with droplet clicks) and an insect drone (a narrow band around
-    `drone_hz`, pulsing), mixed in the site's shares."""
+    `drone_hz`, pulsing), mixed in the site's shares.
+
+    Args:
+        site: the site.
+        n: samples.
+        sample_rate_hz: the rate.
+        rng: the generator.
+
+    Returns:
+        float32 audio (n,).
+    """
     freqs = np.fft.rfftfreq(n, 1 / sample_rate_hz)
     t = np.arange(n) / sample_rate_hz
 
@@ -98,7 +108,22 @@ def background(site: Site, n: int, sample_rate_hz: int, rng: np.random.Generator
 def render(rel: str, pool: list, duration_s: float, seed: int, site: Site, hour: int,
            rates: list, snr_db: tuple[float, float], sample_rate_hz: int):
     """One soundscape: `site`'s background and the species of `pool` present there at
-    `hour`. Returns the audio and its calls as (rel, code, start_s, end_s, snr_db)."""
+    `hour`.
+
+    Args:
+        rel: the file's path under the tree's root (what its calls are listed under).
+        pool: the species that may call.
+        duration_s: length.
+        seed: the soundscape's own seed.
+        site: where it is recorded.
+        hour: the hour of day (0-23).
+        rates: each species' calling rate at `site` (0: absent).
+        snr_db: the range of a bout's level (its peak over the background's RMS).
+        sample_rate_hz: the rate.
+
+    Returns:
+        (float32 audio, its calls as (rel, code, start_s, end_s, snr_db)).
+    """
     rng = np.random.default_rng(seed)
     n = int(duration_s * sample_rate_hz)
     bg_rms = 0.05
