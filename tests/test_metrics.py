@@ -73,3 +73,16 @@ def test_per_class_table(case):
     assert np.isnan(table.loc[4, "ap"]) and np.isnan(table.loc[4, "roc_auc"])
     assert np.isnan(table.loc[5, "roc_auc"]) and table.loc[5, "ap"] == 1.0
     assert table.loc[0, "roc_auc"] == pytest.approx(roc_auc_score(labels[:, 0], scores[:, 0]))
+
+
+def test_tied_scores_give_the_official_values():
+    """Both metrics are computed in numpy (fast enough to bootstrap); with scores rounded
+    to two decimals (many ties, as probabilities written to a CSV have), they equal the
+    published formulas."""
+    rng = np.random.default_rng(3)
+    labels = pd.DataFrame((rng.random((200, 12)) < 0.15).astype(int))
+    scores = pd.DataFrame(np.round(rng.random((200, 12)) * 0.5 + labels.values * 0.3, 2))
+    assert metrics.padded_cmap(labels.values, scores.values) == pytest.approx(
+        official_2023(labels, scores), abs=1e-12)
+    assert metrics.macro_roc_auc(labels.values, scores.values) == pytest.approx(
+        official_2024(labels, scores), abs=1e-12)
