@@ -126,8 +126,7 @@ def decode_windows(path: Path, sample_rate_hz: int, window_s: float, hop_s: floa
                    block_s: float | None = None):
     """One file -> its windows for each shift, in parts, or its error (runs in a decode
     thread). Yields dicts: {path, starts, windows: one array per shift, last: False} per
-    part, then {path, starts, windows, last: True, duration_s} (its windows may be
-    empty); or, when the file cannot be decoded, {path, error, duration_s, last: True}
+    part, then {path, starts, windows, last: True, duration_s}; or, when the file cannot be decoded, {path, error, duration_s, last: True}
     (after any parts already yielded: the file's parts are then void).
 
     `transform` (e.g. a numpy log-mel front end) is applied to each shift's windows here,
@@ -142,23 +141,21 @@ def decode_windows(path: Path, sample_rate_hz: int, window_s: float, hop_s: floa
         transform: applied to each shift's windows (None: raw audio).
         block_s: seconds of audio decoded per block (None: `audio.io.BLOCK_S`).
     """
-    empty = np.zeros(0)
-    pending = None  # a part is held back one step, so that the last one says it is
+    # A part is held back one step, so that the last one can say it is (a file has a
+    # window at least, so there is always a part before the duration).
+    previous = None
     try:
         for item in stream_windows(path, sample_rate_hz, window_s, hop_s=hop_s,
                                    shifts_s=shifts_s, block_s=block_s):
             if isinstance(item, float):
-                starts, clips = pending if pending is not None else (empty, None)
-                if clips is None:
-                    clips = []
-                yield {"path": path, "starts": starts, "windows": clips, "last": True,
-                       "duration_s": item}
+                yield {"path": path, "starts": previous[0], "windows": previous[1],
+                       "last": True, "duration_s": item}
                 return
-            if pending is not None:
-                yield {"path": path, "starts": pending[0], "windows": pending[1],
+            if previous is not None:
+                yield {"path": path, "starts": previous[0], "windows": previous[1],
                        "last": False}
             starts, clips = item
-            pending = (starts, [transform(c) for c in clips] if transform is not None else clips)
+            previous = (starts, [transform(c) for c in clips] if transform else clips)
     except audio_io.AudioError as err:
         try:
             duration = audio_io.info(path).duration or None
@@ -176,14 +173,13 @@ def whole_file(parts) -> dict:
             return last
         starts.append(last["starts"])
         windows.append(last["windows"])
-    shifts = len(windows[0]) if windows and windows[0] else 0
 
     def join(arrays):
         if isinstance(arrays[0], dict):  # features by front end (infer.scoring.FrontEnds)
             return {key: np.concatenate([a[key] for a in arrays]) for key in arrays[0]}
         return np.concatenate(arrays)
 
-    joined = [join([w[s] for w in windows if len(w)]) for s in range(shifts)]
+    joined = [join([w[s] for w in windows]) for s in range(len(windows[0]))]
     return {"path": last["path"], "starts": np.concatenate(starts),
             "duration_s": last["duration_s"], "windows": joined}
 

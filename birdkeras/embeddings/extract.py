@@ -185,7 +185,7 @@ def _write_shard(out, name, items, model, hop_s, max_windows, batch_size) -> Non
                 records = []
                 continue
             item = by_path[str(result["path"])]
-            clips, starts = result["windows"][0] if result["windows"] else [], result["starts"]
+            clips, starts = result["windows"][0], result["starts"]
             if item["clip"]:
                 room = max(max_windows - len(records), 0)
                 clips, starts = clips[:room], starts[:room]

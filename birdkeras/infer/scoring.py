@@ -69,12 +69,10 @@ def iter_scored(files, runners, icfg: config_lib.InferConfig, progress: bool = F
             if not item["last"]:
                 continue
             item = {**windows.whole_file(parts), "last": True}
-        if len(item["starts"]):
-            probs.append(score_file(runners[:budget.models], item["windows"][:budget.shifts],
-                                    item["path"].name, icfg.batch_size))
-            starts.append(item["starts"])
-            budget.done(len(probs[-1]),
-                        budget.models * min(budget.shifts, len(item["windows"])))
+        probs.append(score_file(runners[:budget.models], item["windows"][:budget.shifts],
+                                item["path"].name, icfg.batch_size))
+        starts.append(item["starts"])
+        budget.done(len(probs[-1]), budget.models * min(budget.shifts, len(item["windows"])))
         if item["last"]:
             yield Scored(item["path"], np.concatenate(starts),
                          postprocess.apply(np.concatenate(probs), icfg))
