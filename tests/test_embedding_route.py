@@ -169,17 +169,21 @@ def test_the_sequence_head_scores_a_file_the_same_whatever_its_batch_mates():
         np.testing.assert_allclose(alone[0], together[i], atol=1e-5)
 
 
-def _random_embeddings(folder, n_files=12, windows_per_file=12, dim=16, classes=4, seed=0):
-    """An embedding folder of random windows and random labels (nothing to learn)."""
+def _random_embeddings(folder, n_files=12, windows_per_file=12, dim=16, classes=4, seed=0,
+                       unlabelled_files=0):
+    """An embedding folder of random windows and random labels (nothing to learn); the
+    last `unlabelled_files` files have no labels."""
     rng = np.random.default_rng(seed)
     folder.mkdir(parents=True)
     name = record_format.shard_name(-1, 0, 1)
     with open(folder / name, "wb") as f:
         for i in range(n_files):
             for w in range(windows_per_file):
+                targets = (rng.random(classes) < 0.3).astype(np.float32)
                 f.write(record_format.frame(record_format.encode_example({
                     extract.EMBEDDING: rng.standard_normal(dim).astype(np.float32),
-                    extract.TARGETS: (rng.random(classes) < 0.3).astype(np.float32),
+                    extract.TARGETS: targets if i < n_files - unlabelled_files else
+                    np.zeros(0, np.float32),
                     extract.FILE: f"BC2026_Train_{i:04d}_S{i % 4:02d}_20250301_{w:02d}0000.ogg",
                     extract.PATH: "", extract.START_S: 5.0 * w, extract.SITE: f"S{i % 4:02d}",
                     extract.DATE: "20250301", extract.HOUR: i % 24, extract.GROUP: f"S{i % 4:02d}"})))
@@ -193,14 +197,15 @@ def _random_embeddings(folder, n_files=12, windows_per_file=12, dim=16, classes=
 @pytest.fixture(scope="module")
 def random_route(tmp_path_factory):
     """A route trained on random embeddings with random labels: 144 windows in 200
-    dimensions, so any head can memorise the windows it sees (nothing generalises)."""
+    dimensions, so any head can memorise the windows it sees (nothing generalises), and
+    two unlabelled files of two sites that the default `pseudo_unlabelled` learns from."""
     tmp_path = tmp_path_factory.mktemp("random_route")
-    classes = _random_embeddings(tmp_path / "emb", dim=200)
+    classes = _random_embeddings(tmp_path / "emb", n_files=14, dim=200, unlabelled_files=2)
     pd.DataFrame({"primary_label": classes, "scientific_name": classes,
                   "class_name": "Aves"}).to_csv(tmp_path / "taxonomy.csv", index=False)
     cfg = load_config(None, ["route.epochs=60", "route.seq_epochs=60", "route.pca_dim=0",
                              "route.mlp_hidden=64", "route.folds=2", "route.fusion=false",
-                             "route.pseudo_unlabelled=false", "route.lr=0.03",
+                             "route.lr=0.03",
                              "route.d_model=32", "route.batch_size=256"])
     card = fit.train(cfg, [str(tmp_path / "emb")], tmp_path / "route", tmp_path / "taxonomy.csv")
     return tmp_path, card, extract.read(str(tmp_path / "emb"))
@@ -210,9 +215,11 @@ def random_route(tmp_path_factory):
 def test_out_of_fold_folds_keep_a_sites_windows_together(random_route):
     tmp_path, _, table = random_route
     oof = np.load(tmp_path / "route" / "oof.npz")
-    assert set(np.unique(oof["folds"])) == {0, 1}
+    labelled = table.labelled
+    assert set(np.unique(oof["folds"][labelled])) == {0, 1}
+    assert (oof["folds"][~labelled] == -1).all()
     for group in np.unique(table.groups):
-        assert len(np.unique(oof["folds"][table.groups == group])) == 1
+        assert len(np.unique(oof["folds"][labelled & (table.groups == group)])) == 1
 
 
 @pytest.mark.slow
@@ -220,14 +227,17 @@ def test_out_of_fold_folds_keep_a_sites_windows_together(random_route):
 def test_out_of_fold_predictions_never_come_from_the_folds_own_windows(random_route, head):
     tmp_path, card, table = random_route
     # Random labels: a head that saw a window memorises it (the final heads, trained on
-    # every window, score far above chance); out of fold it is at chance.
+    # every window, score far above chance); out of fold it is at chance. The route has
+    # the default pseudo_unlabelled: unlabelled files of two sites are learnt too.
+    assert card["route"]["pseudo_unlabelled"]
     model = keras.models.load_model(tmp_path / "route" / f"{head}.keras")
     rows = np.arange(len(table.embeddings))
     if head == "sequence":
         seen = fit.predict_sequences(model, table, rows, card["sites"], card["seq_len"])
     else:
         seen = model.predict(table.embeddings, verbose=0)
-    assert metrics.macro_roc_auc(table.targets, seen) > 0.8
+    labelled = table.labelled
+    assert metrics.macro_roc_auc(table.targets[labelled], seen[labelled]) > 0.8
     assert abs(card["oof_scores"][head]["macro_auc"] - 0.5) < 0.12
 
 
@@ -239,6 +249,7 @@ def test_route_values_are_tuned_on_the_saved_out_of_fold_predictions(random_rout
                         load_config(None, ["route.head=sequence"]).route, None)
     assert again["temperatures"] == card["temperatures"]
     assert again["prior_weight"] == card["prior_weight"]
+    assert again["cross_window"] == card["cross_window"]
     np.testing.assert_allclose(again["thresholds"], card["thresholds"])
 
 
@@ -278,6 +289,126 @@ def test_the_prior_helps_when_other_folds_know_the_site():
     folds = np.arange(len(table.files)) % 2  # every site in both folds
     tuned = tuning.tune(table, oof, folds, ["Aves"] * 3, config_lib.RouteConfig(head="probe"), None)
     assert tuned["prior_weight"] > 0.0
+
+
+def test_the_layered_prior_falls_back_site_hour_then_site_then_hour_then_overall():
+    y = np.array([[1, 0], [0, 1], [1, 1]], np.float32)
+    sites, hours = np.array(["S1", "S1", "S2"]), np.array([0, 5, 5])
+    prior = tuning.prior_table(y, sites, hours, np.arange(3), smoothing=1.0)
+    overall = [2 / 3, 2 / 3]
+    for site, hour, expected in (
+            ("S1", 0, [5 / 6, 1 / 3]),  # its site x hour cell: (y0 + overall) / 2
+            ("S1", 7, [5 / 9, 5 / 9]),  # a known site at a new hour: the site's cell
+            ("S9", 5, [5 / 9, 8 / 9]),  # an unseen site: its hour's cell
+            ("S9", 7, overall), ("S9", -1, overall), ("", -1, overall),
+            ("", 0, [5 / 6, 1 / 3])):  # no site in the name, hour 0 known
+        np.testing.assert_allclose(tuning.prior_of(prior, site, hour), expected, rtol=1e-6,
+                                   err_msg=f"{site} {hour}")
+
+
+def test_a_file_started_at_midnight_is_hour_0_not_unknown():
+    assert tuning.file_context("BC2026_Test_0001_S01_20250301_003000.ogg") == ("S01", 0)
+    assert tuning.file_context("BC2026_Test_0001_S01_20250301_133000.ogg") == ("S01", 13)
+    assert tuning.file_context("recording.wav") == ("", -1)
+    y = np.array([[1, 0], [0, 1]], np.float32)
+    prior = tuning.prior_table(y, np.array(["S01", "S01"]), np.array([0, 13]), np.arange(2), 0.0)
+    np.testing.assert_allclose(tuning.prior_of(prior, *tuning.file_context(
+        "BC2026_Test_0001_S01_20250301_003000.ogg")), [1, 0])
+
+
+def test_the_cross_window_steps_are_the_hand_computed_transforms():
+    p = np.array([[0.2, 0.9], [0.6, 0.1], [0.4, 0.5]], np.float32)
+    np.testing.assert_allclose(tuning.cross_window(p, {"rank_power": 1.0}),
+                               p * np.array([[0.6, 0.9]]), rtol=1e-6)
+    top3 = p.mean(axis=0)  # three windows: the top-3 mean is the mean
+    np.testing.assert_allclose(tuning.cross_window(p, {"file_topk_power": 0.5}),
+                               p * np.sqrt(top3)[None], rtol=1e-6)
+    # Adaptive smoothing: p + s (1 - p)(mean of neighbours, ends repeated - p).
+    s = 0.5
+    first = 0.2 + s * 0.8 * ((0.2 + 0.6) / 2 - 0.2)
+    assert tuning.cross_window(p, {"adaptive_smoothing": s})[0, 0] == pytest.approx(first)
+    np.testing.assert_array_equal(tuning.cross_window(p, {}), p)
+
+
+def test_cross_window_strengths_are_tuned_where_they_help_and_left_off_where_not():
+    rng = np.random.default_rng(0)
+    n_files, per_file = 30, 6
+    files = np.repeat([f"f{i}.ogg" for i in range(n_files)], per_file)
+    starts = np.tile(np.arange(per_file) * 5.0, n_files)
+    # A class is on for a whole file or not at all; per window, the score is noisy.
+    y = np.repeat(rng.random((n_files, 2)) < 0.4, per_file, axis=0).astype(np.float32)
+    probs = (0.3 * y + rng.random(y.shape)).astype(np.float32) / 1.3
+    rows = np.arange(len(files))
+    steps = tuning.tune_cross_window(y, probs, files, starts, rows)
+    assert any(v > 0 for v in steps.values())
+    tuned = np.concatenate([tuning.cross_window(probs[files == f], steps)
+                            for f in dict.fromkeys(files)])
+    assert metrics.macro_roc_auc(y, tuned) > metrics.macro_roc_auc(y, probs) + 0.02
+    # Already perfect: nothing can help, every step stays off.
+    assert set(tuning.tune_cross_window(y, 0.2 + 0.6 * y, files, starts, rows).values()) == {0.0}
+
+
+def _sequence_table(lengths, sites, labelled, dim=6, classes=3, seed=0):
+    """A Table of soundscape files with `lengths` windows at `sites`, labelled or not."""
+    rng = np.random.default_rng(seed)
+    files = np.concatenate([[f"f{i}_{s}.ogg"] * n for i, (n, s) in enumerate(zip(lengths, sites))])
+    site = np.concatenate([[s] * n for n, s in zip(lengths, sites)])
+    starts = np.concatenate([np.arange(n) * 5.0 for n in lengths])
+    on = np.concatenate([[lab] * n for n, lab in zip(lengths, labelled)])
+    targets = (rng.random((len(files), classes)) < 0.4).astype(np.float32)
+    targets[~on] = np.nan
+    n = len(files)
+    return extract.Table(rng.standard_normal((n, dim)).astype(np.float32), None, targets,
+                         files, np.array([""] * n), starts, site, np.full(n, 6), site, {})
+
+
+def test_padding_steps_of_a_short_file_carry_no_loss(monkeypatch):
+    # A 5-window file with seq_len 12: one run, its last 7 steps padding.
+    w = _sequence_table([5], ["S1"], [True])
+    rcfg = config_lib.RouteConfig(seq_len=12, pca_dim=0, d_model=8, seq_epochs=3,
+                                  batch_size=4, fusion=False)
+    seen = {}
+    real_fit = fit._fit
+    monkeypatch.setattr(fit, "_fit", lambda *a, **k: seen.update(k) or real_fit(*a, **k))
+    fit._sequence_head(w, np.arange(5), w.targets, rcfg, ["S1"], seed=0)
+    np.testing.assert_array_equal(seen["weights"], [[1] * 5 + [0] * 7])
+    # And a zero weight really takes a step out of training: whatever its targets are,
+    # the head trains to the same weights.
+    runs, mask = fit.sequences(w, np.arange(5), 12)
+    inputs = fit._sequence_inputs(w, runs, ["S1"], False)
+    trained = []
+    for pad_target in (0.0, 1.0):
+        targets = w.targets[runs].copy()
+        targets[~mask] = pad_target
+        model = heads.sequence_model(6, 3, 12, 0, 8, 1, 4, False)
+        model.get_layer("projection").fit(w.embeddings)
+        trained.append(fit._fit(model, inputs, targets, rcfg, 3, 0,
+                                weights=mask.astype(np.float32)).get_weights())
+    for a, b in zip(*trained):
+        np.testing.assert_allclose(a, b, atol=1e-6)
+
+
+def test_a_folds_sequence_head_never_hears_its_held_out_sites():
+    # S1 and S2 labelled (folds 0 and 1), each with an unlabelled file too; S3 never labelled.
+    w = _sequence_table([4, 4, 4, 4, 4], ["S1", "S2", "S1", "S2", "S3"],
+                        [True, True, False, False, False])
+    folds = np.where(w.labelled, np.where(w.sites == "S1", 0, 1), -1)
+    cfg = load_config(None, ["route.epochs=2", "route.pca_dim=0"])
+    soundscape = np.arange(len(w.files))
+    for k, held_site in ((0, "S1"), (1, "S2")):
+        train_rows = np.flatnonzero(w.labelled & (folds != k))
+        rows, _ = fit._sequence_training(w, train_rows, soundscape, folds, k, cfg.route, cfg)
+        assert held_site not in set(w.sites[rows])
+        assert "S3" in set(w.sites[rows])  # unlabelled audio of no held-out site is used
+    rows, _ = fit._sequence_training(w, np.flatnonzero(w.labelled), soundscape, folds, None,
+                                     cfg.route, cfg)
+    assert set(w.sites[rows]) == {"S1", "S2", "S3"}  # the final heads hear everything
+
+
+def test_the_cpu_notebook_picks_onnx_runtime_for_a_route_folder(tmp_path):
+    (tmp_path / route_runner.CARD).write_text("{}")
+    runtime, reason = infer.runners.best_runtime(tmp_path)
+    assert runtime == "onnx" and "route" in reason
 
 
 def test_heads_in_onnx_match_keras(tmp_path):

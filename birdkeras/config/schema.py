@@ -417,11 +417,14 @@ class InferConfig:
     rank_power: float = 0.0
     adaptive_smoothing: float = 0.0
     # The embedding route's tuned steps (birdkeras.route): per-taxon temperatures, the
-    # site/hour prior, per-class thresholds, and fusion with the CNN it was tuned with.
+    # site/hour prior, per-class thresholds, fusion with the CNN it was tuned with, and
+    # the cross-window steps above at the strengths its out-of-fold scores chose
+    # (applied inside the route's runner, before any set by hand here).
     taxon_temperature: bool = True
     site_prior: bool = True
     class_thresholds: bool = False
     cnn_fusion: bool = True
+    route_cross_window: bool = True
     # Where the route's embedding model and fused CNN are on this machine (None: the
     # paths recorded when it was trained).
     embedder: str | None = None

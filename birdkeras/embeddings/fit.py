@@ -96,11 +96,13 @@ def _site_index(sites: np.ndarray, known: list[str]) -> np.ndarray:
     return np.array([lookup.get(s, len(known)) for s in sites], dtype=np.int32)
 
 
-def _fit(model, inputs, targets, rcfg, epochs: int, seed: int):
+def _fit(model, inputs, targets, rcfg, epochs: int, seed: int, weights=None):
+    """Adam on BCE; `weights` (per window, or per sequence step) scale each loss term."""
     keras.utils.set_random_seed(seed)
     model.compile(keras.optimizers.Adam(rcfg.lr),
                   keras.losses.BinaryCrossentropy(from_logits=True))
-    model.fit(inputs, targets, batch_size=rcfg.batch_size, epochs=epochs, verbose=0)
+    model.fit(inputs, targets, sample_weight=weights, batch_size=rcfg.batch_size,
+              epochs=epochs, verbose=0)
     return model
 
 
@@ -123,9 +125,10 @@ def _sequence_head(w: Table, rows, targets, rcfg, sites, seed: int):
     model = heads.sequence_model(w.embeddings.shape[1], w.targets.shape[1], rcfg.seq_len, rcfg.pca_dim,
                                  rcfg.d_model, len(sites), rcfg.state_size, fusion)
     model.get_layer("projection").fit(w.embeddings[rows])
-    runs, _ = sequences(w, rows, rcfg.seq_len)
+    runs, mask = sequences(w, rows, rcfg.seq_len)
+    # Padding steps (repeats of a file's last window) carry no loss.
     return _fit(model, _sequence_inputs(w, runs, sites, fusion), targets[runs], rcfg,
-                rcfg.seq_epochs, seed)
+                rcfg.seq_epochs, seed, weights=mask.astype(np.float32))
 
 
 def predict_sequences(model, w: Table, rows, sites, seq_len: int) -> np.ndarray:
@@ -219,11 +222,19 @@ def train(cfg: config_lib.Config, embedding_dirs, out, taxonomy_csv, cnn_model=N
 def _sequence_training(w: Table, train_rows, soundscape, folds, k, rcfg, cfg):
     """(rows, targets) of the sequence head's training: the labelled soundscape windows of
     the training folds and, with pseudo_unlabelled, the unlabelled soundscape windows
-    with a probe's predictions (trained on those folds) as soft targets."""
+    with a probe's predictions (trained on those folds) as soft targets.
+
+    Fold k's heads never see audio of its held-out groups, labelled or not: unlabelled
+    windows of a held-out site are left out too, so the out-of-fold scores measure a
+    site the route has never heard, as Kaggle's hidden soundscapes are to the final heads.
+    """
     rows = np.intersect1d(train_rows, soundscape)
     targets = w.targets.copy()
     if rcfg.pseudo_unlabelled:
         unlabelled = np.setdiff1d(soundscape, np.flatnonzero(w.labelled))
+        if k is not None:
+            held_groups = np.unique(w.groups[folds == k])
+            unlabelled = unlabelled[~np.isin(w.groups[unlabelled], held_groups)]
         if len(unlabelled):
             probe = _window_head(w, train_rows, rcfg, 0, cfg.seed)
             targets[unlabelled] = sigmoid(probe.predict(w.embeddings[unlabelled], verbose=0))

@@ -4,8 +4,9 @@
 windows at once, because the sequence head reads a file's windows together. Per file:
 the embedding model's embeddings and logits (mapped to the competition's classes) ->
 the route's head (ONNX Runtime, or Keras with runtime "tf") -> the tuned steps the
-config's `infer` section turns on (per-taxon temperature, site/hour prior, per-class
-thresholds, fusion with the CNN the route was tuned with). Paths recorded at training
+config's `infer` section turns on (per-taxon temperature, site/hour prior, fusion with
+the CNN the route was tuned with, the cross-window steps at their tuned strengths,
+per-class thresholds). Paths recorded at training
 (the embedding model, the CNN) can be replaced for another machine (`infer.embedder`,
 `infer.route_cnn`).
 """
@@ -19,7 +20,6 @@ import numpy as np
 
 from birdkeras import config as config_lib
 from birdkeras import postprocess
-from birdkeras.datasets import soundscapes
 from birdkeras.embeddings import frozen, tuning
 from birdkeras.errors import PredictError
 from birdkeras.export.runtime import Runner, onnx_session
@@ -82,34 +82,34 @@ class RouteRunner:
         emb, logits = self.embedder(np.asarray(windows, np.float32))
         mapped = (frozen.mapped_logits(logits, self.mapping)
                   if self.mapping is not None and logits is not None else None)
-        meta = soundscapes.parse_name(name)
+        site, hour = tuning.file_context(name)
         if card["head"] == "sequence":
-            out = self._sequence(emb, mapped, meta)
+            out = self._sequence(emb, mapped, site, hour)
         else:
             out = self.head({"embedding": emb})
         if icfg.taxon_temperature:
             out = postprocess.taxon_temperature(out, card["taxa"], card["temperatures"])
         probs = tuning.sigmoid(out).astype(np.float32)
         if icfg.site_prior and card["prior_weight"] > 0:
-            hour = -1 if meta["hour"] is None else meta["hour"]  # 00:xx is hour 0, not unknown
-            prior = tuning.prior_of(card["prior"], meta["site"] or "", hour)
-            probs = postprocess.prior_fusion(probs, prior, card["prior_weight"])
-        if icfg.class_thresholds:
-            probs = postprocess.thresholds(probs, np.asarray(card["thresholds"]))
+            probs = postprocess.prior_fusion(probs, tuning.prior_of(card["prior"], site, hour),
+                                             card["prior_weight"])
         if self.cnn is not None:
             probs = self.cnn_weight * self._cnn(windows) + (1 - self.cnn_weight) * probs
+        if icfg.route_cross_window and card.get("cross_window"):
+            probs = tuning.cross_window(probs, card["cross_window"])
+        if icfg.class_thresholds:
+            probs = postprocess.thresholds(probs, np.asarray(card["thresholds"]))
         return probs.astype(np.float32)
 
-    def _sequence(self, emb, mapped, meta) -> np.ndarray:
+    def _sequence(self, emb, mapped, site: str, hour: int) -> np.ndarray:
         seq_len, n = self.card["seq_len"], len(emb)
         pad = np.concatenate([np.arange(n), np.repeat(n - 1, (-n) % seq_len)])
         runs = pad.reshape(-1, seq_len)
-        site = self.card["sites"].index(meta["site"]) if meta["site"] in self.card["sites"] \
-            else len(self.card["sites"])
+        known = self.card["sites"]
         inputs = {"embedding": emb[runs],
-                  "site": np.full(len(runs), site, np.int32),
-                  "hour": np.full(len(runs), 24 if meta["hour"] is None else meta["hour"],
-                                  np.int32)}
+                  "site": np.full(len(runs), known.index(site) if site in known else len(known),
+                                  np.int32),
+                  "hour": np.full(len(runs), 24 if hour < 0 else hour, np.int32)}
         if self.card["route"]["fusion"] and mapped is not None:
             inputs["mapped_logits"] = mapped[runs]
         logits = self.head(inputs).reshape(-1, len(self.classes))

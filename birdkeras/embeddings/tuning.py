@@ -1,8 +1,10 @@
 """What the embedding route's out-of-fold predictions decide (`birdkeras.embeddings.fit`).
 
 Scores of each head, per-taxon temperatures (the cross-entropy minimum), the weight of
-a site/hour prior (each fold's prior built from the other folds only), per-class
-thresholds (the F1 maximum) and the weight of a fused CNN (the macro ROC-AUC maximum).
+a layered site/hour prior (each fold's prior built from the other folds only),
+per-class thresholds (the F1 maximum), the weight of a fused CNN and the strengths of
+the cross-window steps (adaptive smoothing, file top-k and rank-aware scaling; each the
+macro ROC-AUC maximum, 0 where none helps).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import pandas as pd
 from scipy.special import expit
 
 from birdkeras import metrics, postprocess
+from birdkeras.datasets import soundscapes
 
 
 def sigmoid(x):
@@ -28,32 +31,89 @@ def _score(y, p) -> dict:
 
 
 def prior_table(y, sites, hours, rows, smoothing: float = 5.0) -> dict:
-    """{site: {hour: class frequencies}} of the labelled `rows`, shrunk to the overall
-    frequency with `smoothing` pseudo-windows (the site/hour prior).
+    """Class frequencies of the labelled `rows` per site and hour, per site, and per hour,
+    each cell shrunk to the overall frequency with `smoothing` pseudo-windows (the
+    layered site/hour prior; `prior_of` picks the most specific cell it has).
 
     Args:
         y: targets (n, classes).
-        sites: site per window.
+        sites: site per window ("" unknown).
         hours: hour per window (-1 unknown).
         rows: the labelled windows the table learns from.
         smoothing: pseudo-windows of the overall frequency added to each cell.
 
     Returns:
-        {"overall": frequencies, "table": {site: {hour: frequencies}}}.
+        {"overall": frequencies, "table": {site: {hour: frequencies}},
+         "sites": {site: frequencies}, "hours": {hour: frequencies}}.
     """
     overall = y[rows].mean(axis=0)
-    table = {}
     frame = pd.DataFrame({"site": sites[rows], "hour": hours[rows], "row": rows})
-    for (site, hour), group in frame.groupby(["site", "hour"]):
-        members = group["row"].to_numpy()
-        table.setdefault(site, {})[int(hour)] = (
-            (y[members].sum(axis=0) + smoothing * overall) / (len(members) + smoothing)).tolist()
-    return {"overall": overall.tolist(), "table": table}
+
+    def shrunk(members):
+        return ((y[members].sum(axis=0) + smoothing * overall) / (len(members) + smoothing)).tolist()
+
+    table = {}
+    for (site, hour), group in frame[(frame.site != "") & (frame.hour >= 0)].groupby(["site", "hour"]):
+        table.setdefault(site, {})[str(int(hour))] = shrunk(group["row"].to_numpy())
+    by_site = {site: shrunk(g["row"].to_numpy())
+               for site, g in frame[frame.site != ""].groupby("site")}
+    by_hour = {str(int(hour)): shrunk(g["row"].to_numpy())
+               for hour, g in frame[frame.hour >= 0].groupby("hour")}
+    return {"overall": overall.tolist(), "table": table, "sites": by_site, "hours": by_hour}
 
 
 def prior_of(prior: dict, site: str, hour: int) -> np.ndarray:
-    by_hour = prior["table"].get(site, {})
-    return np.asarray(by_hour.get(hour, by_hour.get(str(hour), prior["overall"])), np.float32)
+    """The prior of a file at `site` and `hour` (-1: unknown; 0 is midnight): its
+    site x hour cell, else its site's, else its hour's (an unseen site), else overall."""
+    hour = str(int(hour))
+    for cell in (prior["table"].get(site, {}).get(hour), prior.get("sites", {}).get(site),
+                 prior.get("hours", {}).get(hour), prior["overall"]):
+        if cell is not None:
+            return np.asarray(cell, np.float32)
+    raise AssertionError("unreachable: overall is always set")
+
+
+def file_context(name: str) -> tuple[str, int]:
+    """(site, hour) of a soundscape file name as the prior reads them ("" and -1 unknown;
+    a file started at 00:xx is hour 0)."""
+    meta = soundscapes.parse_name(name)
+    return meta["site"] or "", -1 if meta["hour"] is None else meta["hour"]
+
+
+# The cross-window steps' strengths tried out of fold (0: off), in the order they apply.
+CROSS_WINDOW = {"adaptive_smoothing": (0.0, 0.15, 0.3, 0.5),
+                "file_topk_power": (0.0, 0.25, 0.5, 1.0),
+                "rank_power": (0.0, 0.25, 0.5, 1.0)}
+TOP_K = 3
+
+
+def cross_window(probs: np.ndarray, steps: dict) -> np.ndarray:
+    """One file's (windows, classes) probabilities through the tuned cross-window steps."""
+    probs = postprocess.adaptive_smooth(probs, steps.get("adaptive_smoothing", 0.0))
+    probs = postprocess.file_topk_scale(probs, TOP_K, steps.get("file_topk_power", 0.0))
+    return postprocess.rank_scale(probs, steps.get("rank_power", 0.0))
+
+
+def tune_cross_window(y, probs, files, starts, rows) -> dict:
+    """Each cross-window step's strength, in turn, where it raises the out-of-fold macro
+    ROC-AUC of `rows` (each file's rows in start order); 0 where nothing does."""
+    frame = pd.DataFrame({"file": files[rows], "start": starts[rows], "row": rows})
+    per_file = [g["row"].to_numpy() for _, g in frame.sort_values(["file", "start"]).groupby(
+        "file", sort=False)]
+    order = np.concatenate(per_file) if per_file else rows
+
+    def score(steps):
+        out = np.concatenate([cross_window(probs[r], steps) for r in per_file])
+        return _score(y[order], out)["macro_auc"]
+
+    steps = {name: 0.0 for name in CROSS_WINDOW}
+    best = score(steps)
+    for name, grid in CROSS_WINDOW.items():
+        for value in grid[1:]:
+            trial = score({**steps, name: value})
+            if trial > best + 1e-9:
+                best, steps[name] = trial, value
+    return steps
 
 
 def tune(w, oof: dict, folds, taxa, rcfg, cnn_probs) -> dict:
@@ -97,9 +157,13 @@ def tune(w, oof: dict, folds, taxa, rcfg, cnn_probs) -> dict:
     tuned = {"oof_scores": scores, "temperatures": temperatures, "prior_weight": prior_weight,
              "prior": prior_table(w.targets, w.sites, w.hours, labelled), "thresholds": cut.tolist(),
              "cnn_weight": 0.0}
+    fused = (1 - prior_weight) * probs + prior_weight * np.nan_to_num(fold_prior)
     if cnn_probs is not None:
         tuned["cnn_weight"] = max([k / 10 for k in range(11)], key=lambda a: _score(
-            w.targets[rows], a * cnn_probs[rows] + (1 - a) * probs[rows])["macro_auc"])
+            w.targets[rows], a * cnn_probs[rows] + (1 - a) * fused[rows])["macro_auc"])
+        fused = tuned["cnn_weight"] * cnn_probs + (1 - tuned["cnn_weight"]) * fused
+    # The cross-window steps last, on what the runner has by then (prior and CNN fused).
+    tuned["cross_window"] = tune_cross_window(w.targets, fused, w.files, w.starts, rows)
     return tuned
 
 

@@ -10,7 +10,7 @@ from birdkeras import config as config_lib
 from birdkeras.embeddings.runner import CARD as ROUTE_CARD
 from birdkeras.embeddings.runner import RouteRunner
 from birdkeras.errors import PredictError
-from birdkeras.export.runtime import Runner
+from birdkeras.export.runtime import Runner, best_available
 
 
 def load_runners(model_paths, runtime: str, icfg: config_lib.InferConfig | None = None,
@@ -47,3 +47,20 @@ def load_runners(model_paths, runtime: str, icfg: config_lib.InferConfig | None 
             raise PredictError(f"cannot ensemble {first.path} and {other.path}: their "
                                "classes, sample rates or windows differ")
     return runners
+
+
+def best_runtime(path) -> tuple[str, str]:
+    """The fastest runtime for a model path on this machine, and why: for an export folder
+    OpenVINO, then ONNX Runtime, then TensorFlow (`best_available`); a route folder's
+    heads are ONNX graphs (its frozen embedding model runs as it was given), so ONNX
+    Runtime, else Keras; a `.keras` model runs on TensorFlow."""
+    path = Path(path)
+    if (path / ROUTE_CARD).is_file():
+        try:
+            __import__("onnxruntime")
+        except ImportError:
+            return "tf", f"{path} is an embedding route and onnxruntime is not installed"
+        return "onnx", f"{path} is an embedding route: its heads run on ONNX Runtime"
+    if path.is_file():
+        return "tf", f"{path} is a Keras model file, not an export folder"
+    return best_available(path)
