@@ -75,7 +75,7 @@ def main() -> None:
           "tuned:", {k: card[k] for k in ("temperatures", "prior_weight", "cnn_weight")})
 
     off = config_lib.InferConfig(class_order=str(sample), taxon_temperature=False,
-                                 site_prior=False, cnn_fusion=False)
+                                 site_prior=False, cnn_fusion=False, route_cross_window=False)
     rows = [("CNN fine-tuned on clips (condition (a))", [cnn], config_lib.InferConfig(
         class_order=str(sample)))]
     for head in ("probe", "mlp", "sequence"):
@@ -89,7 +89,9 @@ def main() -> None:
                 ("per-class thresholds (tuned)", {"class_thresholds": True}),
                 ("file-level top-3 scaling, power 0.5", {"file_topk_power": 0.5}),
                 ("rank-aware scaling, power 0.5", {"rank_power": 0.5}),
-                ("adaptive delta-shift smoothing 0.3", {"adaptive_smoothing": 0.3})]
+                ("adaptive delta-shift smoothing 0.3", {"adaptive_smoothing": 0.3}),
+                ("cross-window steps tuned out of fold %s" % card["cross_window"],
+                 {"route_cross_window": True})]
     for name, knobs in switches:
         rows.append((f"sequence head + {name}", [work / "route"],
                      dataclasses.replace(off, **knobs)))
