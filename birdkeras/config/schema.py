@@ -430,6 +430,12 @@ class InferConfig:
     embedder: str | None = None
     route_cnn: str | None = None
     route_head: Literal["probe", "mlp", "sequence"] | None = None  # None: the route's own
+    # Only these classes in every output: a text file, one per line (a class name, a
+    # scientific name, or BirdNET's "Scientific name_Common name"). None: all.
+    species_list: str | None = None
+    # A frozen model's windows when it scores its own classes (BirdNET: 3 s crops pooled
+    # over longer windows); None: its own (BirdNET 3 s).
+    frozen_window_s: float | None = None
     # A file that cannot be decoded gets rows for its header duration, or this many
     # seconds if even the header is unreadable, filled with the mean prediction.
     broken_file_duration_s: float = 60.0

