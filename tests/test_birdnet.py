@@ -137,3 +137,38 @@ def test_a_species_list_keeps_classes_by_name_or_birdnet_line_and_reports_the_re
         submission.species_list(str(path), classes)
     with pytest.raises(PredictError, match="is not a file"):
         submission.species_list(str(tmp_path / "missing.txt"), classes)
+
+
+@needs_birdnet
+@pytest.mark.slow
+def test_own_labels_to_a_classifier_to_raven_tables_with_birdnet(tmp_path):
+    # A researcher's path: recordings + a CSV of calls -> BirdNET embeddings of labelled
+    # 3 s windows -> the route's probe (no taxonomy, no BirdCLEF steps) -> Raven tables.
+    from birdkeras.cli import main  # noqa: PLC0415
+
+    calls = pd.read_csv(REAL.parent / "pyha" / "ScreamingPiha_Manual_Labels.csv")
+    calls = calls[calls["IN FILE"].isin(["ScreamingPiha2.wav", "ScreamingPiha3.wav"])]
+    pd.DataFrame({"file": calls["IN FILE"].str.replace(".wav", ".mp3"), "start": calls["OFFSET"],
+                  "end": calls["OFFSET"] + calls["DURATION"], "label": "Lipaugus vociferans"}
+                 ).to_csv(tmp_path / "calls.csv", index=False)
+    assert main(["embed", "--model", "birdnet", "--audio", str(REAL.parent / "pyha"),
+                 "--annotations", str(tmp_path / "calls.csv"), "--hop-s", "1",
+                 "--out", str(tmp_path / "emb"), "--quiet"]) == 0
+    table = __import__("birdkeras.embeddings.extract", fromlist=["read"]).read(
+        str(tmp_path / "emb"))
+    assert table.labelled.all() and table.embeddings.shape[1] == 1024
+    assert set(table.groups) == {"ScreamingPiha2.mp3", "ScreamingPiha3.mp3"}
+    assert 0 < table.targets.sum() < len(table.targets)  # calls and gaps
+    assert main(["route", "--embeddings", str(tmp_path / "emb"), "--out", str(tmp_path / "clf"),
+                 "--set", "route.folds=2", "--set", "route.epochs=10",
+                 "--set", "route.pca_dim=8"]) == 0
+    card = __import__("json").loads((tmp_path / "clf" / "route.json").read_text())
+    assert card["head"] == "probe" and card["mapping"]["mapped"] == ["Lipaugus vociferans"]
+    assert main(["predict", "--model", str(tmp_path / "clf"), "--runtime", "onnx",
+                 "--audio", str(REAL.parent / "pyha" / "ScreamingPiha3.mp3"),
+                 "--out", str(tmp_path / "det.csv"), "--set", "infer.hop_s=3",
+                 "--min-conf", "0", "--raven", str(tmp_path / "raven"), "--quiet"]) == 0
+    raven = pd.read_csv(tmp_path / "raven" / "ScreamingPiha3.BirdKeras.selection.table.txt",
+                        sep="\t")
+    assert raven["Begin Time (s)"].tolist() == [0.0, 3.0, 6.0]  # 7.1 s: the last one padded
+    assert set(raven["Species"]) == {"Lipaugus vociferans"}

@@ -77,7 +77,8 @@ def run(model_path, out: str, audio=None, clips: pd.DataFrame | None = None, roo
         labels_source: str | None = None, classes: list[str] | None = None,
         hop_s: float = 5.0, max_windows: int = 6, files_per_shard: int = 32,
         batch_size: int = 16, progress: bool = True, runner: str = "local",
-        beam_args=(), window_s: float | None = None) -> dict:
+        beam_args=(), window_s: float | None = None, annotations=None,
+        min_overlap_s: float = 0.5) -> dict:
     """Embeds `audio` (files/folders of soundscapes) or `clips` (manifest rows, paths
     under `root`) into shards in `out`; returns the card. `runner`: "local" or "beam"
     (shards written by Beam workers, each loading the model once).
@@ -99,12 +100,23 @@ def run(model_path, out: str, audio=None, clips: pd.DataFrame | None = None, roo
         beam_args: Beam pipeline options.
         window_s: the windows' length for a model that pools its own over longer ones
             (BirdNET's 3 s crops in 5 s windows); None: the model's own.
+        annotations: your own labels (`birdkeras.datasets.annotations.read`'s table) for
+            the recordings under `audio[0]`: only annotated recordings (and negatives
+            folders) are embedded, every window labelled (unannotated stretches are
+            negatives), grouped by recording; the classes are `classes` or every label.
+        min_overlap_s: an annotation labels a window it overlaps this much (or by half
+            of itself).
 
     Returns:
         The folder's card (model, dim, classes, windows, failures).
     """
     model = _embedder(str(model_path), window_s)
-    items = _items(audio, clips, root, labels_source, classes)
+    problems = []
+    if annotations is not None:
+        items, classes, problems = _annotated_items(annotations, audio, model, hop_s,
+                                                    min_overlap_s, classes)
+    else:
+        items = _items(audio, clips, root, labels_source, classes)
     storage.makedirs(out)
     chunks = [items[i:i + files_per_shard] for i in range(0, len(items), files_per_shard)]
     names = [record_format.shard_name(record_format.TRAIN_ONLY_FOLD, i, len(chunks))
@@ -116,7 +128,8 @@ def run(model_path, out: str, audio=None, clips: pd.DataFrame | None = None, roo
     card = {"model": str(model_path), "kind": model.kind, "dim": model.dim,
             "model_classes": model.classes, "classes": classes or [],
             "sample_rate_hz": model.sample_rate_hz, "window_samples": model.window_samples,
-            "pooling": getattr(model, "pooling", "none"), "shards": names, "windows": 0, "failures": []}
+            "pooling": getattr(model, "pooling", "none"), "hop_s": hop_s,
+            "annotation_problems": problems, "shards": names, "windows": 0, "failures": []}
     for name in names:
         done = shard_writer.read_done(out, name)
         card["windows"] += done["records"]
@@ -140,6 +153,26 @@ def write_job(job) -> None:
     out, name, items, model_path, hop_s, max_windows, batch_size, window_s = job
     _write_shard(out, name, items, _embedder(model_path, window_s), hop_s, max_windows,
                  batch_size)
+
+
+def _annotated_items(table, audio, model, hop_s, min_overlap_s, classes):
+    """Items (one per annotated recording, a target per window start), the classes and
+    the annotations' problems."""
+    from birdkeras.datasets import annotations  # noqa: PLC0415 - only for own labels
+
+    if not audio or len(audio) != 1 or not Path(audio[0]).is_dir():
+        raise annotations.AnnotationError("with annotations, --audio is the one folder the "
+                                          "annotated recordings are in")
+    cut, problems = annotations.windows(
+        table, audio[0], model.window_samples / model.sample_rate_hz, hop_s, min_overlap_s,
+        classes=classes, negative_files=table.attrs.get("negative_files", ()))
+    classes = cut.attrs["classes"]
+    items = []
+    for path, rows in cut.groupby("path", sort=True):
+        y = annotations.multi_hot(rows["labels"], classes)
+        items.append({"path": Path(path), "group": rows["group"].iloc[0], "clip": False,
+                      "targets": dict(zip(rows["start_s"].astype(float), y))})
+    return items, classes, problems
 
 
 def _items(audio, clips, root, labels_source, classes) -> list[dict]:
@@ -217,14 +250,19 @@ def _record(item, path: Path, start: float, embedding, logits) -> bytes:
     return record_format.encode_example(features)
 
 
+def read_card(folder: str) -> dict:
+    """An embedding folder's card (model, classes, windows), or a clear error."""
+    card_path = storage.join(folder, record_format.CARD)
+    if not storage.exists(card_path):
+        raise frozen.EmbedderError(f"{card_path} not found: run birdkeras embed first")
+    return json.loads(storage.read_text(card_path))
+
+
 def read(folder: str) -> Table:
     """Every window of an embedding folder (see `run`), as arrays."""
     import tensorflow as tf  # noqa: PLC0415 - reading records; embedding needs no TF
 
-    card_path = storage.join(folder, record_format.CARD)
-    if not storage.exists(card_path):
-        raise frozen.EmbedderError(f"{card_path} not found: run birdkeras embed first")
-    card = json.loads(storage.read_text(card_path))
+    card = read_card(folder)
     spec = {EMBEDDING: tf.io.VarLenFeature(tf.float32), LOGITS: tf.io.VarLenFeature(tf.float32),
             TARGETS: tf.io.VarLenFeature(tf.float32),
             FILE: tf.io.FixedLenFeature([], tf.string), PATH: tf.io.FixedLenFeature([], tf.string),

@@ -33,7 +33,7 @@ from birdkeras import config as config_lib
 from birdkeras.audio import io as audio_io
 from birdkeras.audio import windows as audio_windows
 from birdkeras.embeddings import frozen, heads, tuning
-from birdkeras.embeddings.extract import Table, read
+from birdkeras.embeddings.extract import Table, read, read_card
 from birdkeras.embeddings.runner import CARD
 from birdkeras.embeddings.tuning import sigmoid
 from birdkeras.errors import UserError
@@ -153,21 +153,28 @@ def predict_sequences(model, w: Table, rows, sites, seq_len: int) -> np.ndarray:
     return out
 
 
-def train(cfg: config_lib.Config, embedding_dirs, out, taxonomy_csv, cnn_model=None) -> dict:
+def train(cfg: config_lib.Config, embedding_dirs, out, taxonomy_csv=None, cnn_model=None) -> dict:
     """Trains, tunes and saves the route (see the module docstring); returns its card.
 
     Args:
         cfg: its `route` section sizes and trains the heads.
         embedding_dirs: folders written by `birdkeras embed`.
         out: the route folder.
-        taxonomy_csv: the competition's taxonomy (classes, scientific names, taxa).
+        taxonomy_csv: the competition's taxonomy (classes, scientific names, taxa); None
+            (your own labels): the embedded classes are their own scientific names (so
+            BirdNET's or Perch's logits map onto classes named by species), no taxa.
         cnn_model: a CNN to fuse, weight tuned out of fold (None: none).
 
     Returns:
         The route card (also route.json).
     """
     rcfg = cfg.route
-    taxonomy = pd.read_csv(taxonomy_csv, dtype=str, keep_default_na=False)
+    if taxonomy_csv is None:
+        classes = read_card(embedding_dirs[0])["classes"]
+        taxonomy = pd.DataFrame({"primary_label": classes, "scientific_name": classes,
+                                 "class_name": ""})
+    else:
+        taxonomy = pd.read_csv(taxonomy_csv, dtype=str, keep_default_na=False)
     w, card = load_windows(embedding_dirs, taxonomy)
     labelled = np.flatnonzero(w.labelled)
     sites = sorted({s for s in w.sites if s})
