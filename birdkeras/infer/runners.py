@@ -60,7 +60,7 @@ def is_frozen(path) -> bool:
     """A frozen model rather than a birdkeras export: BirdNET, or a SavedModel folder
     without birdkeras' export card."""
     path = Path(path)
-    return birdnet.is_birdnet(path) or (path.is_dir() and (path / "saved_model.pb").is_file()
+    return birdnet.is_birdnet(path) or path.suffix == ".onnx" or (path.is_dir() and (path / "saved_model.pb").is_file()
                                         and not (path / EXPORT_CARD).is_file())
 
 
