@@ -12,6 +12,7 @@
     birdkeras pseudolabel --model RUN/best.keras --audio SOUNDSCAPES --out PSEUDO
     birdkeras embed --model PERCH_DIR --audio SOUNDSCAPES --out EMB
     birdkeras route --embeddings EMB --taxonomy taxonomy.csv --out ROUTE
+    birdkeras search --embeddings EMB --query clip.wav --out RESULTS
     birdkeras demo
 
 Most of this module's length is `build_parser`, declarative (one block of arguments per
@@ -242,6 +243,15 @@ def cmd_embed(args) -> int:
         print(f"  skipped {problem['table']} line {problem['line']}: {problem['reason']}")
     print(f"embedded {card['windows']} windows ({card['dim']}-d, {card['kind']}), "
           f"{len(card['failures'])} undecodable files -> {args.out}")
+    return 0
+
+
+def cmd_search(args) -> int:
+    from birdkeras.embeddings import search  # noqa: PLC0415 - lazy stage
+
+    results = search.run(args.embeddings, args.query, args.out, args.top_k, args.model)
+    print(f"{len(results)} windows for {len(args.query)} queries -> "
+          f"{args.out}/search.selection.table.txt, search.csv")
     return 0
 
 
@@ -496,6 +506,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_embed)
+
+    p = sub.add_parser("search", help="the windows of embedding folders nearest to example clips",
+                       description="Embed each query clip (file, or file:start) with the model "
+                                   "that made the embedding folders and rank their windows by "
+                                   "cosine similarity; a Raven table to review and a CSV.")
+    p.add_argument("--embeddings", nargs="+", required=True, help="folders of birdkeras embed")
+    p.add_argument("--query", nargs="+", required=True, help="audio files, or file:start_s")
+    p.add_argument("--out", required=True, help="results folder")
+    p.add_argument("--top-k", dest="top_k", type=int, default=50, help="windows per query (50)")
+    p.add_argument("--model", help="the embedding model on this machine (default: the card's)")
+    p.set_defaults(func=cmd_search)
 
     p = sub.add_parser("route", help="train the embedding route's heads (probe, MLP, ProtoSSM)",
                        description="Train heads on embedding folders with folds grouped by "

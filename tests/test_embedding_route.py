@@ -162,6 +162,24 @@ def test_perch_as_onnx_gives_the_savedmodels_embeddings_through_embed(taxonomy, 
     assert frozen.load(tmp_path / "onnx" / "perch_v2.onnx").classes == []
 
 
+def test_search_finds_the_querys_own_window_first(embedded, tmp_path):
+    from birdkeras.cli import main  # noqa: PLC0415
+
+    out, _, _ = embedded
+    table = extract.read(str(out))
+    path, start = table.paths[7], float(table.starts[7])
+    assert main(["search", "--embeddings", str(out), "--query", f"{path}:{start}",
+                 "--out", str(tmp_path / "found"), "--top-k", "5"]) == 0
+    raven = pd.read_csv(tmp_path / "found" / "search.selection.table.txt", sep="\t")
+    assert (raven["Begin Path"][0], raven["Begin Time (s)"][0]) == (path, start)
+    assert raven["Similarity"][0] == pytest.approx(1.0, abs=1e-4)
+    assert raven["Rank"].tolist() == [1, 2, 3, 4, 5]
+    assert (np.diff(raven["Similarity"]) <= 0).all()
+    with pytest.raises(Exception, match="past the end"):
+        from birdkeras.embeddings import search  # noqa: PLC0415
+        search.run([str(out)], [f"{path}:9999"], tmp_path / "none")
+
+
 def test_signature_mismatches_name_what_they_found(tmp_path):
     short = make_standin_perch(tmp_path / "short", ["a b"], window=80_000)
     with pytest.raises(frozen.EmbedderError, match=r"shape \(None, 80000\).*160000"):

@@ -100,6 +100,10 @@ class PerchONNX:
     One float input (batch, 160000); the embedding is the output named `embedding`, else
     the 2-D output that is not as wide as the labels; the logits the output named
     `label`, else the 2-D output as wide as the labels (none: embeddings only).
+
+    Args:
+        path: the `.onnx` file.
+        threads: ONNX Runtime's intra-op threads (0: its default).
     """
 
     kind = "perch"
