@@ -165,6 +165,8 @@ def cmd_predict(args) -> int:
                       f"infer.long_min_score={args.min_conf}"]
     if args.species_list:
         overrides.append(f"infer.species_list={args.species_list}")
+    if args.merge_consecutive:
+        overrides.append(f"infer.merge_consecutive={args.merge_consecutive}")
     icfg = config_lib.load_config(args.cfg, overrides).infer
     if args.runner == "beam" or args.files_per_part:
         summary = infer.predict_sharded(args.models, args.audio, args.out, args.runtime, icfg,
@@ -425,6 +427,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--min-conf", dest="min_conf", type=float,
                    help="lowest score in the Raven tables and the long CSV "
                         "(infer.raven_min_score and infer.long_min_score)")
+    p.add_argument("--merge-consecutive", dest="merge_consecutive", type=int,
+                   help="Raven tables and --birdnet-csv: join up to N consecutive windows of "
+                        "one class into one detection (its maximum score)")
     p.add_argument("--species-list", dest="species_list",
                    help="keep only these classes (one per line: a class, a scientific name "
                         "or BirdNET's 'Scientific_Common')")

@@ -172,3 +172,18 @@ def test_own_labels_to_a_classifier_to_raven_tables_with_birdnet(tmp_path):
                         sep="\t")
     assert raven["Begin Time (s)"].tolist() == [0.0, 3.0, 6.0]  # 7.1 s: the last one padded
     assert set(raven["Species"]) == {"Lipaugus vociferans"}
+
+
+def test_consecutive_detections_merge_up_to_n_windows_with_their_maximum():
+    found = [("a.wav", 0.0, 3.0, "owl", 0.2), ("a.wav", 3.0, 6.0, "owl", 0.9),
+             ("a.wav", 6.0, 9.0, "owl", 0.4), ("a.wav", 12.0, 15.0, "owl", 0.5),
+             ("a.wav", 3.0, 6.0, "jay", 0.3), ("b.wav", 9.0, 12.0, "owl", 0.6)]
+    assert submission.merged(found, 1) == found
+    assert submission.merged(found, 3) == [
+        ("a.wav", 0.0, 9.0, "owl", 0.9), ("a.wav", 3.0, 6.0, "jay", 0.3),
+        ("a.wav", 12.0, 15.0, "owl", 0.5), ("b.wav", 9.0, 12.0, "owl", 0.6)]
+    # At most two windows per detection: the third starts a new one.
+    assert submission.merged(found[:3], 2) == [("a.wav", 0.0, 6.0, "owl", 0.9),
+                                               ("a.wav", 6.0, 9.0, "owl", 0.4)]
+    with pytest.raises(config_lib.ConfigError, match="merge_consecutive"):
+        config_lib.load_config(None, ["infer.merge_consecutive=0"])

@@ -436,6 +436,9 @@ class InferConfig:
     # A frozen model's windows when it scores its own classes (BirdNET: 3 s crops pooled
     # over longer windows); None: its own (BirdNET 3 s).
     frozen_window_s: float | None = None
+    # Raven tables and the BirdNET-style CSV: join up to this many consecutive windows
+    # of one class into one detection, scored by their maximum (1: one per window).
+    merge_consecutive: int = 1
     # A file that cannot be decoded gets rows for its header duration, or this many
     # seconds if even the header is unreadable, filled with the mean prediction.
     broken_file_duration_s: float = 60.0
@@ -473,6 +476,11 @@ class InferConfig:
         if self.broken_file_duration_s <= 0:
             raise ConfigError(f"infer.broken_file_duration_s={self.broken_file_duration_s} "
                               "must be > 0")
+        if self.merge_consecutive < 1:
+            raise ConfigError(f"infer.merge_consecutive={self.merge_consecutive} must be >= 1 "
+                              "(1: one detection per window)")
+        if self.frozen_window_s is not None and self.frozen_window_s <= 0:
+            raise ConfigError(f"infer.frozen_window_s={self.frozen_window_s} must be > 0 or null")
 
 
 @dataclasses.dataclass(frozen=True)

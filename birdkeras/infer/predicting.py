@@ -293,10 +293,11 @@ def write_outputs(scored, model, columns, out_csv: Path, icfg, long_csv=None,
                               icfg.long_min_score).to_csv(long_csv, index=False)
     if raven_dir is not None:
         submission.write_raven(scored, classes, model.window_s, icfg.raven_min_score,
-                               Path(raven_dir), model.sample_rate_hz / 2, common)
+                               Path(raven_dir), model.sample_rate_hz / 2, common,
+                               icfg.merge_consecutive)
     if birdnet_csv is not None:
         submission.birdnet_csv(scored, classes, model.window_s, icfg.raven_min_score,
-                               common).to_csv(birdnet_csv, index=False)
+                               common, icfg.merge_consecutive).to_csv(birdnet_csv, index=False)
     return rows
 
 

@@ -117,6 +117,38 @@ def detections(scored: list[Scored], classes, window_s: float, min_score: float)
             yield path, float(starts[i]), float(starts[i] + window_s), classes[k], float(probs[i, k])
 
 
+def merged(found, max_windows: int):
+    """Detections (path, begin, end, label, score) with up to `max_windows` consecutive
+    or overlapping windows of one label in one file joined into one, its score their
+    maximum (BirdNET-Analyzer's `--merge_consecutive`); 1 leaves them as they are.
+
+    Args:
+        found: detections, e.g. from `detections`.
+        max_windows: the most windows one merged detection spans.
+
+    Returns:
+        The detections, per file and label in time order, merged.
+    """
+    found = list(found)
+    if max_windows <= 1:
+        return found
+    out = []
+    for (path, label), group in pd.DataFrame(found, columns=["path", "begin", "end", "label",
+                                                             "score"]).groupby(
+            ["path", "label"], sort=False):
+        run = None
+        for begin, end, score in group.sort_values("begin")[["begin", "end", "score"]].itertuples(
+                index=False):
+            if run and begin <= run[2] + 1e-6 and run[4] < max_windows:
+                run = [run[0], run[1], max(run[2], end), max(run[3], score), run[4] + 1]
+            else:
+                if run:
+                    out.append((path, run[1], run[2], label, run[3]))
+                run = [path, begin, end, score, 1]
+        out.append((path, run[1], run[2], label, run[3]))
+    return sorted(out, key=lambda d: (str(d[0]), d[1], d[3]))
+
+
 def long_table(scored, classes, window_s: float, min_score: float) -> pd.DataFrame:
     """`file,start,end,label,score`, one row per detection.
 
@@ -135,7 +167,7 @@ def long_table(scored, classes, window_s: float, min_score: float) -> pd.DataFra
 
 
 def write_raven(scored, classes, window_s: float, min_score: float, folder: Path,
-                high_hz: float, common_names=None) -> None:
+                high_hz: float, common_names=None, merge: int = 1) -> None:
     """One Raven Pro selection table per file (tab-separated), detections >= min_score.
 
     Args:
@@ -146,6 +178,7 @@ def write_raven(scored, classes, window_s: float, min_score: float, folder: Path
         folder: where the tables go.
         high_hz: the selections' upper frequency (Nyquist).
         common_names: per class, a "Common Name" column (BirdNET's labels); None: none.
+        merge: join up to this many consecutive windows of one label (`merged`).
     """
     folder.mkdir(parents=True, exist_ok=True)
     header = ["Selection", "View", "Channel", "Begin Time (s)", "End Time (s)",
@@ -156,7 +189,7 @@ def write_raven(scored, classes, window_s: float, min_score: float, folder: Path
     for one in scored:
         lines = ["\t".join(header)]
         for n, (path, begin, end, label, score) in enumerate(
-                detections([one], classes, window_s, min_score), start=1):
+                merged(detections([one], classes, window_s, min_score), merge), start=1):
             lines.append("\t".join([str(n), "Spectrogram 1", "1", f"{begin:.3f}", f"{end:.3f}",
                                     "0", f"{high_hz:g}", label,
                                     *([common[label]] if common_names else []),
@@ -166,7 +199,7 @@ def write_raven(scored, classes, window_s: float, min_score: float, folder: Path
 
 
 def birdnet_csv(scored, classes, window_s: float, min_score: float,
-                common_names=None) -> pd.DataFrame:
+                common_names=None, merge: int = 1) -> pd.DataFrame:
     """BirdNET-Analyzer's CSV layout, one row per detection.
 
     Args:
@@ -175,12 +208,14 @@ def birdnet_csv(scored, classes, window_s: float, min_score: float,
         window_s: the window length.
         min_score: the lowest score kept.
         common_names: per class (None: the class name again).
+        merge: join up to this many consecutive windows of one label (`merged`).
 
     Returns:
         `Start (s),End (s),Scientific name,Common name,Confidence,File`.
     """
     common = dict(zip(classes, common_names or classes))
     rows = [(b, e, label, common[label], round(score, 4), str(p))
-            for p, b, e, label, score in detections(scored, classes, window_s, min_score)]
+            for p, b, e, label, score in merged(detections(scored, classes, window_s, min_score),
+                                                merge)]
     return pd.DataFrame(rows, columns=["Start (s)", "End (s)", "Scientific name", "Common name",
                                        "Confidence", "File"])
