@@ -95,8 +95,8 @@ def test_cli_reports_config_errors_with_exit_2(capsys):
 SUBCOMMANDS = {"synth": "--labelled-soundscapes", "config": "--set", "ingest": "--cfg",
                "tfrecords": "--beam-option", "train": "--workdir", "export": "--formats",
                "predict": "--runtime", "evaluate": "--pred", "kaggle": "{download,publish}",
-               "pseudolabel": "--model", "embed": "--manifest", "route": "--embeddings",
-               "demo": "--workdir"}
+               "pseudolabel": "--model", "embed": "--annotations", "route": "--embeddings",
+               "search": "--query", "demo": "--workdir"}
 
 
 def _help(argv, capsys) -> str:

@@ -413,26 +413,26 @@ def _sequence_table(lengths, sites, labelled, dim=6, classes=3, seed=0):
 
 
 def test_padding_steps_of_a_short_file_carry_no_loss(monkeypatch):
-    # A 5-window file with seq_len 12: one run, its last 7 steps padding.
-    w = _sequence_table([5], ["S1"], [True])
-    rcfg = config_lib.RouteConfig(seq_len=12, pca_dim=0, d_model=8, seq_epochs=3,
+    # A 3-window file with seq_len 6: one run, its last 3 steps padding.
+    w = _sequence_table([3], ["S1"], [True])
+    rcfg = config_lib.RouteConfig(seq_len=6, pca_dim=0, d_model=8, seq_epochs=2,
                                   batch_size=4, fusion=False)
     seen = {}
     real_fit = fit._fit
     monkeypatch.setattr(fit, "_fit", lambda *a, **k: seen.update(k) or real_fit(*a, **k))
-    fit._sequence_head(w, np.arange(5), w.targets, rcfg, ["S1"], seed=0)
-    np.testing.assert_array_equal(seen["weights"], [[1] * 5 + [0] * 7])
+    fit._sequence_head(w, np.arange(3), w.targets, rcfg, ["S1"], seed=0)
+    np.testing.assert_array_equal(seen["weights"], [[1] * 3 + [0] * 3])
     # And a zero weight really takes a step out of training: whatever its targets are,
     # the head trains to the same weights.
-    runs, mask = fit.sequences(w, np.arange(5), 12)
+    runs, mask = fit.sequences(w, np.arange(3), 6)
     inputs = fit._sequence_inputs(w, runs, ["S1"], False)
     trained = []
     for pad_target in (0.0, 1.0):
         targets = w.targets[runs].copy()
         targets[~mask] = pad_target
-        model = heads.sequence_model(6, 3, 12, 0, 8, 1, 4, False)
+        model = heads.sequence_model(6, 3, 6, 0, 8, 1, 4, False)
         model.get_layer("projection").fit(w.embeddings)
-        trained.append(fit._fit(model, inputs, targets, rcfg, 3, 0,
+        trained.append(fit._fit(model, inputs, targets, rcfg, 2, 0,
                                 weights=mask.astype(np.float32)).get_weights())
     for a, b in zip(*trained):
         np.testing.assert_allclose(a, b, atol=1e-6)
