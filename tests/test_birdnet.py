@@ -3,6 +3,7 @@ reference parity with BirdNET-Analyzer's own table, its embedding, pooling over 
 windows, species lists, and files that are not BirdNET."""
 
 import importlib.util
+import json
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +14,7 @@ import tensorflow as tf
 
 from birdkeras import config as config_lib
 from birdkeras import infer
-from birdkeras.embeddings import birdnet, frozen
+from birdkeras.embeddings import birdnet, extract, frozen
 from birdkeras.errors import PredictError
 from birdkeras.infer import submission
 
@@ -154,15 +155,14 @@ def test_own_labels_to_a_classifier_to_raven_tables_with_birdnet(tmp_path):
     assert main(["embed", "--model", "birdnet", "--audio", str(REAL.parent / "pyha"),
                  "--annotations", str(tmp_path / "calls.csv"), "--hop-s", "1",
                  "--out", str(tmp_path / "emb"), "--quiet"]) == 0
-    table = __import__("birdkeras.embeddings.extract", fromlist=["read"]).read(
-        str(tmp_path / "emb"))
+    table = extract.read(str(tmp_path / "emb"))
     assert table.labelled.all() and table.embeddings.shape[1] == 1024
     assert set(table.groups) == {"ScreamingPiha2.mp3", "ScreamingPiha3.mp3"}
     assert 0 < table.targets.sum() < len(table.targets)  # calls and gaps
     assert main(["route", "--embeddings", str(tmp_path / "emb"), "--out", str(tmp_path / "clf"),
                  "--set", "route.folds=2", "--set", "route.epochs=10",
                  "--set", "route.pca_dim=8"]) == 0
-    card = __import__("json").loads((tmp_path / "clf" / "route.json").read_text())
+    card = json.loads((tmp_path / "clf" / "route.json").read_text())
     assert card["head"] == "probe" and card["mapping"]["mapped"] == ["Lipaugus vociferans"]
     assert main(["predict", "--model", str(tmp_path / "clf"), "--runtime", "onnx",
                  "--audio", str(REAL.parent / "pyha" / "ScreamingPiha3.mp3"),

@@ -123,8 +123,7 @@ class BirdNET:
         self.window_samples = int(round(window_s * SAMPLE_RATE_HZ))
         crops = max(1, math.ceil(window_s / NATIVE_WINDOW_S - 1e-9))
         last = self.window_samples - self._native
-        self.crop_starts = np.linspace(0, last, crops).round().astype(int) if crops > 1 else \
-            np.zeros(1, int)
+        self.crop_starts = np.linspace(0, last, crops).round().astype(int)
         self.pooling = ("none" if crops == 1 else
                         f"{crops} crops of {NATIVE_WINDOW_S:g} s at "
                         f"{[round(s / SAMPLE_RATE_HZ, 3) for s in self.crop_starts]} s: "

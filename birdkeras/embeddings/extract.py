@@ -30,7 +30,7 @@ import pandas as pd
 from birdkeras import storage
 from birdkeras.audio import io as audio_io
 from birdkeras.audio import windows
-from birdkeras.datasets import soundscapes
+from birdkeras.datasets import annotations, soundscapes
 from birdkeras.embeddings import frozen
 from birdkeras.records import format as record_format
 from birdkeras.records import jobs, shard_writer
@@ -158,8 +158,6 @@ def write_job(job) -> None:
 def _annotated_items(table, audio, model, hop_s, min_overlap_s, classes):
     """Items (one per annotated recording, a target per window start), the classes and
     the annotations' problems."""
-    from birdkeras.datasets import annotations  # noqa: PLC0415 - only for own labels
-
     if not audio or len(audio) != 1 or not Path(audio[0]).is_dir():
         raise annotations.AnnotationError("with annotations, --audio is the one folder the "
                                           "annotated recordings are in")

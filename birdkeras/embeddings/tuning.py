@@ -66,11 +66,9 @@ def prior_of(prior: dict, site: str, hour: int) -> np.ndarray:
     """The prior of a file at `site` and `hour` (-1: unknown; 0 is midnight): its
     site x hour cell, else its site's, else its hour's (an unseen site), else overall."""
     hour = str(int(hour))
-    for cell in (prior["table"].get(site, {}).get(hour), prior.get("sites", {}).get(site),
-                 prior.get("hours", {}).get(hour), prior["overall"]):
-        if cell is not None:
-            return np.asarray(cell, np.float32)
-    raise AssertionError("unreachable: overall is always set")
+    cells = (prior["table"].get(site, {}).get(hour), prior.get("sites", {}).get(site),
+             prior.get("hours", {}).get(hour), prior["overall"])
+    return np.asarray(next(c for c in cells if c is not None), np.float32)
 
 
 def file_context(name: str) -> tuple[str, int]:
