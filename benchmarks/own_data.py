@@ -70,7 +70,7 @@ def main():
     parser.add_argument("--hop-s", dest="hop_s", type=float, default=1.0)
     args = parser.parse_args()
     model = birdnet.BirdNET("birdnet", args.window_s)
-    lines = [f"| recordings | windows train / scored (positive) | (a) BirdNET's own score: "
+    lines = ["| recordings | windows train / scored (positive) | (a) BirdNET's own score: "
              "ROC-AUC | AP | (b) probe on BirdNET embeddings: ROC-AUC | AP |",
              "|---|---|---|---|---|---|"]
     for name, (table, folder, species, label) in datasets().items():

@@ -310,6 +310,28 @@ class TrainConfig:
     lr_min: float = 1e-6
     lr_max_per_sample: float = 0.0
     warmup_epochs: float = 1.0
+    # The curve after the warmup: cosine (to lr_min); cosine_restarts (cosine cycles of
+    # restart_epochs each, back to lr_max at each restart); one_cycle (a cosine rise over
+    # warmup_epochs, then cosine to lr_min, as PyTorch's OneCycleLR); plateau (lr_max,
+    # no warmup, times plateau_factor when train.monitor has not improved for
+    # plateau_patience epochs, down to lr_min).
+    schedule: Literal["cosine", "cosine_restarts", "one_cycle", "plateau"] = "cosine"
+    restart_epochs: float = 0.0
+    plateau_factor: float = 0.5
+    plateau_patience: int = 1
+    # Gradients clipped to this global norm before each update (0: off).
+    clip_norm: float = 0.0
+    # An exponential moving average of the weights, kept by the optimizer (Keras'
+    # use_ema): validation, best.keras and final.keras use the averaged weights,
+    # training goes on with the live ones (ckpt/last.keras holds both).
+    ema: bool = False
+    ema_momentum: float = 0.999
+    # > 0: swa.keras, the mean of the weights at the ends of the last this many epochs
+    # (the EMA weights when ema is on; BatchNorm statistics averaged too), validated
+    # beside the final model.
+    swa_epochs: int = 0
+    # > 0: stop when train.monitor has not improved for this many epochs.
+    early_stopping_patience: int = 0
     # The Keras backend of the model and training loop (the data path is TensorFlow on
     # both): jax for Kaggle's TPU v5e-8, either on GPUs and CPUs. Chosen before Keras is
     # imported (birdkeras.backend); a process already on the other one refuses the run.
@@ -353,6 +375,22 @@ class TrainConfig:
             raise ConfigError(f"need 0 < train.lr_min <= train.lr_max and train.lr_start > 0; "
                               f"got lr_start={self.lr_start}, lr_max={self.lr_max}, "
                               f"lr_min={self.lr_min}")
+        if self.schedule == "cosine_restarts" and self.restart_epochs <= 0:
+            raise ConfigError("train.schedule=cosine_restarts needs train.restart_epochs > 0 "
+                              f"(the length of one cycle), got {self.restart_epochs}")
+        if not 0 < self.plateau_factor < 1 or self.plateau_patience < 1:
+            raise ConfigError(f"train.plateau_factor={self.plateau_factor} must be in (0, 1) "
+                              f"and train.plateau_patience={self.plateau_patience} >= 1")
+        if self.clip_norm < 0:
+            raise ConfigError(f"train.clip_norm={self.clip_norm} must be >= 0 (0: off)")
+        if not 0 < self.ema_momentum < 1:
+            raise ConfigError(f"train.ema_momentum={self.ema_momentum} must be in (0, 1)")
+        if not 0 <= self.swa_epochs <= self.epochs:
+            raise ConfigError(f"train.swa_epochs={self.swa_epochs} must be in "
+                              f"[0, train.epochs={self.epochs}]")
+        if self.early_stopping_patience < 0:
+            raise ConfigError(f"train.early_stopping_patience={self.early_stopping_patience} "
+                              "must be >= 0 (0: off)")
         if self.sed_frame_loss_weight < 0:
             raise ConfigError(f"train.sed_frame_loss_weight={self.sed_frame_loss_weight} "
                               "must be >= 0")

@@ -6,6 +6,11 @@
     StepCheckpoint     ckpt/last.keras (its position inside) every N steps and epoch
     BestCheckpoint     best.keras and best.weights.h5 by the monitored metric
     MixShares          the realised share of each mixed training source
+    EMAWeights         the optimizer's moving average in the model for validation and
+                       best.keras, the live weights back before the step checkpoint
+    SWA                the weights at the last N epoch ends, averaged into swa.keras
+    EarlyStopping      stops when the monitored metric has not improved for N epochs
+    Plateau            lowers a constant learning rate when the metric stalls
 """
 
 from __future__ import annotations
@@ -320,3 +325,153 @@ class MixShares(keras.callbacks.Callback):
         for k, (name, count) in enumerate(zip(self.counter.names, delta)):
             key = "main" if k == 0 else Path(name).name
             logs[f"mix_share_{key}"] = float(count / max(delta.sum(), 1))
+
+
+class EMAWeights(keras.callbacks.Callback):
+    """The optimizer's exponential moving average (`use_ema`) in the model at each epoch
+    end, for the callbacks after this one (validation, best.keras, SWA); `restore`, a
+    second callback placed before the step checkpoint, puts the live weights back, so
+    the checkpoint resumes training from them (its optimizer holds the average).
+
+    Keras overwrites the weights with the average when a `fit` call ends; the live ones
+    are put back then too, so training continues from them in the next `fit` call (a
+    frozen-backbone phase, a resumed epoch). The trainer takes the average for
+    final.keras.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.live = None
+        self.restore = _Call(self._restore)
+
+    def on_epoch_end(self, epoch, logs=None):
+        variables = self.model.trainable_variables
+        self.live = [keras.ops.convert_to_numpy(v) for v in variables]
+        for variable, average in zip(variables, self.model.optimizer._model_variables_moving_average):
+            variable.assign(average)
+
+    def _restore(self):
+        if self.live is not None:
+            for variable, value in zip(self.model.trainable_variables, self.live):
+                variable.assign(value)
+
+    def on_train_end(self, logs=None):
+        self._restore()
+        self.live = None
+
+
+class _Call(keras.callbacks.Callback):
+    """Calls `fn` at each epoch end (a second position in the callback list)."""
+
+    def __init__(self, fn):
+        super().__init__()
+        self.fn = fn
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.fn()
+
+
+class SWA(keras.callbacks.Callback):
+    """Keeps the model's weights at the last `epochs` epoch ends (`folder`/
+    epoch-NNN.weights.h5, older ones deleted); `average` sets their mean into a model.
+
+    The files survive a kill, so a resumed run averages the same epochs. Every weight is
+    averaged, BatchNorm's moving statistics included (checkpoint averaging, as the
+    BirdCLEF seeds do it, rather than a BatchNorm pass afterwards).
+
+    Args:
+        folder: where the epochs' weights go (the run's `swa/`).
+        epochs: how many of the last epochs to keep and average.
+    """
+
+    def __init__(self, folder: Path, epochs: int):
+        super().__init__()
+        self.folder, self.epochs = folder, epochs
+        folder.mkdir(parents=True, exist_ok=True)
+
+    def on_epoch_end(self, epoch, logs=None):
+        tmp = self.folder / "epoch.tmp.weights.h5"
+        self.model.save_weights(tmp)
+        tmp.replace(self.folder / f"epoch-{epoch + 1:03d}.weights.h5")
+        for old in self.files()[:-self.epochs]:
+            old.unlink()
+
+    def files(self) -> list[Path]:
+        return sorted(self.folder.glob("epoch-*.weights.h5"))
+
+    def average(self, model) -> list[int]:
+        """Sets the mean of the kept epochs' weights into `model`; returns the epochs."""
+        files = self.files()[-self.epochs:]
+        total = None
+        for path in files:
+            model.load_weights(path)
+            weights = model.get_weights()
+            total = weights if total is None else [a + b for a, b in zip(total, weights)]
+        model.set_weights([(t / len(files)).astype(t.dtype) for t in total])
+        return [int(p.name[6:9]) for p in files]
+
+
+class _Patience(keras.callbacks.Callback):
+    """Counts the epochs since `monitor` last improved; a resumed run's count starts
+    from its history (`history_csv`), so a kill does not reset it."""
+
+    def __init__(self, monitor: str, patience: int, history_csv: Path | None = None):
+        super().__init__()
+        self.monitor, self.patience = monitor, patience
+        self.mode = "min" if monitor == "val_loss" else "max"
+        self.best, self.wait = None, 0
+        if history_csv is not None and history_csv.is_file() and history_csv.stat().st_size:
+            history = pd.read_csv(history_csv)
+            for value in history.get(monitor, []):
+                if self._update(value) and self.resets:
+                    self.wait = 0
+
+    resets = False  # the count restarts after the patience is reached (Plateau)
+
+    def _update(self, value) -> bool:
+        """Counts one epoch's value; True when the count has reached the patience."""
+        if value is None or not np.isfinite(value):
+            self.wait += 1
+        elif self.best is None or (value < self.best if self.mode == "min" else value > self.best):
+            self.best, self.wait = float(value), 0
+        else:
+            self.wait += 1
+        return self.wait >= self.patience
+
+
+class EarlyStopping(_Patience):
+    """Stops training when `monitor` has not improved for `patience` epochs; `stopped`
+    tells the trainer's epoch loop (several `fit` calls) to end too."""
+
+    stopped = None  # the epochs done when it stopped
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self._update((logs or {}).get(self.monitor)):
+            self.stopped, self.model.stop_training = epoch + 1, True
+
+
+class Plateau(_Patience):
+    """Multiplies the optimizer's (constant) learning rate by `factor` when `monitor` has
+    not improved for `patience` epochs, down to `floor`; the rate is an optimizer
+    variable, so the checkpoint carries it.
+
+    Args:
+        monitor: the logged metric (val_loss is minimised, the others maximised).
+        patience: epochs without gain before each reduction.
+        factor: what the rate is multiplied by.
+        floor: the lowest rate.
+        history_csv: a resumed run's history (the count goes on from it), or None.
+    """
+
+    resets = True
+
+    def __init__(self, monitor: str, patience: int, factor: float, floor: float,
+                 history_csv: Path | None = None):
+        super().__init__(monitor, patience, history_csv)
+        self.factor, self.floor = factor, floor
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self._update((logs or {}).get(self.monitor)):
+            rate = self.model.optimizer.learning_rate
+            rate.assign(max(float(keras.ops.convert_to_numpy(rate)) * self.factor, self.floor))
+            self.wait = 0

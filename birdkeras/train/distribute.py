@@ -255,7 +255,10 @@ def fit_multiworker(model, strategy, dataset, loss_fn, callbacks, initial_epoch,
 
     callback_list = keras.callbacks.CallbackList(callbacks, model=model)
     callback_list.on_train_begin()
+    model.stop_training = False
     for epoch in range(initial_epoch, epochs):
+        if model.stop_training:  # early stopping
+            break
         callback_list.on_epoch_begin(epoch)
         total = 0.0
         for index in range(steps_per_epoch):

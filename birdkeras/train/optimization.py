@@ -11,37 +11,49 @@ from birdkeras import config as config_lib
 
 @keras.saving.register_keras_serializable(package="birdkeras")
 class WarmupCosine(keras.optimizers.schedules.LearningRateSchedule):
-    """Linear warmup from `start` to `peak` over `warmup_steps`, cosine to `end`.
+    """A warmup from `start` to `peak` over `warmup_steps`, then cosine to `end`.
 
     Args:
         start: learning rate at step 0.
         peak: learning rate at the end of the warmup.
         end: learning rate at `total_steps` and after.
-        warmup_steps: steps of the linear warmup.
+        warmup_steps: steps of the warmup.
         total_steps: steps of the whole curve.
         offset_steps: steps already taken before this optimizer (a fresh optimizer
             part-way through a run, after unfreezing, continues the curve).
+        cycle_steps: > 0: cosine cycles of this many steps after the warmup, each from
+            `peak` to `end` (restarts); 0: one cosine to `total_steps`.
+        warmup_shape: linear, or cosine (a half cosine from `start` up to `peak`:
+            one-cycle).
     """
 
-    def __init__(self, start, peak, end, warmup_steps, total_steps, offset_steps=0):
+    def __init__(self, start, peak, end, warmup_steps, total_steps, offset_steps=0,
+                 cycle_steps=0, warmup_shape="linear"):
         self.start, self.peak, self.end = float(start), float(peak), float(end)
         self.warmup_steps, self.total_steps = int(warmup_steps), int(total_steps)
-        # A fresh optimizer part-way through a run (after unfreezing) continues the curve.
         self.offset_steps = int(offset_steps)
+        self.cycle_steps, self.warmup_shape = int(cycle_steps), warmup_shape
 
     def __call__(self, step):
         step = keras.ops.cast(step, "float32") + self.offset_steps
-        warm = max(self.warmup_steps, 1)
-        warmup = self.start + (self.peak - self.start) * step / warm
-        progress = keras.ops.clip((step - self.warmup_steps)
-                                  / max(self.total_steps - self.warmup_steps, 1), 0.0, 1.0)
+        rise = step / max(self.warmup_steps, 1)
+        if self.warmup_shape == "cosine":
+            rise = 0.5 * (1 - keras.ops.cos(math.pi * rise))
+        warmup = self.start + (self.peak - self.start) * rise
+        after = step - self.warmup_steps
+        if self.cycle_steps:
+            progress = (after % self.cycle_steps) / self.cycle_steps
+        else:
+            progress = keras.ops.clip(after / max(self.total_steps - self.warmup_steps, 1),
+                                      0.0, 1.0)
         cosine = self.end + 0.5 * (self.peak - self.end) * (1 + keras.ops.cos(math.pi * progress))
         return keras.ops.where(step < self.warmup_steps, warmup, cosine)
 
     def get_config(self):
         return {"start": self.start, "peak": self.peak, "end": self.end,
                 "warmup_steps": self.warmup_steps, "total_steps": self.total_steps,
-                "offset_steps": self.offset_steps}
+                "offset_steps": self.offset_steps, "cycle_steps": self.cycle_steps,
+                "warmup_shape": self.warmup_shape}
 
 
 def make_loss(cfg: config_lib.TrainConfig, reduction="sum_over_batch_size"):
@@ -57,22 +69,32 @@ def make_loss(cfg: config_lib.TrainConfig, reduction="sum_over_batch_size"):
 
 def make_optimizer(cfg: config_lib.TrainConfig, global_batch: int, steps_per_epoch: int,
                    offset_steps: int = 0):
-    """Adam or AdamW on the warmup + cosine schedule, stepped per batch.
+    """Adam or AdamW on the run's schedule (`train.schedule`), stepped per batch.
 
     Args:
-        cfg: the run's training section (`lr_*`, `warmup_epochs`, `optimizer`).
+        cfg: the run's training section (`lr_*`, `warmup_epochs`, `schedule`,
+            `optimizer`, `clip_norm`, `ema`).
         global_batch: examples per step over all replicas (scales
             `lr_max_per_sample`).
         steps_per_epoch: optimizer steps per epoch.
         offset_steps: steps already taken before this optimizer.
 
     Returns:
-        A `keras.optimizers.Optimizer` whose learning rate is a `WarmupCosine`.
+        A `keras.optimizers.Optimizer`: its learning rate a `WarmupCosine`, or for
+        `plateau` a number that `callbacks.Plateau` lowers.
     """
     peak = cfg.lr_max_per_sample * global_batch if cfg.lr_max_per_sample else cfg.lr_max
-    schedule = WarmupCosine(min(cfg.lr_start, peak), peak, min(cfg.lr_min, peak),
-                            int(cfg.warmup_epochs * steps_per_epoch), cfg.epochs * steps_per_epoch,
-                            offset_steps)
+    if cfg.schedule == "plateau":
+        rate = peak
+    else:
+        rate = WarmupCosine(min(cfg.lr_start, peak), peak, min(cfg.lr_min, peak),
+                            int(cfg.warmup_epochs * steps_per_epoch),
+                            cfg.epochs * steps_per_epoch, offset_steps,
+                            cycle_steps=(max(1, round(cfg.restart_epochs * steps_per_epoch))
+                                         if cfg.schedule == "cosine_restarts" else 0),
+                            warmup_shape="cosine" if cfg.schedule == "one_cycle" else "linear")
+    common = {"global_clipnorm": cfg.clip_norm or None, "use_ema": cfg.ema,
+              "ema_momentum": cfg.ema_momentum}
     if cfg.optimizer == "adamw":
-        return keras.optimizers.AdamW(schedule, weight_decay=cfg.weight_decay)
-    return keras.optimizers.Adam(schedule)
+        return keras.optimizers.AdamW(rate, weight_decay=cfg.weight_decay, **common)
+    return keras.optimizers.Adam(rate, **common)

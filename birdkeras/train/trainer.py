@@ -236,14 +236,32 @@ def make_callbacks(prepared: Run, state, validation, logger) -> list:
         soundscapes = [callbacks_lib.SoundscapeValidation(waves, targets, prepared.global_batch,
                                                           pad=_pad_to(prepared) is not None)]
     mix = [callbacks_lib.MixShares(prepared.mix_counter)] if prepared.mix_counter else []
+    resumed_history = history if state is not None else None
+    # At an epoch end, in this order: the EMA weights in, validation, best.keras, SWA,
+    # early stopping and plateau on the validated metric, the live weights back, the step
+    # checkpoint.
+    ema = callbacks_lib.EMAWeights() if cfg.train.ema else None
+    after = []
+    if cfg.train.swa_epochs:
+        after.append(callbacks_lib.SWA(workdir / "swa", cfg.train.swa_epochs))
+    if cfg.train.early_stopping_patience:
+        after.append(callbacks_lib.EarlyStopping(cfg.train.monitor,
+                                                 cfg.train.early_stopping_patience,
+                                                 resumed_history))
+    if cfg.train.schedule == "plateau":
+        after.append(callbacks_lib.Plateau(cfg.train.monitor, cfg.train.plateau_patience,
+                                           cfg.train.plateau_factor, cfg.train.lr_min,
+                                           resumed_history))
     return [
         callbacks_lib.DivergenceGuard(state["epoch"] if state else 0,
                                       state["step_in_epoch"] if state else 0),
+        *([ema] if ema else []),
         validation,
         *soundscapes,
         *mix,
-        *callbacks_lib.best_checkpoints(workdir, cfg.train.monitor,
-                                        history if state is not None else None),
+        *callbacks_lib.best_checkpoints(workdir, cfg.train.monitor, resumed_history),
+        *after,
+        *([ema.restore] if ema else []),
         callbacks_lib.StepCheckpoint(workdir / "ckpt", cfg.train.checkpoint_every_steps,
                                      prepared.steps, state["epoch"] if state else 0,
                                      state["step_in_epoch"] if state else 0),
@@ -296,6 +314,13 @@ def fit_epochs(prepared: Run, model: keras.Model, state, callbacks) -> None:
             model.fit(prepared.train_ds, initial_epoch=epoch, epochs=end,
                       steps_per_epoch=epoch_steps, callbacks=callbacks, verbose=verbose)
         epoch, partial = end, 0
+        stopped = [c.stopped for c in callbacks if getattr(c, "stopped", None)]
+        if stopped:
+            epoch = stopped[0]
+            log.info(f"early stopping after epoch {epoch}: {cfg.train.monitor} has not "
+                     f"improved for {cfg.train.early_stopping_patience} epochs")
+            write_report(prepared, stopped_early_after_epoch=epoch)
+            break
 
 
 def losses_for(cfg: config_lib.Config):
@@ -380,6 +405,8 @@ def final_report(prepared: Run, model: keras.Model, validation, logger) -> dict:
         path of best.keras.
     """
     workdir = prepared.workdir
+    if prepared.cfg.train.ema:  # the averaged weights, which the validation scored
+        model.optimizer.finalize_variable_values(model.trainable_variables)
     model.save(workdir / "final.tmp.keras")
     (workdir / "final.tmp.keras").replace(workdir / "final.keras")
     if validation.last is None:  # a resumed run that had no epoch left to train
@@ -396,9 +423,29 @@ def final_report(prepared: Run, model: keras.Model, validation, logger) -> dict:
         "global_step": int(keras.ops.convert_to_numpy(model.optimizer.iterations)),
         "best": str(workdir / "best.keras"),
     }
+    if prepared.cfg.train.swa_epochs:
+        summary.update(_swa_model(prepared, model, validation))
     logger.finish(summary)
     write_report(prepared, status="completed", summary=summary)
     return summary
+
+
+def _swa_model(prepared: Run, model: keras.Model, validation) -> dict:
+    """swa.keras: the mean of the last `train.swa_epochs` epochs' weights, validated;
+    `model` keeps its own weights."""
+    swa = callbacks_lib.SWA(prepared.workdir / "swa", prepared.cfg.train.swa_epochs)
+    own = model.get_weights()
+    epochs = swa.average(model)
+    model.save(prepared.workdir / "swa.tmp.keras")
+    (prepared.workdir / "swa.tmp.keras").replace(prepared.workdir / "swa.keras")
+    validation.set_model(model)
+    scores = validation.evaluate()
+    model.set_weights(own)
+    log.info(f"swa.keras (epochs {epochs}): val_macro_auc {scores['val_macro_auc']:.4f}, "
+             f"val_padded_cmap {scores['val_padded_cmap']:.4f}")
+    return {"swa": str(prepared.workdir / "swa.keras"), "swa_epochs": epochs,
+            "swa_val_macro_auc": scores["val_macro_auc"],
+            "swa_val_padded_cmap": scores["val_padded_cmap"]}
 
 
 REPORT = "run_report.json"
