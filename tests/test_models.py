@@ -142,8 +142,74 @@ def test_offline_without_a_cached_file_names_the_file_to_attach(tmp_path, monkey
         classifier.build_model(_cfg(f"model.weights={tmp_path / 'nope.h5'}"), 3)
 
 
-def test_imagenet_file_names_follow_keras_applications():
-    assert backbones.imagenet_file("EfficientNetB7")[0] == "efficientnetb7_notop.h5"
-    name, url, md5 = backbones.imagenet_file("EfficientNetV2S")
-    assert name == "efficientnetv2-s_notop.h5" and url.endswith("/efficientnetv2-s_notop.h5")
-    assert md5 and len(md5) == 32
+# ResNet (V1) differs from V2 by its pixel scaling only (tested against Keras' own below):
+# its run here would add ~25 s to the suite.
+@pytest.mark.slow
+@pytest.mark.parametrize("backbone", ["ConvNeXtTiny", "MobileNetV3Small", "ResNet50V2"])
+def test_each_new_family_builds_trains_a_step_and_exports_to_onnx_with_parity(backbone,
+                                                                              tmp_path):
+    import onnxruntime as ort  # noqa: PLC0415
+    from birdkeras.export import convert  # noqa: PLC0415
+
+    keras.utils.set_random_seed(0)
+    cfg = _cfg("audio.num_mel_bins=32", "audio.window_s=1.0", "audio.hop_length=512",
+               f"model.backbone={backbone}")
+    model = classifier.build_model(cfg, num_classes=3)
+    model.compile(keras.optimizers.Adam(1e-3), keras.losses.BinaryCrossentropy(from_logits=True))
+    x, y = _waves(1.0, batch=4), np.eye(3, dtype=np.float32)[[0, 1, 2, 0]]
+    before = [w.copy() for w in model.get_weights()]
+    model.fit(x, y, epochs=1, batch_size=4, verbose=0)
+    assert any(not np.array_equal(a, b) for a, b in zip(before, model.get_weights()))
+    assert tuple(model(_waves(2.7)).shape) == (2, 3)  # any length
+    # Make the outputs vary with the input, so parity means something: ConvNeXt's blocks
+    # start scaled by 1e-6 (LayerScale), and BatchNorm's initial statistics flatten a
+    # random network's features; set both from the data.
+    waves = _waves(1.0, batch=3, seed=1)
+    for layer in model._flatten_layers():
+        if type(layer).__name__ == "LayerScale":
+            layer.set_weights([np.ones_like(w) for w in layer.get_weights()])
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.momentum = 0.0
+    model(np.concatenate([x, waves]), training=True)
+    # Logits of about unit spread per class, so the probabilities are not saturated.
+    head, logits = model.get_layer("logits"), np.asarray(model(waves))
+    kernel, bias = head.get_weights()
+    scale = 2.0 / np.maximum(logits.std(axis=0), 1e-6)
+    head.set_weights([kernel * scale, (bias - logits.mean(axis=0)) * scale])
+    exported = convert.inference_model(model)
+    convert.to_onnx(convert._concrete(exported), tmp_path / "m.onnx")
+    session = ort.InferenceSession(str(tmp_path / "m.onnx"))
+    got = session.run(None, {session.get_inputs()[0].name: waves})[0]
+    want = np.asarray(keras.ops.sigmoid(model(waves)))  # the trained model itself
+    assert np.ptp(want, axis=0).min() > 0.1
+    np.testing.assert_allclose(got, want, atol=1e-4)
+
+
+@pytest.mark.parametrize("backbone", ["EfficientNetB0", "EfficientNetV2S", "ConvNeXtTiny",
+                                      "MobileNetV3Large", "ResNet101", "ResNet50V2"])
+def test_imagenet_file_is_the_one_keras_applications_fetches(backbone, monkeypatch):
+    from keras.src.utils import file_utils  # noqa: PLC0415
+
+    asked = {}
+
+    def get_file(fname, origin, *args, file_hash=None, **kwargs):
+        asked.update(name=fname, url=origin, md5=file_hash)
+        raise RuntimeError("stop here")
+
+    monkeypatch.setattr(file_utils, "get_file", get_file)
+    with pytest.raises(RuntimeError, match="stop here"):
+        getattr(keras.applications, backbone)(include_top=False, weights="imagenet",
+                                              input_shape=(64, 64, 3))
+    assert backbones.imagenet_file(backbone) == (asked["name"], asked["url"], asked["md5"])
+
+
+def test_resnet_pixel_scaling_is_keras_applications_preprocessing():
+    image = np.repeat(np.linspace(0, 255, 2 * 8 * 5, dtype=np.float32).reshape(2, 8, 5, 1),
+                      3, axis=-1)
+    v1 = np.asarray(backbones.pixel_scaling("ResNet50")(image))
+    np.testing.assert_allclose(v1, keras.applications.resnet.preprocess_input(image.copy()),
+                               atol=1e-4)
+    v2 = np.asarray(backbones.pixel_scaling("ResNet152V2")(image))
+    np.testing.assert_allclose(v2, keras.applications.resnet_v2.preprocess_input(image.copy()),
+                               atol=1e-5)
+    assert backbones.pixel_scaling("ConvNeXtTiny") is None

@@ -255,6 +255,9 @@ BACKBONES = (
     "EfficientNetB5", "EfficientNetB6", "EfficientNetB7", "EfficientNetV2B0",
     "EfficientNetV2B1", "EfficientNetV2B2", "EfficientNetV2B3", "EfficientNetV2S",
     "EfficientNetV2M", "EfficientNetV2L",
+    "ConvNeXtTiny", "ConvNeXtSmall", "ConvNeXtBase", "ConvNeXtLarge", "ConvNeXtXLarge",
+    "MobileNetV3Small", "MobileNetV3Large",
+    "ResNet50", "ResNet101", "ResNet152", "ResNet50V2", "ResNet101V2", "ResNet152V2",
 )
 
 

@@ -65,6 +65,27 @@ class _Standardize(keras.layers.Layer):
         return (inputs - self.mean) * self.scale
 
 
+class _ErfGelu(keras.layers.Layer):
+    """Exact GELU as 0.5 x (1 + erf(x / sqrt 2)): TensorFlow's own uses Erfc, which
+    tf2onnx cannot convert (ConvNeXt). Exists only while exporting."""
+
+    def call(self, inputs):
+        return 0.5 * inputs * (1.0 + keras.ops.erf(inputs * 0.7071067811865476))
+
+
+def _depthwise(layer: keras.layers.Conv2D) -> keras.layers.DepthwiseConv2D:
+    """A Conv2D with one group per channel (ConvNeXt) as the DepthwiseConv2D it is:
+    TensorFlow runs grouped convolutions as a function call tf2onnx cannot convert."""
+    kernel, *bias = layer.get_weights()
+    depthwise = keras.layers.DepthwiseConv2D(
+        layer.kernel_size, strides=layer.strides, padding=layer.padding,
+        dilation_rate=layer.dilation_rate, use_bias=layer.use_bias,
+        activation=layer.activation, name=layer.name)
+    depthwise.build((None, None, None, kernel.shape[-1]))
+    depthwise.set_weights([kernel.transpose(0, 1, 3, 2), *bias])
+    return depthwise
+
+
 def _export_in_tensorflow(model_path, out_dir, formats, activation, sed_output, int8,
                           calibration) -> dict:
     """`birdkeras export` in a child process on the TensorFlow backend; its card."""
@@ -115,6 +136,12 @@ def inference_model(model: keras.Model, activation: str = "sigmoid",
             return LogMelSpectrogram.from_config({**layer.get_config(), "dft": "matmul"})
         if layer.name in ("freq_mask", "time_mask"):
             return keras.layers.Identity(name=layer.name)
+        if (isinstance(layer, keras.layers.Conv2D) and layer.groups > 1
+                and layer.groups == layer.filters == layer.kernel.shape[-1]):
+            return _depthwise(layer)
+        if (isinstance(layer, keras.layers.Activation)
+                and getattr(layer.activation, "__name__", "") == "gelu"):
+            return _ErfGelu(name=layer.name)
         if isinstance(layer, keras.layers.Normalization):
             return _Standardize(np.asarray(layer.mean), np.asarray(layer.variance),
                                 name=layer.name)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import keras
 # keras.applications' weight URLs and hashes, and Keras' cache folder, are private constants.
-from keras.src.applications import efficientnet, efficientnet_v2
+from keras.src.applications import convnext, efficientnet, efficientnet_v2, mobilenet_v3, resnet
 from keras.src.backend import config as keras_config
 
 from birdkeras import config as config_lib
@@ -24,17 +24,42 @@ class WeightsError(UserError):
 def imagenet_file(backbone: str) -> tuple[str, str, str | None]:
     """(file name, download URL, md5) of keras.applications' ImageNet weights without
     the top, e.g. ('efficientnetb0_notop.h5', 'https://storage.googleapis.com/...', ...)."""
-    # The URL and hashes are keras.applications' own constants (private modules).
+    # The URLs and hashes are keras.applications' own constants (private modules).
     if backbone.startswith("EfficientNetV2"):
         module = efficientnet_v2
         size = backbone.removeprefix("EfficientNetV2").lower()  # b0..b3, s, m, l
         name, key = f"efficientnetv2-{size}_notop.h5", size if size.startswith("b") else f"-{size}"
-    else:
+    elif backbone.startswith("EfficientNet"):
         module = efficientnet
         key = backbone.removeprefix("EfficientNet").lower()  # b0..b7
         name = f"efficientnet{key}_notop.h5"
+    elif backbone.startswith("ConvNeXt"):
+        module = convnext
+        key = "convnext_" + backbone.removeprefix("ConvNeXt").lower()  # tiny..xlarge
+        name = f"{key}_notop.h5"
+    elif backbone.startswith("MobileNetV3"):
+        module = mobilenet_v3
+        key = backbone.removeprefix("MobileNetV3").lower() + "_224_1.0_float"
+        name = f"weights_mobilenet_v3_{key}_no_top_v2.h5"
+        return name, module.BASE_WEIGHT_PATH + name, module.WEIGHTS_HASHES[key][1]
+    else:  # ResNet50 .. ResNet152V2
+        module, key = resnet, backbone.lower()
+        name = f"{key}_weights_tf_dim_ordering_tf_kernels_notop.h5"
     md5 = getattr(module, "WEIGHTS_HASHES", {}).get(key, (None, None))[1]
     return name, module.BASE_WEIGHTS_PATH + name, md5
+
+
+def pixel_scaling(backbone: str) -> keras.layers.Layer | None:
+    """What a backbone needs between our [0, 255] image and its first layer: ResNet's
+    Caffe-style ImageNet means (V1) or [-1, 1] (V2); EfficientNet, ConvNeXt and
+    MobileNetV3 scale their pixels inside (None)."""
+    if not backbone.startswith("ResNet"):
+        return None
+    if backbone.endswith("V2"):
+        return keras.layers.Rescaling(1 / 127.5, offset=-1.0, name="pixel_scaling")
+    # The image's three channels are equal, so Caffe's RGB -> BGR flip changes nothing.
+    return keras.layers.Normalization(mean=[103.939, 116.779, 123.68], variance=[1.0] * 3,
+                                      name="pixel_scaling")
 
 
 def keras_home() -> Path:

@@ -1,15 +1,17 @@
 """The classifier: raw waveform of any length -> logits.
 
     waveform -> LogMelSpectrogram -> FrequencyMasking, TimeMasking (training only)
-             -> SpectrogramToImage -> keras.applications EfficientNet (B0-B7, V2)
+             -> SpectrogramToImage -> keras.applications backbone (EfficientNet B0-B7
+                and V2, ConvNeXt, MobileNetV3, ResNet and ResNetV2)
              -> head (GAP | GeM | SED attention) -> dropout -> logits
 
 The backbone is keras.applications' (`include_top=False`), built for one window and
 re-wired onto any number of frames. Its weights (`model.weights`): random, ImageNet
 (`weights_file`: Keras' cache, else a download when online, else one line saying which
 file to attach), a weights file, or a folder holding keras.applications' file.
-keras.applications EfficientNets rescale/normalise pixels inside, so the front end
-hands them values in [0, 255].
+EfficientNets, ConvNeXts and MobileNetV3s rescale/normalise pixels inside, so the front
+end hands them values in [0, 255]; ResNets get their ImageNet scaling in a layer before
+(`backbones.pixel_scaling`).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from keras import ops
 
 from birdkeras import config as config_lib
 from birdkeras.errors import UserError
-from birdkeras.model.backbones import backbone
+from birdkeras.model import backbones
 from birdkeras.model.frontend import LogMelSpectrogram, SpectrogramToImage
 from birdkeras.model.specaugment import FrequencyMasking, TimeMasking
 
@@ -172,7 +174,10 @@ def build_model(cfg: config_lib.Config, num_classes: int) -> keras.Model:
                     model_cfg.mask_probability, seed=cfg.seed + 1, dtype="float32",
                     name="time_mask")(x)
     x = SpectrogramToImage(name="to_image")(x)
-    features = backbone(cfg)(x)
+    scaling = backbones.pixel_scaling(model_cfg.backbone)
+    if scaling is not None:
+        x = scaling(x)
+    features = backbones.backbone(cfg)(x)
     if model_cfg.head == "sed":
         clip, _ = AttentionSEDHead(num_classes, dropout=model_cfg.dropout, name="sed")(features)
         logits = keras.layers.Identity(dtype="float32", name="logits")(clip)
