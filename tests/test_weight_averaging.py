@@ -9,6 +9,7 @@ import pytest
 
 from birdkeras import metrics
 from birdkeras.config import load_config
+from birdkeras.records import format as record_format
 from birdkeras.records import pipeline
 from birdkeras.errors import ConfigError
 from birdkeras.train import callbacks, optimization, trainer
@@ -175,7 +176,8 @@ def test_a_run_validates_and_saves_the_ema_weights_writes_swa_and_stops_early(
     cfg = load_config(None, [*SMALL, *overrides, "train.epochs=5", "train.ema=true",
                              "train.ema_momentum=0.9", "train.swa_epochs=2",
                              "train.clip_norm=1.0", "train.monitor=val_padded_cmap",
-                             "train.early_stopping_patience=2"])
+                             "train.early_stopping_patience=2", "train.loss=bce",
+                             "train.pos_weight=sqrt"])
     summary = trainer.run(cfg, tmp_path / "run")
     run = tmp_path / "run"
     last = keras.models.load_model(run / "ckpt" / "last.keras")
@@ -197,6 +199,57 @@ def test_a_run_validates_and_saves_the_ema_weights_writes_swa_and_stops_early(
         metrics.macro_roc_auc(labels, logits), abs=1e-5)
     assert summary["swa_epochs"] == [2, 3] and (run / "swa.keras").is_file()
     assert 0 <= summary["swa_val_macro_auc"] <= 1
+    # The loss trained with, in the checkpoint: BCE weighted from the card's counts.
+    card = record_format.read_dataset_card(cfg.tfrecords.dir)
+    assert isinstance(last.loss, optimization.PositiveWeightedBCE)
+    np.testing.assert_allclose(last.loss.pos_weight,
+                               optimization.positive_weights(card, cfg, names))
+    assert max(last.loss.pos_weight) > 1
     report = json.loads((run / "run_report.json").read_text())
     assert report["status"] == "completed" and report["stopped_early_after_epoch"] == 3
     assert len(history) == 3
+
+
+def test_positive_weighted_bce_is_keras_bce_at_weight_one_and_weights_the_positive_term():
+    rng = np.random.default_rng(0)
+    logits = rng.normal(0, 3, (16, 5)).astype("float32")
+    hard = (rng.random((16, 5)) < 0.3).astype("float32")
+    for smoothing in (0.0, 0.1):  # any target, smoothed as Keras smooths it
+        ours = optimization.PositiveWeightedBCE(np.ones(5), 0.0, smoothing)(hard, logits)
+        keras_bce = keras.losses.BinaryCrossentropy(from_logits=True,
+                                                    label_smoothing=smoothing)(hard, logits)
+        assert float(ours) == pytest.approx(float(keras_bce), rel=1e-5)
+    focal = optimization.PositiveWeightedBCE(np.ones(5), 2.0)(hard, logits)
+    keras_focal = keras.losses.BinaryFocalCrossentropy(gamma=2.0, from_logits=True)(hard,
+                                                                                     logits)
+    assert float(focal) == pytest.approx(float(keras_focal), rel=1e-5)
+    # Weight 3 on class 2: the loss grows by 2 x class 2's positive terms (a mean over
+    # batch and classes), nothing else.
+    weights = np.ones(5)
+    weights[2] = 3.0
+    grown = optimization.PositiveWeightedBCE(weights)(hard, logits)
+    positive = hard[:, 2] * np.log1p(np.exp(-logits[:, 2]))
+    base = optimization.PositiveWeightedBCE(np.ones(5))(hard, logits)
+    assert float(grown) - float(base) == pytest.approx(2 * positive.sum() / hard.size, rel=1e-4)
+    restored = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(
+        optimization.PositiveWeightedBCE(weights, 2.0, 0.05)))
+    assert restored.pos_weight == list(weights) and restored.gamma == 2.0
+
+
+def test_positive_weights_come_from_the_training_folds_counts():
+    card = {"shards": [{"name": "fold0-00000-of-00001.tfrec", "records": 60},
+                       {"name": "fold1-00000-of-00001.tfrec", "records": 40},
+                       {"name": "fold2-00000-of-00001.tfrec", "records": 1000}],
+            "counts_per_class_per_fold": {"a": {"0": 10, "1": 10, "2": 900},
+                                          "b": {"0": 1}, "c": {"2": 5}}}
+    # Validation fold 2: 100 training records; a: 20 positives, b: 1, c: none.
+    cfg = load_config(None, ["train.loss=bce", "train.pos_weight=inverse",
+                             "input.val_fold=2", "data.num_folds=3", "train.pos_weight_max=50"])
+    np.testing.assert_allclose(optimization.positive_weights(card, cfg, ["a", "b", "c"]),
+                               [80 / 20, 50, 50])
+    cfg = load_config(None, ["train.loss=focal", "train.pos_weight=sqrt", "input.val_fold=2",
+                             "data.num_folds=3"])
+    np.testing.assert_allclose(optimization.positive_weights(card, cfg, ["a", "b", "c"]),
+                               [2.0, np.sqrt(99), 50], rtol=1e-6)
+    with pytest.raises(ConfigError, match="train.pos_weight=sqrt weights BCE"):
+        load_config(None, ["train.pos_weight=sqrt"])  # the default loss is cce

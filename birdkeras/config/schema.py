@@ -303,6 +303,11 @@ class TrainConfig:
     loss: Literal["cce", "bce", "focal"] = "cce"
     label_smoothing: float = 0.05
     focal_gamma: float = 2.0
+    # bce and focal: each class's positive term weighted by its negatives / positives in
+    # the training records (inverse), or the square root of that (sqrt), capped at
+    # pos_weight_max; none: unweighted.
+    pos_weight: Literal["none", "sqrt", "inverse"] = "none"
+    pos_weight_max: float = 50.0
     optimizer: Literal["adam", "adamw"] = "adam"
     weight_decay: float = 1e-4  # adamw only
     # Learning rate: linear warmup from lr_start to lr_max, cosine decay to lr_min, per
@@ -384,6 +389,11 @@ class TrainConfig:
         if not 0 < self.plateau_factor < 1 or self.plateau_patience < 1:
             raise ConfigError(f"train.plateau_factor={self.plateau_factor} must be in (0, 1) "
                               f"and train.plateau_patience={self.plateau_patience} >= 1")
+        if self.pos_weight != "none" and self.loss == "cce":
+            raise ConfigError(f"train.pos_weight={self.pos_weight} weights BCE's positive "
+                              "terms: set train.loss to bce or focal, or pos_weight to none")
+        if self.pos_weight_max < 1:
+            raise ConfigError(f"train.pos_weight_max={self.pos_weight_max} must be >= 1")
         if self.clip_norm < 0:
             raise ConfigError(f"train.clip_norm={self.clip_norm} must be >= 0 (0: off)")
         if not 0 < self.ema_momentum < 1:

@@ -5,8 +5,10 @@ from __future__ import annotations
 import math
 
 import keras
+import numpy as np
 
 from birdkeras import config as config_lib
+from birdkeras.records import format as record_format
 
 
 @keras.saving.register_keras_serializable(package="birdkeras")
@@ -56,12 +58,73 @@ class WarmupCosine(keras.optimizers.schedules.LearningRateSchedule):
                 "warmup_shape": self.warmup_shape}
 
 
-def make_loss(cfg: config_lib.TrainConfig, reduction="sum_over_batch_size"):
-    """CCE (one-hot), BCE (multi-hot) or focal BCE, on logits, with label smoothing."""
+@keras.saving.register_keras_serializable(package="birdkeras")
+class PositiveWeightedBCE(keras.losses.Loss):
+    """BCE or focal BCE on logits with a weight per class on the positive term.
+
+        loss = w_c · y · (1 - p)^γ · softplus(-z) + (1 - y) · p^γ · softplus(z)
+
+    with p = sigmoid(z), y the (smoothed) target and γ = 0 for BCE. With all weights 1
+    and hard targets it is Keras' BinaryCrossentropy / BinaryFocalCrossentropy (without
+    alpha); averaged over classes like them.
+
+    Args:
+        pos_weight: one weight per class.
+        gamma: the focal exponent (0: plain BCE).
+        label_smoothing: targets move towards 0.5 by this much, as in Keras.
+    """
+
+    def __init__(self, pos_weight, gamma=0.0, label_smoothing=0.0,
+                 reduction="sum_over_batch_size", name="positive_weighted_bce", **kwargs):
+        super().__init__(reduction=reduction, name=name, **kwargs)
+        self.pos_weight = [float(w) for w in pos_weight]
+        self.gamma, self.label_smoothing = float(gamma), float(label_smoothing)
+
+    def call(self, y_true, y_pred):
+        ops = keras.ops
+        y = ops.cast(y_true, y_pred.dtype)
+        y = y * (1.0 - self.label_smoothing) + 0.5 * self.label_smoothing
+        weight = ops.convert_to_tensor(self.pos_weight, dtype=y_pred.dtype)
+        positive, negative = ops.softplus(-y_pred), ops.softplus(y_pred)  # -log p, -log(1-p)
+        if self.gamma:
+            p = ops.sigmoid(y_pred)
+            positive = positive * ops.power(1.0 - p, self.gamma)
+            negative = negative * ops.power(p, self.gamma)
+        return ops.mean(weight * y * positive + (1.0 - y) * negative, axis=-1)
+
+    def get_config(self):
+        return {**super().get_config(), "pos_weight": self.pos_weight, "gamma": self.gamma,
+                "label_smoothing": self.label_smoothing}
+
+
+def positive_weights(card: dict, cfg: config_lib.Config, class_names) -> np.ndarray:
+    """`train.pos_weight`'s weight per class from the dataset card's counts: negatives /
+    positives among the training folds' records (inverse) or its square root (sqrt),
+    between 1 and `train.pos_weight_max`; a class without training records gets the cap."""
+    counts = card["counts_per_class_per_fold"]
+    val = str(cfg.input.val_fold)
+    total = sum(s["records"] for s in card["shards"]
+                if record_format.shard_fold(s["name"]) != cfg.input.val_fold)
+    positives = np.array([sum(n for fold, n in counts.get(name, {}).items() if fold != val)
+                          for name in class_names], dtype=np.float64)
+    ratio = np.where(positives > 0, (total - positives) / np.maximum(positives, 1),
+                     np.inf)
+    if cfg.train.pos_weight == "sqrt":
+        ratio = np.sqrt(ratio)
+    return np.clip(ratio, 1.0, cfg.train.pos_weight_max).astype(np.float32)
+
+
+def make_loss(cfg: config_lib.TrainConfig, reduction="sum_over_batch_size", pos_weights=None):
+    """CCE (one-hot), BCE (multi-hot) or focal BCE, on logits, with label smoothing;
+    BCE and focal with `pos_weights` (one per class; `train.pos_weight`) weight each
+    class's positive term."""
     common = {"from_logits": True, "label_smoothing": cfg.label_smoothing,
               "reduction": reduction}
     if cfg.loss == "cce":
         return keras.losses.CategoricalCrossentropy(**common)
+    if pos_weights is not None:
+        return PositiveWeightedBCE(pos_weights, cfg.focal_gamma if cfg.loss == "focal" else 0.0,
+                                   cfg.label_smoothing, reduction=reduction)
     if cfg.loss == "bce":
         return keras.losses.BinaryCrossentropy(**common)
     return keras.losses.BinaryFocalCrossentropy(gamma=cfg.focal_gamma, **common)

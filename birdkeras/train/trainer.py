@@ -22,6 +22,7 @@ import sys
 from pathlib import Path
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from birdkeras import backend as backend_lib
@@ -34,7 +35,7 @@ from birdkeras.records import format as record_format
 from birdkeras.records import pipeline
 from birdkeras.train import callbacks as callbacks_lib
 from birdkeras.train import distribute, tracking
-from birdkeras.train.optimization import make_loss, make_optimizer
+from birdkeras.train.optimization import make_loss, make_optimizer, positive_weights
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +57,7 @@ class Run:
     train_ds: tf.data.Dataset
     val_ds: tf.data.Dataset
     mix_counter: pipeline.MixCounter | None = None
+    pos_weights: np.ndarray | None = None  # train.pos_weight's, one per class
 
     @property
     def frame_loss(self) -> bool:
@@ -86,7 +88,8 @@ def run(cfg: config_lib.Config, workdir: str | Path | None = None,
         with prepared.placement.scope():
             model, state = initial_model(prepared)
             validation = callbacks_lib.ValidationMetrics(
-                prepared.val_ds, make_loss(cfg.train), eager=prepared.multiworker,
+                prepared.val_ds, make_loss(cfg.train, pos_weights=prepared.pos_weights),
+                eager=prepared.multiworker,
                 pad_to=_pad_to(prepared))
             logger = tracking.RunLogger(prepared.cfg, prepared.workdir, prepared.val_ds,
                                         validation, prepared.class_names)
@@ -146,6 +149,10 @@ def prepare(cfg: config_lib.Config, workdir: Path, placement=None) -> Run:
     prepared = Run(cfg, workdir, placement, class_names, global_batch, steps, train_ds,
                    pipeline.make_dataset(cfg, len(class_names), False,
                                      global_batch_size=global_batch), counter)
+    if cfg.train.pos_weight != "none":
+        prepared.pos_weights = positive_weights(card, cfg, class_names)
+        log.info(f"train.pos_weight={cfg.train.pos_weight}: positive weights from "
+                 f"{prepared.pos_weights.min():.2f} to {prepared.pos_weights.max():.2f}")
     (workdir / REPORT).unlink(missing_ok=True)  # this run's report, not the previous one's
     write_report(prepared, status="running", skipped_shards=skipped)
     if prepared.frame_loss:  # the same targets for the clip and the frame-max outputs
@@ -323,12 +330,14 @@ def fit_epochs(prepared: Run, model: keras.Model, state, callbacks) -> None:
             break
 
 
-def losses_for(cfg: config_lib.Config):
+def losses_for(cfg: config_lib.Config, pos_weights=None):
     """(loss, loss weights): one loss, or for a SED head trained on its frames too
-    (`train.sed_frame_loss_weight` > 0) one per output of `classifier.with_frame_max`."""
+    (`train.sed_frame_loss_weight` > 0) one per output of `classifier.with_frame_max`;
+    `pos_weights`: `train.pos_weight`'s, one per class."""
+    loss = make_loss(cfg.train, pos_weights=pos_weights)
     if cfg.model.head != "sed" or cfg.train.sed_frame_loss_weight <= 0:
-        return make_loss(cfg.train), None
-    return ({"logits": make_loss(cfg.train), "frame_max": make_loss(cfg.train)},
+        return loss, None
+    return ({"logits": loss, "frame_max": make_loss(cfg.train, pos_weights=pos_weights)},
             {"logits": 1.0, "frame_max": cfg.train.sed_frame_loss_weight})
 
 
@@ -340,7 +349,7 @@ def _compile(prepared: Run, model: keras.Model, offset_steps: int, carried=None,
     cfg = prepared.cfg
     if carried is not None:
         offset_steps = position - int(keras.ops.convert_to_numpy(carried.iterations))
-    loss, weights = losses_for(cfg)
+    loss, weights = losses_for(cfg, prepared.pos_weights)
     metrics_ = [keras.metrics.AUC(curve="ROC", multi_label=True, from_logits=True, name="auc"),
                 keras.metrics.AUC(curve="PR", multi_label=True, from_logits=True,
                                   name="pr_auc")]
@@ -382,7 +391,7 @@ def _pad_to(prepared: Run) -> int | None:
 
 def _per_example_loss(prepared: Run):
     """The loss per example (no reduction), for the multi-worker loop."""
-    base = make_loss(prepared.cfg.train, reduction=None)
+    base = make_loss(prepared.cfg.train, reduction=None, pos_weights=prepared.pos_weights)
     if not prepared.frame_loss:
         return base
     weight = prepared.cfg.train.sed_frame_loss_weight
