@@ -133,3 +133,134 @@ def test_augment_config_errors():
         load_config(None, ["augment.background_probability=0.5"])
     with pytest.raises(ConfigError, match=r"augment.noise_snr_db=\[30.0, 10.0\] must be"):
         load_config(None, ["augment.noise_snr_db=[30, 10]"])
+
+
+SR = 16000
+
+
+def _tone(hz, seconds=2.0, start_s=0.0, length_s=None, n=2):
+    t = np.arange(int(SR * seconds)) / SR
+    wave = np.sin(2 * np.pi * hz * t)
+    if length_s is not None:
+        wave *= (t >= start_s) & (t < start_s + length_s)
+    return tf.constant(np.repeat(wave[None].astype(np.float32), n, axis=0))
+
+
+def _peak_hz(wave):
+    spectrum = np.abs(np.fft.rfft(wave * np.hanning(len(wave))))
+    return np.argmax(spectrum) * SR / len(wave)
+
+
+def test_pitch_shift_moves_a_tone_by_the_ratio_and_keeps_its_duration():
+    waves = _tone(1000.0)
+    out = mixing.pitch_shift(waves, (4.0, 4.0), 1.0, SEED).numpy()
+    assert out.shape == waves.shape
+    want = 1000.0 * 2 ** (4 / 12)
+    for row in out:
+        assert abs(_peak_hz(row[4000:-4000]) - want) < 8  # 1,260 Hz, not 1,000
+    # The tone still fills the window (its duration kept; resampling alone would leave
+    # 21% of it silent).
+    envelope = np.convolve(out[0] ** 2, np.ones(400) / 400, mode="same")
+    assert np.mean(envelope > 0.5 * envelope.max()) > 0.95
+
+
+def test_time_stretch_changes_a_bursts_duration_not_its_pitch():
+    # 2,030 Hz: not a whole number of cycles per vocoder hop, so phases must be carried.
+    waves = _tone(2030.0, seconds=3.0, start_s=1.0, length_s=1.0)
+    out = mixing.time_stretch(waves, (0.8, 0.8), 1.0, SEED).numpy()
+    envelope = np.convolve(out[0] ** 2, np.ones(400) / 400, mode="same")
+    on = np.flatnonzero(envelope > 0.5 * envelope.max())
+    assert (on[-1] - on[0]) / SR == pytest.approx(1.0 / 0.8, abs=0.05)  # 1.25 s
+    steady = out[0][on[0] + 800:on[-1] - 800]
+    assert abs(_peak_hz(steady) - 2030.0) < 8
+    # Phases carried from frame to frame keep it one clean tone: most energy near it.
+    spectrum = np.abs(np.fft.rfft(steady * np.hanning(len(steady)))) ** 2
+    hz = np.fft.rfftfreq(len(steady), 1 / SR)
+    assert spectrum[np.abs(hz - 2030) < 30].sum() > 0.999 * spectrum.sum()
+    steady_envelope = envelope[on[0] + 800:on[-1] - 800]
+    assert steady_envelope.std() < 0.08 * steady_envelope.mean()  # 0.06; 0.13 without
+
+
+@pytest.mark.parametrize("beta", [1.0, 2.0])
+def test_coloured_noise_has_the_spectral_slope(beta):
+    waves, _ = _batch(n=4, length=SR * 4)
+    out = mixing.coloured_noise(waves, (20.0, 20.0), (beta, beta), 1.0, SEED)
+    noise = (out - waves).numpy()
+    power = np.mean(np.abs(np.fft.rfft(noise, axis=1)) ** 2, axis=0)
+    hz = np.fft.rfftfreq(noise.shape[1], 1 / SR)
+    band = (hz > 50) & (hz < 5000)
+    slope = np.polyfit(np.log(hz[band]), np.log(power[band]), 1)[0]
+    assert slope == pytest.approx(-beta, abs=0.1)
+    snr = 10 * np.log10(np.mean(waves.numpy() ** 2, axis=1) / np.mean(noise ** 2, axis=1))
+    np.testing.assert_allclose(snr, 20.0, atol=0.1)
+
+
+def test_gain_shift_and_the_max_label_rule():
+    waves, labels = _batch(n=8)
+    louder = mixing.gain(waves, (6.0, 6.0), 1.0, SEED).numpy()
+    np.testing.assert_allclose(louder / waves.numpy(), 10 ** (6 / 20), rtol=1e-5)
+    impulse = np.zeros((3, 100), np.float32)
+    impulse[:, 50] = 1.0
+    rolled = mixing.time_shift(tf.constant(impulse), 0.2, 1.0, SEED).numpy()
+    assert (np.abs(np.argmax(rolled, axis=1) - 50) <= 20).all() and (rolled.sum(axis=1) == 1).all()
+    _, maxed = mixing.mixup(waves, labels, 0.4, 1.0, SEED, label_rule="max")
+    # Every mixed example carries its own class and its partner's, in full.
+    assert set(np.unique(maxed.numpy())) <= {0.0, 1.0}
+    assert (maxed.numpy().sum(axis=1) >= 1).all() and (maxed.numpy().sum(axis=1) <= 2).all()
+    assert (np.diag(maxed.numpy()) == 1).all() and (maxed.numpy().sum(axis=1) == 2).sum() >= 4
+
+
+def test_filter_augment_changes_band_energies_within_its_range_only_when_training():
+    from birdkeras.model.specaugment import FilterAugment  # noqa: PLC0415
+
+    layer = FilterAugment(db=(-6.0, 6.0), bands=(2, 4), probability=1.0, seed=3)
+    log_mel = np.zeros((16, 64, 10, 1), np.float32)
+    gains = np.asarray(layer(log_mel, training=True))
+    assert np.abs(gains).max() <= 6.0 and np.abs(gains).max() > 1.0
+    levels = [1 + np.count_nonzero(np.diff(example)) for example in gains[:, :, 0, 0]]
+    assert {2, 4} <= set(levels) and max(levels) <= 4  # constant steps, 2 to 4 bands
+    np.testing.assert_array_equal(np.asarray(layer(log_mel, training=False)), log_mel)
+    assert np.ptp(gains[:, :, :, 0], axis=2).max() == 0  # the same gain in every frame
+
+
+def test_new_augment_settings_are_refused_when_inverted_or_improbable():
+    for bad, named in ((["augment.pitch_shift_semitones=[3, -3]"], "pitch_shift_semitones"),
+                       (["augment.time_stretch_rate=[1.2, 0.8]"], "time_stretch_rate"),
+                       (["augment.gain_probability=1.5"], "gain_probability"),
+                       (["augment.filter_augment_probability=-0.1"], "filter_augment_prob"),
+                       (["augment.coloured_noise_exponent=[2, 1]"], "coloured_noise_exp")):
+        with pytest.raises(ConfigError, match=named):
+            load_config(None, bad)
+
+
+@pytest.mark.slow
+def test_augmentations_are_absent_at_validation(demo_records):
+    from birdkeras.records import pipeline  # noqa: PLC0415
+
+    overrides, name2label, _ = demo_records
+    on = ["augment.gain_probability=1", "augment.shift_probability=1",
+          "augment.coloured_noise_probability=1", "augment.pitch_shift_probability=1",
+          "augment.time_stretch_probability=1", "augment.filter_augment_probability=1",
+          "augment.mixup_probability=1"]
+    batches = []
+    for extra in ([], on):
+        cfg = load_config(None, [*overrides, "input.batch_size=4", *extra])
+        val = pipeline.make_dataset(cfg, len(name2label), False)
+        batches.append(next(iter(val))[0].numpy())
+    np.testing.assert_array_equal(*batches)
+
+
+def test_every_new_augmentation_runs_in_the_tf_data_graph(tmp_path):
+    cfg = load_config(None, ["audio.sample_rate_hz=16000", "audio.fmax_hz=8000",
+                             "augment.gain_probability=1", "augment.shift_probability=1",
+                             "augment.coloured_noise_probability=1",
+                             "augment.pitch_shift_probability=1",
+                             "augment.time_stretch_probability=1",
+                             "augment.mixup_probability=1", "augment.mixup_label_rule=max"])
+    waves, labels = _batch(n=4, length=16000 * 2)
+    ds = tf.data.Dataset.from_tensors((waves, labels)).repeat(2).enumerate().map(
+        mixing.batch_augmenter(cfg))
+    for out, out_labels in ds:
+        assert out.shape == waves.shape and np.isfinite(out.numpy()).all()
+        assert not np.allclose(out.numpy(), waves.numpy())
+        assert set(np.unique(out_labels.numpy())) <= {0.0, 1.0}

@@ -232,16 +232,50 @@ class AugmentConfig:
     # A folder of noise clips, e.g. birdclef-2024/unlabeled_soundscapes.
     background_dir: str | None = None
     background_snr_db: tuple[float, ...] = (0.0, 15.0)
+    # mix: MixUp's labels mixed as the waves are; max: a mixed example carries both
+    # examples' labels in full (multi-label clips).
+    mixup_label_rule: Literal["mix", "max"] = "mix"
+    # Each: a chance per example and a [low, high] range drawn from uniformly.
+    gain_probability: float = 0.0
+    gain_db: tuple[float, ...] = (-6.0, 6.0)
+    shift_probability: float = 0.0  # a circular roll by up to this share of the window
+    shift_max_fraction: float = 0.5
+    coloured_noise_probability: float = 0.0  # power ~ 1/f^exponent: 1 pink, 2 brown
+    coloured_noise_snr_db: tuple[float, ...] = (10.0, 30.0)
+    coloured_noise_exponent: tuple[float, ...] = (1.0, 2.0)
+    pitch_shift_probability: float = 0.0  # duration kept
+    pitch_shift_semitones: tuple[float, ...] = (-2.0, 2.0)
+    time_stretch_probability: float = 0.0  # pitch kept; > 1 faster
+    time_stretch_rate: tuple[float, ...] = (0.8, 1.25)
+    # FilterAugment, in the model after the log-mel: the mel axis cut into a random
+    # number of bands (filter_augment_bands), each raised or lowered by a random dB.
+    filter_augment_probability: float = 0.0
+    filter_augment_db: tuple[float, ...] = (-6.0, 6.0)
+    filter_augment_bands: tuple[int, ...] = (2, 5)
+
+    _RANGES = ("noise_snr_db", "background_snr_db", "gain_db", "coloured_noise_snr_db",
+               "coloured_noise_exponent", "pitch_shift_semitones", "time_stretch_rate",
+               "filter_augment_db", "filter_augment_bands")
 
     def __post_init__(self):
         for name in ("mixup_probability", "cutmix_probability", "noise_probability",
-                     "background_probability"):
+                     "background_probability", "gain_probability", "shift_probability",
+                     "coloured_noise_probability", "pitch_shift_probability",
+                     "time_stretch_probability", "filter_augment_probability"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ConfigError(f"augment.{name}={getattr(self, name)} must be in [0, 1]")
-        for name in ("noise_snr_db", "background_snr_db"):
+        for name in self._RANGES:
             value = getattr(self, name)
             if len(value) != 2 or value[0] > value[1]:
-                raise ConfigError(f"augment.{name}={list(value)} must be [low, high] in dB")
+                raise ConfigError(f"augment.{name}={list(value)} must be [low, high] with "
+                                  "low <= high")
+        if not 0 <= self.shift_max_fraction <= 1:
+            raise ConfigError(f"augment.shift_max_fraction={self.shift_max_fraction} must be "
+                              "in [0, 1]")
+        if self.time_stretch_rate[0] <= 0 or self.filter_augment_bands[0] < 1:
+            raise ConfigError("augment.time_stretch_rate must be > 0 and "
+                              "augment.filter_augment_bands >= 1; got "
+                              f"{list(self.time_stretch_rate)}, {list(self.filter_augment_bands)}")
         if self.mixup_alpha <= 0 or self.cutmix_alpha <= 0:
             raise ConfigError("augment.mixup_alpha and augment.cutmix_alpha must be > 0; got "
                               f"{self.mixup_alpha}, {self.cutmix_alpha}")

@@ -134,7 +134,7 @@ def inference_model(model: keras.Model, activation: str = "sigmoid",
             return layer
         if isinstance(layer, LogMelSpectrogram):
             return LogMelSpectrogram.from_config({**layer.get_config(), "dft": "matmul"})
-        if layer.name in ("freq_mask", "time_mask"):
+        if layer.name in ("freq_mask", "time_mask", "filter_mask"):
             return keras.layers.Identity(name=layer.name)
         if (isinstance(layer, keras.layers.Conv2D) and layer.groups > 1
                 and layer.groups == layer.filters == layer.kernel.shape[-1]):

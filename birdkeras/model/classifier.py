@@ -25,7 +25,7 @@ from birdkeras import config as config_lib
 from birdkeras.errors import UserError
 from birdkeras.model import backbones
 from birdkeras.model.frontend import LogMelSpectrogram, SpectrogramToImage
-from birdkeras.model.specaugment import FrequencyMasking, TimeMasking
+from birdkeras.model.specaugment import FilterAugment, FrequencyMasking, TimeMasking
 
 
 class ModelFileError(UserError):
@@ -173,6 +173,10 @@ def build_model(cfg: config_lib.Config, num_classes: int) -> keras.Model:
     x = TimeMasking(model_cfg.time_masks, model_cfg.time_mask_max_frames,
                     model_cfg.mask_probability, seed=cfg.seed + 1, dtype="float32",
                     name="time_mask")(x)
+    if cfg.augment.filter_augment_probability:
+        x = FilterAugment(cfg.augment.filter_augment_db, cfg.augment.filter_augment_bands,
+                          cfg.augment.filter_augment_probability, seed=cfg.seed + 2,
+                          dtype="float32", name="filter_mask")(x)
     x = SpectrogramToImage(name="to_image")(x)
     scaling = backbones.pixel_scaling(model_cfg.backbone)
     if scaling is not None:

@@ -89,3 +89,58 @@ class TimeMasking(_AxisMasking):
     """
 
     axis = 2
+
+
+@keras.saving.register_keras_serializable(package="birdkeras")
+class FilterAugment(keras.layers.Layer):
+    """FilterAugment (Nam et al., 2022), step type: the mel axis cut into `bands` bands at
+    random boundaries, each band of an example's log-mel raised or lowered by its own
+    random dB; applied only when training.
+
+    Input shape: `(batch, mels, frames, channels)`, log-mel in dB. Output: the same.
+
+    Args:
+        db: [low, high] gain per band, in dB.
+        bands: [fewest, most] bands per example.
+        probability: chance that an example is filtered at all.
+        seed: seed for the layer's `SeedGenerator`.
+    """
+
+    def __init__(self, db=(-6.0, 6.0), bands=(2, 5), probability=1.0, seed=None, **kwargs):
+        super().__init__(**kwargs)
+        if db[0] > db[1] or bands[0] > bands[1] or bands[0] < 1:
+            raise ValueError(f"need db low <= high and 1 <= bands low <= high. Received: "
+                             f"db={db}, bands={bands}")
+        if not 0.0 <= probability <= 1.0:
+            raise ValueError(f"probability must be in [0, 1]. Received: probability={probability}")
+        self.db, self.bands = (float(db[0]), float(db[1])), (int(bands[0]), int(bands[1]))
+        self.probability, self.seed = probability, seed
+        self.seed_generator = keras.random.SeedGenerator(seed)
+
+    def call(self, inputs, training=False):
+        if not training or self.probability == 0:
+            return inputs
+        shape = ops.shape(inputs)
+        batch, mels, most = shape[0], shape[1], self.bands[1]
+        count = keras.random.randint((batch, 1), self.bands[0], most + 1,
+                                     seed=self.seed_generator, dtype="int32")
+        # most - 1 sorted boundaries; those past an example's count move beyond the axis.
+        cuts = ops.sort(keras.random.uniform((batch, most - 1), seed=self.seed_generator)
+                        * ops.cast(mels, "float32"), axis=1)
+        active = ops.arange(most - 1, dtype="int32")[None, :] < count - 1
+        cuts = ops.where(active, cuts, ops.cast(mels, "float32") + 1.0)
+        position = ops.cast(ops.arange(mels), "float32")[None, :, None]
+        band = ops.sum(ops.cast(position >= cuts[:, None, :], "int32"), axis=2)  # (b, mels)
+        gains = keras.random.uniform((batch, most), self.db[0], self.db[1],
+                                     seed=self.seed_generator)
+        gain = ops.take_along_axis(gains, band, axis=1)
+        apply = keras.random.uniform((batch, 1), seed=self.seed_generator) < self.probability
+        gain = ops.where(apply, gain, 0.0)
+        return inputs + ops.cast(gain[:, :, None, None], inputs.dtype)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "db": list(self.db), "bands": list(self.bands),
+                "probability": self.probability, "seed": self.seed}
