@@ -117,6 +117,8 @@ def cmd_tfrecords(args) -> int:
 def cmd_train(args) -> int:
     if args.backend:
         args.overrides = [*args.overrides, f"train.backend={args.backend}"]
+    if args.folds:
+        args.overrides = [*args.overrides, f"train.folds=[{args.folds}]"]
     cfg = _load(args)
     backend.use(cfg.train.backend)  # before anything imports keras
     from birdkeras.selftrain import stages  # noqa: PLC0415 - lazy stage
@@ -124,6 +126,10 @@ def cmd_train(args) -> int:
 
     if cfg.train.stages:  # self-training rounds and other multi-stage runs
         summary = stages.run_stages(cfg, args.workdir, tuple(args.overrides))
+    elif cfg.train.folds:
+        from birdkeras.train import folds  # noqa: PLC0415 - lazy stage
+
+        summary = folds.run_folds(cfg, args.workdir)
     else:
         summary = trainer.run(cfg, args.workdir)
     print(f"trained {cfg.name}: val macro ROC-AUC {summary['val_macro_auc']:.3f}, "
@@ -388,6 +394,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    "again after a crash resumes from the last checkpoint.")
     _add_cfg_args(p)
     p.add_argument("--workdir", help="output folder (default: the config's workdir)")
+    p.add_argument("--folds", help="k-fold training: the folds, e.g. 0,1,2,3,4 (each in "
+                                   "<workdir>/fold<k>; out-of-fold predictions; one ensemble)")
     p.add_argument("--backend", choices=backend.BACKENDS,
                    help="Keras backend (default: train.backend): jax for Kaggle's TPU v5e-8")
     p.set_defaults(func=cmd_train)

@@ -406,8 +406,18 @@ class TrainConfig:
     # stage's best model; a stage file states what differs from this config (or names
     # its own base:). See birdkeras.stages (self-training: pseudo.audio_dirs).
     stages: tuple[str, ...] = ()
+    # k-fold training (birdkeras.train.folds): one run per listed fold, each validated on
+    # it, in <workdir>/fold<k>/, with out-of-fold predictions and an ensemble.json that
+    # `predict --model <workdir>` takes as one model. Empty: one run on input.val_fold.
+    folds: tuple[int, ...] = ()
 
     def __post_init__(self):
+        if len(set(self.folds)) != len(self.folds) or any(k < 0 for k in self.folds):
+            raise ConfigError(f"train.folds={list(self.folds)} must be distinct fold numbers "
+                              ">= 0")
+        if self.folds and self.stages:
+            raise ConfigError("train.folds and train.stages together are not supported: run "
+                              "the stages per fold (--set input.val_fold=K)")
         if self.epochs < 1 or self.steps_per_epoch < 0:
             raise ConfigError(f"train.epochs={self.epochs} must be >= 1 and "
                               f"train.steps_per_epoch={self.steps_per_epoch} >= 0")

@@ -188,7 +188,8 @@ def export(model_path: str | Path, out_dir: str | Path, formats=DEFAULT_FORMATS,
     alone (log-mel in, for `birdkeras.model.mel.NumpyLogMel` in predict's decode threads).
 
     Args:
-        model_path: a `.keras` model of a training run (its run files beside it).
+        model_path: a `.keras` model of a training run (its run files beside it), or a
+            k-fold run's folder (ensemble.json): each fold into `out_dir`/fold<k>.
         out_dir: the export folder.
         formats: among `FORMATS`.
         activation: "sigmoid" or "softmax" on the logits.
@@ -202,6 +203,12 @@ def export(model_path: str | Path, out_dir: str | Path, formats=DEFAULT_FORMATS,
     The artifacts are TensorFlow graphs: in a process whose Keras runs on JAX (a model
     trained on a TPU v5e-8), the export runs in a TensorFlow process of its own.
     """
+    members = run_files.ensemble_members(model_path)
+    if members:  # a k-fold run: each fold exported, and the same ensemble.json over them
+        cards = [export(m, Path(out_dir) / Path(m).parent.name, formats, activation,
+                        sed_output, int8, calibration) for m in members]
+        run_files.write_ensemble(out_dir, [Path(m).parent.name for m in members])
+        return {**cards[0], "members": [Path(m).parent.name for m in members]}
     if keras.backend.backend() != "tensorflow":
         return _export_in_tensorflow(model_path, out_dir, formats, activation, sed_output,
                                      int8, calibration)

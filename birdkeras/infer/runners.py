@@ -15,6 +15,7 @@ from birdkeras.embeddings.runner import RouteRunner
 from birdkeras.errors import PredictError
 from birdkeras.export.card import CARD as EXPORT_CARD
 from birdkeras.export.runtime import Runner, best_available
+from birdkeras.model import run_files
 
 
 def load_runners(model_paths, runtime: str, icfg: config_lib.InferConfig | None = None,
@@ -37,6 +38,9 @@ def load_runners(model_paths, runtime: str, icfg: config_lib.InferConfig | None 
     """
     icfg = icfg or config_lib.InferConfig()
     runners = []
+    # A k-fold run's folder (ensemble.json) stands for its members.
+    model_paths = [m for path in model_paths
+                   for m in (run_files.ensemble_members(path) or [path])]
     for path in model_paths:
         if (Path(path) / ROUTE_CARD).is_file():
             runners.append(RouteRunner(path, runtime, icfg, threads))

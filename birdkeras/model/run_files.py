@@ -37,3 +37,27 @@ def write(folder: str | Path, cfg: config_lib.Config, name2label: dict) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     config_lib.save_config(cfg, folder / CONFIG)
     (folder / NAME2LABEL).write_text(json.dumps(name2label, indent=1) + "\n")
+
+
+ENSEMBLE = "ensemble.json"  # a k-fold run's models (birdkeras.train.folds)
+
+
+def write_ensemble(folder: str | Path, members: list[str], **fields) -> Path:
+    """`folder`/ensemble.json listing `members` (paths relative to `folder`)."""
+    path = Path(folder) / ENSEMBLE
+    path.write_text(json.dumps({"members": list(members), **fields}, indent=1) + "\n")
+    return path
+
+
+def ensemble_members(path: str | Path) -> list[str] | None:
+    """The member model paths of an ensemble folder (one holding ensemble.json), or None
+    for anything else; a member that is missing is an error naming it."""
+    card = Path(path) / ENSEMBLE
+    if not card.is_file():
+        return None
+    members = [str(Path(path) / m) for m in json.loads(card.read_text())["members"]]
+    for member in members:
+        if not Path(member).exists():
+            raise RunFilesError(f"{card} lists {member}, which is missing: train that fold "
+                                "again (the same k-fold command resumes it)")
+    return members

@@ -187,6 +187,26 @@ def windows(files: list[str], cfg: config_lib.Config, num_classes: int, training
                          num_parallel_calls=tf.data.AUTOTUNE, deterministic=not training)
 
 
+def identified_windows(cfg: config_lib.Config, num_classes: int, files: list[str],
+                       batch_size: int) -> tf.data.Dataset:
+    """The evaluation windows of `files` in batches of (clips, labels, recording ids,
+    start seconds), in a fixed order (out-of-fold predictions).
+
+    Args:
+        cfg: the run's config.
+        num_classes: classes of the targets.
+        files: shards.
+        batch_size: windows per batch.
+
+    Returns:
+        A dataset of (clips, labels, recording ids, start seconds) batches.
+    """
+    ds = read_records(files, False, cfg.seed, cfg.audio.sample_rate_hz)
+    ds = ds.interleave(window_maker(cfg, num_classes, False, ids=True), cycle_length=4,
+                       num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+
 class MixCounter:
     """Windows drawn from each source of a mixed training dataset, counted per batch.
 
@@ -274,11 +294,21 @@ def read_records(files: list[str], training: bool, seed: int,
     return ds.map(check_rate)
 
 
-def window_maker(cfg: config_lib.Config, num_classes: int, training: bool):
-    """record -> dataset of its windows, each `(clip, label[, weight])`.
+def window_maker(cfg: config_lib.Config, num_classes: int, training: bool, ids: bool = False):
+    """record -> dataset of its windows, each `(clip, label[, weight])`, or with `ids`
+    `(clip, label, recording_id, start_s)`.
 
     Training: random crops, `_crop_count` per record times its `repeats`; evaluation:
     up to `input.eval_windows` consecutive windows from the start.
+
+    Args:
+        cfg: the run's config.
+        num_classes: classes of the targets.
+        training: random crops, else consecutive windows.
+        ids: also each window's recording id and start (seconds).
+
+    Returns:
+        A function from a parsed record to a dataset of its windows.
     """
     inp = cfg.input
     window = cfg.audio.window_samples
@@ -296,6 +326,9 @@ def window_maker(cfg: config_lib.Config, num_classes: int, training: bool):
 
         def cut(start):
             clip = tf.slice(audio, [start], [window])
+            if ids:
+                return (clip, label, ex[record_format.RECORDING_ID],
+                        tf.cast(start, tf.float32) / cfg.audio.sample_rate_hz)
             return (clip, label, weight) if inp.sample_weight_from_rating else (clip, label)
 
         return tf.data.Dataset.from_tensor_slices(starts).map(cut)
