@@ -84,3 +84,33 @@ def test_a_kfold_run_killed_in_its_last_fold_resumes_there_with_unseen_oof(demo_
                                          for k in (0, 1)]
     with pytest.raises(ConfigError, match=r"hold folds \[0, 1\], not \[7\]"):
         folds.run_folds(cfg, tmp_path / "bad", folds=[0, 7])
+
+
+def test_exporting_a_kfold_folder_exports_each_fold_beside_one_ensemble(tmp_path,
+                                                                       monkeypatch):
+    from birdkeras.export import convert  # noqa: PLC0415
+    from birdkeras.model import run_files  # noqa: PLC0415
+
+    for k in (0, 1):
+        (tmp_path / "run" / f"fold{k}").mkdir(parents=True)
+        (tmp_path / "run" / f"fold{k}" / "best.keras").write_bytes(b"")
+    run_files.write_ensemble(tmp_path / "run", ["fold0/best.keras", "fold1/best.keras"])
+    whole, exported = convert.export, []
+
+    def member_export(model_path, out_dir, *args):  # each fold: recorded, not converted
+        if model_path == tmp_path / "run":
+            return whole(model_path, out_dir, *args)
+        exported.append((model_path, out_dir))
+        out_dir.mkdir(parents=True)
+        return {"classes": ["a"], "artifacts": {}}
+
+    monkeypatch.setattr(convert, "export", member_export)
+    card = convert.export(tmp_path / "run", tmp_path / "out", ("onnx",))
+    assert exported == [(str(tmp_path / "run" / f"fold{k}" / "best.keras"),
+                         tmp_path / "out" / f"fold{k}") for k in (0, 1)]
+    assert card["members"] == ["fold0", "fold1"]
+    assert run_files.ensemble_members(tmp_path / "out") == [
+        str(tmp_path / "out" / "fold0"), str(tmp_path / "out" / "fold1")]
+    (tmp_path / "run" / "fold1" / "best.keras").unlink()
+    with pytest.raises(run_files.RunFilesError, match="fold1/best.keras, which is missing"):
+        run_files.ensemble_members(tmp_path / "run")

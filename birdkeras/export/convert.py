@@ -207,6 +207,7 @@ def export(model_path: str | Path, out_dir: str | Path, formats=DEFAULT_FORMATS,
     if members:  # a k-fold run: each fold exported, and the same ensemble.json over them
         cards = [export(m, Path(out_dir) / Path(m).parent.name, formats, activation,
                         sed_output, int8, calibration) for m in members]
+        Path(out_dir).mkdir(parents=True, exist_ok=True)
         run_files.write_ensemble(out_dir, [Path(m).parent.name for m in members])
         return {**cards[0], "members": [Path(m).parent.name for m in members]}
     if keras.backend.backend() != "tensorflow":
