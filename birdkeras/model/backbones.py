@@ -41,12 +41,12 @@ def imagenet_file(backbone: str) -> tuple[str, str, str | None]:
         module = mobilenet_v3
         key = backbone.removeprefix("MobileNetV3").lower() + "_224_1.0_float"
         name = f"weights_mobilenet_v3_{key}_no_top_v2.h5"
-        return name, module.BASE_WEIGHT_PATH + name, module.WEIGHTS_HASHES[key][1]
     else:  # ResNet50 .. ResNet152V2
         module, key = resnet, backbone.lower()
         name = f"{key}_weights_tf_dim_ordering_tf_kernels_notop.h5"
     md5 = getattr(module, "WEIGHTS_HASHES", {}).get(key, (None, None))[1]
-    return name, module.BASE_WEIGHTS_PATH + name, md5
+    base = getattr(module, "BASE_WEIGHTS_PATH", None) or module.BASE_WEIGHT_PATH  # MobileNetV3
+    return name, base + name, md5
 
 
 def pixel_scaling(backbone: str) -> keras.layers.Layer | None:

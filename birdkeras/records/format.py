@@ -68,6 +68,11 @@ def shard_fold(path: str) -> int:
     return TRAIN_ONLY_FOLD if prefix == "train" else int(prefix.removeprefix("fold"))
 
 
+def training_records(card: dict, val_fold: int) -> int:
+    """Records of a dataset card outside the validation fold (what a run trains on)."""
+    return sum(s["records"] for s in card["shards"] if shard_fold(s["name"]) != val_fold)
+
+
 # ----------------------------------------------------------------------------------
 # Protobuf encoding of tf.train.Example (field numbers from example.proto/feature.proto).
 

@@ -116,10 +116,16 @@ def add_background(waves, pool, snr_db, probability, seed):
     start = tf.random.stateless_uniform([batch], seed + 3, 0, room, tf.int32)
     index = tf.stack([tf.repeat(which[:, None], length, axis=1),
                       start[:, None] + tf.range(length)[None, :]], axis=-1)
-    noise = tf.gather_nd(pool, index)
-    snr = tf.random.stateless_uniform([batch, 1], seed + 4, snr_db[0], snr_db[1])
+    return _added_at_snr(waves, tf.gather_nd(pool, index), snr_db, probability, seed)
+
+
+def _added_at_snr(waves, noise, snr_db, probability, seed):
+    """`noise` scaled to a random SNR (U(snr_db), seed + 4) against each clip's RMS and
+    added to the chosen examples (seed)."""
+    snr = tf.random.stateless_uniform([tf.shape(waves)[0], 1], seed + 4, snr_db[0], snr_db[1])
     scale = _rms(waves) / (_rms(noise) * 10 ** (snr / 20))
-    return tf.where(_chosen(batch, probability, seed)[:, None], waves + noise * scale, waves)
+    return tf.where(_chosen(tf.shape(waves)[0], probability, seed)[:, None],
+                    waves + noise * scale, waves)
 
 
 def load_background_pool(folder: str, sample_rate_hz: int, window_s: float,
@@ -210,9 +216,7 @@ def coloured_noise(waves, snr_db, exponent, probability, seed):
     beta = tf.random.stateless_uniform([batch, 1], seed + 3, exponent[0], exponent[1])
     amplitude = tf.pow(tf.maximum(bins, 1.0)[None, :], -beta / 2)  # power ~ f^-beta
     noise = tf.signal.irfft(spectrum * tf.cast(amplitude, tf.complex64), [length])
-    snr = tf.random.stateless_uniform([batch, 1], seed + 4, snr_db[0], snr_db[1])
-    scale = _rms(waves) / (_rms(noise) * 10 ** (snr / 20))
-    return tf.where(_chosen(batch, probability, seed)[:, None], waves + noise * scale, waves)
+    return _added_at_snr(waves, noise, snr_db, probability, seed)
 
 
 _FFT, _HOP = 1024, 256  # the phase vocoder's frames
@@ -269,9 +273,12 @@ def time_stretch(waves, rates, probability, seed):
     batch, length = tf.shape(waves)[0], tf.shape(waves)[1]
     rate = tf.random.stateless_uniform([batch], seed + 2, rates[0], rates[1])
     chosen = _chosen(batch, probability, seed)
-    return tf.map_fn(lambda args: tf.cond(args[2], lambda: _fit(stretch(args[0], args[1]),
-                                                                length), lambda: args[0]),
-                     (waves, rate, chosen), fn_output_signature=tf.float32)
+
+    def one(args):
+        wave, r, on = args
+        return tf.cond(on, lambda: _fit(stretch(wave, r), length), lambda: wave)
+
+    return tf.map_fn(one, (waves, rate, chosen), fn_output_signature=tf.float32)
 
 
 def pitch_shift(waves, semitones, probability, seed):

@@ -103,8 +103,7 @@ def positive_weights(card: dict, cfg: config_lib.Config, class_names) -> np.ndar
     between 1 and `train.pos_weight_max`; a class without training records gets the cap."""
     counts = card["counts_per_class_per_fold"]
     val = str(cfg.input.val_fold)
-    total = sum(s["records"] for s in card["shards"]
-                if record_format.shard_fold(s["name"]) != cfg.input.val_fold)
+    total = record_format.training_records(card, cfg.input.val_fold)
     positives = np.array([sum(n for fold, n in counts.get(name, {}).items() if fold != val)
                           for name in class_names], dtype=np.float64)
     ratio = np.where(positives > 0, (total - positives) / np.maximum(positives, 1),

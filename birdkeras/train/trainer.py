@@ -164,9 +164,7 @@ def steps_per_epoch(cfg: config_lib.Config, card: dict, global_batch: int) -> in
     """`train.steps_per_epoch`, or one pass over the training records."""
     if cfg.train.steps_per_epoch:
         return cfg.train.steps_per_epoch
-    train_records = sum(s["records"] for s in card["shards"]
-                        if record_format.shard_fold(s["name"]) != cfg.input.val_fold)
-    return max(1, train_records // global_batch)
+    return max(1, record_format.training_records(card, cfg.input.val_fold) // global_batch)
 
 
 def initial_model(prepared: Run):
