@@ -11,7 +11,7 @@ from birdkeras.datasets import sources
 from birdkeras import synth
 from birdkeras.config import catalog
 from birdkeras.config import BalanceConfig, load_config
-from birdkeras.errors import MissingPathError
+from birdkeras.errors import ConfigError, MissingPathError
 
 
 @pytest.mark.parametrize("source", list(catalog.SOURCES))
@@ -129,6 +129,27 @@ def test_downsample_to_a_maximum_per_class():
     table = manifest.balance(_counts({"a": 50, "b": 12, "c": 4}),
                              BalanceConfig(downsample_max_samples=10), num_folds=5, seed=0)
     assert table["primary_label"].value_counts().to_dict() == {"a": 10, "b": 10, "c": 4}
+
+
+def test_site_weight_draws_each_sites_windows_by_one_over_sqrt_count():
+    recordings = _counts({"a": 10})
+    windows = pd.DataFrame([{"source": "birdclef-2026-soundscapes", "recording_id": f"w{site}{i}",
+                             "primary_label": "", "labels": ["a"], "site": site,
+                             "group": f"birdclef-2026-soundscapes/{site}"}
+                            for site, n in (("S01", 16), ("S02", 4), ("S03", 1))
+                            for i in range(n)])
+    table = pd.concat([recordings, windows], ignore_index=True)
+    plain = manifest.balance(table, BalanceConfig(), num_folds=2, seed=0)
+    assert (plain["repeats"] == 1).all()
+    weighted = manifest.balance(table, BalanceConfig(site_weight="inverse_sqrt"),
+                                num_folds=2, seed=0)
+    per_site = weighted[weighted["primary_label"] == ""].groupby("site")["repeats"]
+    assert per_site.unique().map(list).to_dict() == {"S01": [1], "S02": [2], "S03": [4]}
+    # Each site's share of the draws grows as sqrt(its windows): 16 : 8 : 4.
+    assert per_site.sum().to_dict() == {"S01": 16, "S02": 8, "S03": 4}
+    assert (weighted.loc[weighted["primary_label"] == "a", "repeats"] == 1).all()
+    with pytest.raises(ConfigError, match="site_weight"):
+        load_config(None, ["data.balance.site_weight=sqrt"])
 
 
 def test_stratified_folds_keep_rare_classes_in_training():

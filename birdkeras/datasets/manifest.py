@@ -12,7 +12,9 @@ Steps, in order (each configurable, each counted in `ingest_report.json`):
     primary labels, or the competition's classes, with those that have no clip
     reported); report unknown secondary labels;
  7. balance: downsample, then `filter` (rare classes get cv=False), then folds,
-    then upsample (a `repeats` count: copies of a recording stay in its fold).
+    then upsample (a `repeats` count: copies of a recording stay in its fold);
+    labelled soundscape windows get folds by site and, with `balance.site_weight`,
+    repeats that weigh each site's windows 1/sqrt(its window count).
 
 Labelled soundscape sources (`birdclef-2026-soundscapes`, ...) add one row per
 labelled window, with its multi-hot `labels` and no primary label; their folds are
@@ -201,7 +203,8 @@ def drop_unknown_secondaries(table, name2label) -> tuple[pd.DataFrame, dict[str,
 
 def balance(table: pd.DataFrame, bal: config_lib.BalanceConfig, num_folds: int, seed: int):
     """Downsample, filter, folds, upsample (see the module docstring) for recordings;
-    soundscape windows get folds by group (`group_folds`) and are not resampled.
+    soundscape windows get folds by group (`group_folds`) and, with `bal.site_weight`,
+    repeats by site (`site_repeats`).
 
     Args:
         table: the manifest rows.
@@ -216,8 +219,28 @@ def balance(table: pd.DataFrame, bal: config_lib.BalanceConfig, num_folds: int, 
     recordings = _balance_recordings(table[~windows], bal, num_folds, seed)
     if not windows.any():
         return recordings
-    return pd.concat([recordings, group_folds(table[windows], num_folds, seed)],
-                     ignore_index=True)
+    windows = group_folds(table[windows], num_folds, seed)
+    if bal.site_weight == "inverse_sqrt":
+        windows["repeats"] = site_repeats(windows)
+    return pd.concat([recordings, windows], ignore_index=True)
+
+
+def site_repeats(windows: pd.DataFrame) -> pd.Series:
+    """Copies per soundscape window that weigh each window 1/sqrt(its site's count).
+
+    A site with n windows, against the largest site's n_max, gets
+    round(sqrt(n_max / n)) copies of each (at least 1): its share of the draws grows as
+    sqrt(n) instead of n. Sites are the rows' `group` (source and site; a file whose
+    name gives no site is its own).
+
+    Args:
+        windows: labelled soundscape rows of the manifest.
+
+    Returns:
+        The integer repeats, aligned with `windows`.
+    """
+    counts = windows["group"].map(windows["group"].value_counts())
+    return np.maximum(np.round(np.sqrt(counts.max() / counts)), 1).astype(int)
 
 
 def group_folds(table: pd.DataFrame, num_folds: int, seed: int) -> pd.DataFrame:
