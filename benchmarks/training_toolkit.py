@@ -13,8 +13,15 @@ the training sites' labelled windows (its setting (b): demo_selftrain.yaml's BCE
       over ~1,000 steps, more than these 125);
   (c) (a) with the new waveform and spectrogram augmentations on (gain, time shift,
       coloured noise, pitch shift, time stretch, FilterAugment);
-  (d) the 5-fold ensemble of (a)'s setting (`birdkeras.train.folds`; `predict` averages
-      the folds' best models).
+  (d) the k-fold ensemble of (a)'s setting over every fold the records hold
+      (`birdkeras.train.folds`; `predict` averages the folds' best models). The
+      soundscape windows are folded by site and the benchmark trains on 4 sites, so
+      the 5 folds asked for hold 4 sites' windows: a 4-fold ensemble, one site each (the
+      clips are all train-only: no class has 5 of them).
+
+Training minutes are each setting's wall time from its first config.yaml to its last
+run_report.json (k-fold: every fold and the out-of-fold predictions), so a setting
+reused from `--keep` keeps its figure.
 
 Each is scored on the held-out windows (macro ROC-AUC, padded cmAP) with its training
 minutes; the tables (birdkeras.uncertainty) give each setting's mean with its 95 %
@@ -24,11 +31,9 @@ interval over held-out files and over seeds, and its paired difference from (a).
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import os
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -47,8 +52,9 @@ SETTINGS = {
     "(a) one fold": [],
     "(b) one fold + EMA": ["train.ema=true", "train.ema_momentum=0.99"],
     "(c) one fold + augmentations": AUGMENTATIONS,
-    f"(d) {FOLDS}-fold ensemble": [f"train.folds={list(range(FOLDS))}"],
+    "(d) k-fold ensemble": [],  # (a)'s settings, every fold
 }
+KFOLD = "(d) k-fold ensemble"
 
 
 def run_seed(seed: int, work: Path) -> tuple[list[dict], dict]:
@@ -80,28 +86,31 @@ def run_seed(seed: int, work: Path) -> tuple[list[dict], dict]:
     pre_dir = work / "pre" / "train"
     pre = (str(pre_dir / "best.keras") if (pre_dir / "best.keras").is_file()
            else train.run(records("demo_pre.yaml", "pre"), pre_dir)["best"])
-    records("demo_selftrain.yaml", "windows", "train.stages=[]", "train.val_soundscapes=null",
-            f"data.num_folds={FOLDS}")
     rows, scored = [], {}
     for name, extra in SETTINGS.items():
         cfg = records("demo_selftrain.yaml", "windows", "train.stages=[]",
                       "train.val_soundscapes=null", f"data.num_folds={FOLDS}",
                       f"train.init_from={pre}", *extra)
         folder = work / name[:3].strip("()")
-        began = time.perf_counter()
-        if cfg.train.folds:
-            folds.run_folds(cfg, folder)
+        if name == KFOLD:
+            folds.run_folds(cfg, folder, folds=folds.available_folds(cfg))
             model = str(folder)
         else:
             best = folder / "best.keras"
             model = str(best) if best.is_file() else train.run(cfg, folder)["best"]
-        minutes = (time.perf_counter() - began) / 60
         scored[name] = s = base._score_heldout(model, root, work, name[:3].strip("()"))  # noqa: SLF001
         rows.append({"seed": seed, "setting": name,
                      "macro_auc": metrics.macro_roc_auc(s.labels, s.scores),
                      "padded_cmap": metrics.padded_cmap(s.labels, s.scores),
-                     "train_minutes": minutes})
+                     "train_minutes": _minutes(folder)})
     return rows, scored
+
+
+def _minutes(folder: Path) -> float:
+    """Wall minutes from a setting's first config.yaml to its last run_report.json."""
+    began = min(p.stat().st_mtime for p in folder.rglob("config.yaml"))
+    ended = max(p.stat().st_mtime for p in folder.rglob("run_report.json"))
+    return (ended - began) / 60
 
 
 def main() -> None:

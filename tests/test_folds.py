@@ -1,6 +1,7 @@
 """k-fold training: resumable per fold, out-of-fold predictions from unseen recordings,
 one ensemble for predict."""
 
+import dataclasses
 import subprocess
 
 import keras
@@ -9,6 +10,7 @@ import pandas as pd
 import pytest
 import tensorflow as tf
 
+from birdkeras import train
 from birdkeras.config import load_config
 from birdkeras.errors import ConfigError
 from birdkeras.infer import runners
@@ -84,6 +86,9 @@ def test_a_kfold_run_killed_in_its_last_fold_resumes_there_with_unseen_oof(demo_
                                          for k in (0, 1)]
     with pytest.raises(ConfigError, match=r"hold folds \[0, 1\], not \[7\]"):
         folds.run_folds(cfg, tmp_path / "bad", folds=[0, 7])
+    with pytest.raises(ConfigError, match=r"lists train.folds \[0, 1\]: run it with .*run_folds"):
+        train.run(dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, folds=(0, 1))),
+                  tmp_path / "bad")
 
 
 def test_exporting_a_kfold_folder_exports_each_fold_beside_one_ensemble(tmp_path,

@@ -24,9 +24,10 @@ pytestmark = pytest.mark.slow  # trains under JAX: `make test-fast` skips
 
 
 # Beside the demo configuration's head and loss, the others: a SED head trained on its
-# frames' maximum too, focal loss, one frozen-backbone epoch, and a start from a model.
+# frames' maximum too, focal loss, one frozen-backbone epoch, and a start from a model;
+# with EMA of the weights (its average kept in the optimizer across the kill).
 OTHER_HEAD = ["model.head=sed", "train.sed_frame_loss_weight=0.5", "train.loss=focal",
-              "train.freeze_backbone_epochs=1"]
+              "train.freeze_backbone_epochs=1", "train.ema=true", "train.ema_momentum=0.5"]
 
 
 @pytest.fixture(scope="module")
@@ -62,6 +63,13 @@ def test_a_killed_jax_run_resumes_where_it_was(jax_run):
     assert int(keras.ops.convert_to_numpy(final.optimizer.iterations)) == 4
     history = pd.read_csv(workdir / "history.csv")
     assert history["epoch"].tolist() == [0, 1] and np.isfinite(history["loss"]).all()
+    # EMA on JAX: final.keras holds the optimizer's average, not the last step's weights.
+    averages = final.optimizer._model_variables_moving_average  # noqa: SLF001
+    assert len(averages) == len(final.trainable_variables) > 0
+    for variable, average in zip(final.trainable_variables, averages):
+        np.testing.assert_array_equal(keras.ops.convert_to_numpy(variable),
+                                      keras.ops.convert_to_numpy(average))
+    assert "ema: true" in (workdir / "config.yaml").read_text()
 
 
 def test_sed_head_frame_loss_focal_freezing_and_init_from_train_on_jax(jax_run):

@@ -102,7 +102,11 @@ def best_runtime(path) -> tuple[str, str]:
     """The fastest runtime for a model path on this machine, and why: for an export folder
     OpenVINO, then ONNX Runtime, then TensorFlow (`best_available`); a route folder's
     heads are ONNX graphs (its frozen embedding model runs as it was given), so ONNX
-    Runtime, else Keras; a `.keras` model runs on TensorFlow."""
+    Runtime, else Keras; a `.keras` model runs on TensorFlow; a k-fold ensemble
+    (ensemble.json) as its first member."""
+    members = run_files.ensemble_members(path)
+    if members:
+        return best_runtime(members[0])
     path = Path(path)
     if (path / ROUTE_CARD).is_file():
         try:

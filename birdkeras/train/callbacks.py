@@ -345,10 +345,8 @@ class EMAWeights(keras.callbacks.Callback):
         self.restore = _Call(self._restore)
 
     def on_epoch_end(self, epoch, logs=None):
-        variables = self.model.trainable_variables
-        self.live = [keras.ops.convert_to_numpy(v) for v in variables]
-        for variable, average in zip(variables, self.model.optimizer._model_variables_moving_average):
-            variable.assign(average)
+        self.live = [keras.ops.convert_to_numpy(v) for v in self.model.trainable_variables]
+        set_to_average(self.model)
 
     def _restore(self):
         if self.live is not None:
@@ -358,6 +356,20 @@ class EMAWeights(keras.callbacks.Callback):
     def on_train_end(self, logs=None):
         self._restore()
         self.live = None
+
+
+def set_to_average(model: keras.Model) -> None:
+    """Sets the model's trainable weights to its optimizer's moving average (`use_ema`).
+
+    Each weight gets a copy: on JAX, a weight assigned the average's own array shares
+    its buffer, which the next compiled step donates, deleting the average with it.
+
+    Args:
+        model: a model whose optimizer has `use_ema` on and has been built.
+    """
+    averages = model.optimizer._model_variables_moving_average  # noqa: SLF001 - Keras' own
+    for variable, average in zip(model.trainable_variables, averages):
+        variable.assign(keras.ops.convert_to_numpy(average))
 
 
 class _Call(keras.callbacks.Callback):

@@ -56,7 +56,8 @@ def run_folds(cfg: config_lib.Config, workdir: str | Path | None = None,
         placement: one strategy for every fold (a notebook's TPU, initialised once).
 
     Returns:
-        {"workdir", "folds": {k: fold summary}, "oof": per-fold and pooled metrics,
+        {"workdir", "model" (the folder: what export and predict take as one model),
+        "folds": {k: fold summary}, "oof": per-fold and pooled metrics,
         "val_macro_auc", "val_padded_cmap" (pooled out-of-fold)}.
     """
     folds = [int(k) for k in (folds if folds is not None else cfg.train.folds)]
@@ -83,7 +84,7 @@ def run_folds(cfg: config_lib.Config, workdir: str | Path | None = None,
                              folds=folds)
     log.info(f"{len(folds)} folds: out-of-fold macro ROC-AUC {scores['pooled']['macro_auc']:.4f}, "
              f"padded cmAP {scores['pooled']['padded_cmap']:.4f}; ensemble -> {workdir / run_files.ENSEMBLE}")
-    return {"workdir": str(workdir), "folds": summaries, "oof": scores,
+    return {"workdir": str(workdir), "model": str(workdir), "folds": summaries, "oof": scores,
             "val_macro_auc": scores["pooled"]["macro_auc"],
             "val_padded_cmap": scores["pooled"]["padded_cmap"]}
 

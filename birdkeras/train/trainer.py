@@ -82,6 +82,10 @@ def run(cfg: config_lib.Config, workdir: str | Path | None = None,
         raise ConfigError(f"{cfg.name} lists train.stages {list(cfg.train.stages)}: run it with "
                           "birdkeras.selftrain.stages.run_stages (the `birdkeras train` command "
                           "does), which calls this function once per stage")
+    if cfg.train.folds:
+        raise ConfigError(f"{cfg.name} lists train.folds {list(cfg.train.folds)}: run it with "
+                          "birdkeras.train.folds.run_folds (the `birdkeras train` command "
+                          "does), which calls this function once per fold")
     policy = keras.mixed_precision.global_policy()
     try:
         prepared = prepare(cfg, Path(workdir or cfg.workdir), placement)
@@ -413,7 +417,7 @@ def final_report(prepared: Run, model: keras.Model, validation, logger) -> dict:
     """
     workdir = prepared.workdir
     if prepared.cfg.train.ema:  # the averaged weights, which the validation scored
-        model.optimizer.finalize_variable_values(model.trainable_variables)
+        callbacks_lib.set_to_average(model)
     model.save(workdir / "final.tmp.keras")
     (workdir / "final.tmp.keras").replace(workdir / "final.keras")
     if validation.last is None:  # a resumed run that had no epoch left to train
@@ -429,6 +433,7 @@ def final_report(prepared: Run, model: keras.Model, validation, logger) -> dict:
         "val_padded_cmap": metrics.padded_cmap(labels, logits),
         "global_step": int(keras.ops.convert_to_numpy(model.optimizer.iterations)),
         "best": str(workdir / "best.keras"),
+        "model": str(workdir / "best.keras"),  # what export and predict take
     }
     if prepared.cfg.train.swa_epochs:
         summary.update(_swa_model(prepared, model, validation))
