@@ -30,6 +30,7 @@ import dataclasses
 import json
 import os
 import sys
+from pathlib import Path
 
 import yaml
 
@@ -286,6 +287,30 @@ def cmd_evaluate(args) -> int:
     print(f"{result['windows']} windows, {result['scored_classes']} scored classes: "
           f"macro ROC-AUC {result['macro_auc']:.4f}, padded cmAP {result['padded_cmap']:.4f}"
           + (f" -> {args.out}" if args.out else ""))
+    return 0
+
+
+def cmd_blend(args) -> int:
+    from birdkeras.infer import blend  # noqa: PLC0415 - lazy stage
+
+    class_map = json.loads(Path(args.class_map).read_text()) if args.class_map else None
+    if args.action == "tune":
+        card = blend.tune_oof(args.oof, args.method, args.step,
+                              [class_map] * len(args.oof) if class_map else None)
+        blend.write_card(card, args.out)
+        aucs = ", ".join(f"{a:.4f}" for a in card["oof_macro_auc"]["members"])
+        print(f"{card['method']} blend of {len(args.oof)} members on {card['oof_windows']} "
+              f"out-of-fold windows: weights {card['weights']}; macro ROC-AUC members {aucs}, "
+              f"blend {card['oof_macro_auc']['blend']:.4f} -> {args.out}")
+    else:
+        if not args.blend or not args.submissions:
+            raise UserError("blend apply needs --blend CARD and --submissions CSV ...")
+        card = blend.read_card(args.blend)
+        if class_map:
+            card["class_maps"] = [class_map] * len(args.submissions)
+        table = blend.apply(card, args.submissions, args.out)
+        print(f"{len(table)} rows blended ({card['method']}, weights {card['weights']}) "
+              f"-> {args.out}")
     return 0
 
 
@@ -555,6 +580,24 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the source whose labelled soundscapes score it (birdclef-2026)")
     p.add_argument("--out", help="folder for metrics.json, per_class.csv, roc.png, pr.png")
     p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("blend", help="tune a blend on out-of-fold predictions, or apply it",
+                       description="tune --oof RUN RUN ...: the members' weights (a simplex "
+                                   "grid) for the best out-of-fold macro ROC-AUC of their "
+                                   "blend -> a blend card; apply --blend CARD --submissions "
+                                   "CSV CSV ...: the blended submission.")
+    p.add_argument("action", choices=["tune", "apply"])
+    p.add_argument("--oof", nargs="+", default=[], help="tune: k-fold run folders (oof.csv)")
+    p.add_argument("--method", choices=["rank", "mean"], default="rank",
+                   help="tune: per-class ranks (rank) or probabilities (mean) averaged")
+    p.add_argument("--step", type=float, default=0.1, help="tune: the weight grid's spacing")
+    p.add_argument("--blend", help="apply: the blend card `tune` wrote")
+    p.add_argument("--submissions", nargs="+", default=[],
+                   help="apply: one submission CSV per member, in the card's order")
+    p.add_argument("--class-map", help="a JSON {member's class: blend's class} renaming "
+                                       "members' classes")
+    p.add_argument("--out", required=True, help="tune: the blend card; apply: the CSV")
+    p.set_defaults(func=cmd_blend)
 
     p = sub.add_parser("kaggle", help="download competitions, publish TFRecords as datasets",
                        description="download SOURCE...: fetch and unzip into --root in the "
