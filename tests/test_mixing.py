@@ -164,6 +164,18 @@ def test_pitch_shift_moves_a_tone_by_the_ratio_and_keeps_its_duration():
     assert np.mean(envelope > 0.5 * envelope.max()) > 0.95
 
 
+def test_resampling_reaches_the_last_sample_where_float_steps_land_on_it():
+    # tf.range(0, 144639, 0.85295) in float32 ends exactly on 144,639: the last pair of
+    # samples must still be the one interpolated (a pitch shift of -2.76 semitones of a
+    # 5 s window at 32 kHz crashed training with an index out of range).
+    wave = tf.range(144640, dtype=tf.float32)
+    out = mixing.resample(wave, 0.85295).numpy()
+    assert out[-1] == 144639.0 and len(out) == len(np.arange(0.0, 144639.0, 0.85295))
+    np.testing.assert_allclose(np.diff(out), 0.85295, atol=0.02)  # a ramp, resampled
+    frames = mixing.stretch(tf.random.stateless_normal([64 * 256 + 768], (0, 1)), 0.8529)
+    assert np.isfinite(frames.numpy()).all()
+
+
 def test_time_stretch_changes_a_bursts_duration_not_its_pitch():
     # 2,030 Hz: not a whole number of cycles per vocoder hop, so phases must be carried.
     waves = _tone(2030.0, seconds=3.0, start_s=1.0, length_s=1.0)

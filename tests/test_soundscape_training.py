@@ -20,7 +20,9 @@ from birdkeras.datasets import soundscapes
 from birdkeras.records import shards
 from birdkeras.records import format as record_format
 from birdkeras import config as config_lib
+from birdkeras import infer
 from birdkeras.config import ConfigError, load_config
+from birdkeras.datasets.sources import SourceError
 from birdkeras.errors import PredictError
 
 from conftest import REPO, kill_when, read_records
@@ -130,6 +132,33 @@ def test_labelled_windows_become_records_folded_by_site(synth_root, tmp_path):
         load_config(None, ["data.sources=[birdclef-2026-soundscapes]", "train.loss=cce"])
 
 
+def test_a_specialist_trains_on_its_taxonomy_classes_only(synth_root, classes):
+    base = [f"data.root={synth_root}", "data.sources=[birdclef-2026, birdclef-2026-soundscapes]",
+            "data.label_map=competition", "data.num_folds=2", "data.balance.filter_min_samples=0",
+            "train.loss=bce"]
+    taxonomy = pd.read_csv(synth_root / "birdclef-2026" / "taxonomy.csv", dtype=str)
+    taxa = dict(zip(taxonomy["primary_label"], taxonomy["class_name"]))
+    everything, _, _ = manifest.build(load_config(None, base))
+    table, name2label, report = manifest.build(load_config(None, [*base, "data.specialist=[Amphibia, Insecta]"]))
+    own = [c for c in classes if taxa[c] in ("Amphibia", "Insecta")]
+    assert 0 < len(own) < len(classes) and list(name2label) == own  # the competition's order
+    clips = table[table["primary_label"] != ""]
+    assert set(clips["primary_label"]) <= set(own)
+    assert report["outside_specialist"] == (
+        (everything["primary_label"] != "") & ~everything["primary_label"].isin(own)).sum() > 0
+    windows = table[table["primary_label"] == ""]
+    assert len(windows) == (everything["primary_label"] == "").sum()  # kept, as negatives too
+    assert all(set(labels) <= set(own) for labels in windows["labels"])
+    assert any(labels for labels in windows["labels"])
+    # The other classes are neither bad rows nor unknown labels: they are not the specialist's.
+    assert not [r for r in report["rejected"] if "is not a class" in r["reason"]]
+    assert not set(report["unknown_secondary_labels"]) & set(classes)
+    with pytest.raises(SourceError, match=r"\['Reptilia'\] are not values of class_name"):
+        manifest.build(load_config(None, [*base, "data.specialist=[Reptilia]"]))
+    with pytest.raises(ConfigError, match="set data.label_map=competition"):
+        load_config(None, ["data.specialist=[Amphibia]"])
+
+
 def _pseudo_cfg(synth_root, *extra):
     return load_config(None, [f"data.root={synth_root}", "pseudo.threshold=0.5",
                               "pseudo.files_per_shard=1", *extra])
@@ -219,13 +248,38 @@ def test_bad_soundscapes_are_recorded_and_mismatched_teachers_refused(
                              progress=False)
     failures = pd.read_csv(tmp_path / "out" / record_format.FAILURES)
     assert report["failures"] == 1 and failures["path"].str.endswith("broken.ogg").all()
-    other = _teacher(tmp_path / "other", classes[::-1], 3)
-    with pytest.raises(PredictError, match="cannot ensemble"):
+    other = _teacher(tmp_path / "other", [*classes[1:], "notaclass"], 3)
+    with pytest.raises(PredictError, match=r"cannot ensemble .* scores classes the first "
+                                           r"model does not \(\['notaclass'\]\)"):
         pseudolabel.run([teachers[0], other], [folder], str(tmp_path / "x"),
                         _pseudo_cfg(synth_root), progress=False)
     for bad in ("-0.1", "1.5"):
         with pytest.raises(ConfigError, match=f"pseudo.threshold={float(bad)} must be in"):
             load_config(None, [f"pseudo.threshold={bad}"])
+
+
+def test_a_specialist_scores_its_columns_and_leaves_the_others(synth_root, teachers, classes,
+                                                               tmp_path):
+    """A specialist (a subset of the classes, in its own order) ensembled after the full
+    model: its classes are the mean of both, every other column the full model's alone."""
+    audio = next((synth_root / "birdclef-2026" / "train_soundscapes").iterdir())
+    icfg = config_lib.InferConfig(class_order=str(synth_root / "birdclef-2026" /
+                                                  "sample_submission.csv"))
+    own = [classes[4], classes[1], classes[2]]
+    specialist = _teacher(tmp_path / "specialist", own, 5)
+    tables = {}
+    for name, models in (("full", [teachers[0]]), ("alone", [specialist]),
+                         ("both", [teachers[0], specialist])):
+        infer.predict(models, audio, tmp_path / f"{name}.csv", "tf", icfg, progress=False)
+        tables[name] = pd.read_csv(tmp_path / f"{name}.csv").set_index("row_id")
+    others = [c for c in classes if c not in own]
+    np.testing.assert_allclose(tables["both"][others], tables["full"][others], atol=1e-6)
+    np.testing.assert_allclose(tables["both"][own],
+                               (tables["full"][own] + tables["alone"][own]) / 2, atol=1e-6)
+    assert np.abs(tables["both"][own] - tables["full"][own]).to_numpy().max() > 1e-4
+    with pytest.raises(PredictError, match="put the model scoring every class first"):
+        infer.predict([specialist, teachers[0]], audio, tmp_path / "x.csv", "tf", icfg,
+                      progress=False)
 
 
 def test_mixing_ratio_holds_over_1000_draws(synth_root, teachers, tmp_path):

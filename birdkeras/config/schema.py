@@ -137,6 +137,12 @@ class DataConfig:
     # "competition" = the target source's sample submission columns, in order, with or
     # without clips (fine-tuning: the model predicts exactly the submission's columns).
     label_map: Literal["rows", "competition"] = "rows"
+    # A specialist (label_map: competition): only the competition's classes whose
+    # taxonomy `specialist_column` is one of these (e.g. [Amphibia, Insecta]); clips of
+    # other classes are left out, soundscape windows keep only these labels. predict
+    # scatters its scores into the full model's columns (`--model FULL --model SPEC`).
+    specialist: tuple[str, ...] = ()
+    specialist_column: str = "class_name"
     # Manifest and label map are written here.
     manifest_dir: str = "work/manifest"
 
@@ -151,6 +157,9 @@ class DataConfig:
                                               list(catalog.SOURCES)))
         if self.num_folds < 2:
             raise ConfigError(f"data.num_folds={self.num_folds} must be >= 2")
+        if self.specialist and self.label_map != "competition":
+            raise ConfigError(f"data.specialist={list(self.specialist)} picks among the "
+                              "competition's classes: set data.label_map=competition")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -98,6 +98,18 @@ def label_map(table: pd.DataFrame, data: config_lib.DataConfig, report: dict):
         names |= {label for labels in table.loc[windows, "labels"] for label in labels}
         return table, {name: i for i, name in enumerate(sorted(names))}
     classes = sources.read_classes(data.root, data.target_source)
+    if data.specialist:  # its classes only: other clips left out, windows' labels cut
+        classes = sources.specialist_classes(data.root, data.target_source,
+                                             data.specialist_column, data.specialist)
+        wanted = set(classes)
+        others = ~windows & table["primary_label"].isin(set(sources.read_classes(
+            data.root, data.target_source)) - wanted)
+        report["outside_specialist"] = int(others.sum())
+        table = table[~others].copy()
+        for column in ("labels", "secondary_labels"):  # other classes: not unknown, not ours
+            table[column] = [[c for c in labels if c in wanted] if isinstance(labels, list)
+                             else labels for labels in table[column]]
+        windows = table["primary_label"] == ""
     outside = ~windows & ~table["primary_label"].isin(set(classes))
     report["rejected"] += [
         {"source": r["source"], "path": r["path"],

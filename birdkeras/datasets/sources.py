@@ -249,6 +249,39 @@ def _audio_path(source: str, label: str, filename: str) -> str:
     return catalog.audio_path(source, label, filename)
 
 
+def specialist_classes(root: str | Path, source: str, column: str, values) -> list[str]:
+    """The competition's classes (`read_classes`, in order) whose taxonomy `column` is one
+    of `values` (a specialist's classes, e.g. class_name in [Amphibia, Insecta]).
+
+    Args:
+        root: the data root.
+        source: the competition.
+        column: a taxonomy column.
+        values: the values kept.
+
+    Returns:
+        The classes, in the competition's order.
+    """
+    folder = Path(root) / catalog.SOURCES[source].folder
+    taxonomy = folder / (catalog.SOURCES[source].taxonomy or "taxonomy.csv")
+    if not taxonomy.is_file():
+        raise SourceError(f"data.specialist needs {source}'s taxonomy: {taxonomy} is missing")
+    table = pd.read_csv(taxonomy, dtype=str, keep_default_na=False, encoding="utf-8-sig")
+    if column not in table.columns or "primary_label" not in table.columns:
+        raise SourceError(f"data.specialist_column={column!r}: {taxonomy} has columns "
+                          f"{list(table.columns)}")
+    unknown = sorted(set(values) - set(table[column]))
+    if unknown:
+        raise SourceError(f"data.specialist: {unknown} are not values of {column} in "
+                          f"{taxonomy} (it has {sorted(set(table[column]))})")
+    wanted = set(table.loc[table[column].isin(set(values)), "primary_label"].str.strip())
+    classes = [c for c in read_classes(root, source) if c in wanted]
+    if not classes:
+        raise SourceError(f"data.specialist={list(values)}: none of the competition's "
+                          f"classes has {column} among them in {taxonomy}")
+    return classes
+
+
 def read_classes(root: str | Path, source: str) -> list[str]:
     """The competition's class list: its sample submission's columns, in order (else its
     taxonomy's `primary_label` rows, in order)."""

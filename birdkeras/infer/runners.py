@@ -20,7 +20,9 @@ from birdkeras.model import run_files
 
 def load_runners(model_paths, runtime: str, icfg: config_lib.InferConfig | None = None,
                  threads: int = 0) -> list:
-    """One runner per model path; an ensemble's models must share classes, rate and window.
+    """One runner per model path; an ensemble's models must share rate and window, and
+    score the first model's classes or a subset of them (a specialist, `data.specialist`:
+    scoring averages each class over the members that score it).
 
     A folder holding `route.json` is an embedding route; a frozen model (`birdnet`, a
     BirdNET `.tflite`, a Perch-style SavedModel folder) scores its own classes; the rest
@@ -53,10 +55,15 @@ def load_runners(model_paths, runtime: str, icfg: config_lib.InferConfig | None 
         raise PredictError("no model given")
     first = runners[0]
     for other in runners[1:]:
-        if (other.classes, other.sample_rate_hz, other.window_s) != (
-                first.classes, first.sample_rate_hz, first.window_s):
+        if (other.sample_rate_hz, other.window_s) != (first.sample_rate_hz, first.window_s):
             raise PredictError(f"cannot ensemble {first.path} and {other.path}: their "
-                               "classes, sample rates or windows differ")
+                               "sample rates or windows differ")
+        unknown = [c for c in other.classes if c not in set(first.classes)]
+        if unknown:  # a specialist may score a subset of the first model's classes
+            raise PredictError(
+                f"cannot ensemble {first.path} and {other.path}: {other.path} scores classes "
+                f"the first model does not ({unknown[:10]}); put the model scoring every "
+                "class first, then specialists scoring some of them")
     return runners
 
 

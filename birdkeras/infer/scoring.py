@@ -81,7 +81,8 @@ def iter_scored(files, runners, icfg: config_lib.InferConfig, progress: bool = F
 
 def score_file(runners, shifted_windows, name: str, batch_size: int) -> np.ndarray:
     """One file's probabilities: the mean over every (shift, model) pair of `runners`
-    on `shifted_windows` (per TTA shift, the windows: audio, or `FrontEnds`' features
+    on `shifted_windows` (each class over the members that score it: a specialist
+    scores a subset of the first model's classes) (per TTA shift, the windows: audio, or `FrontEnds`' features
     by front end): TTA and ensembling in one step. `name` is the file's name (an
     embedding route reads site and hour in it).
 
@@ -94,8 +95,19 @@ def score_file(runners, shifted_windows, name: str, batch_size: int) -> np.ndarr
     Returns:
         (windows, classes) probabilities.
     """
-    return np.mean([score(runner, FrontEnds.input_of(runner, clips), batch_size, name)
-                    for clips in shifted_windows for runner in runners], axis=0)
+    classes = runners[0].classes
+    total, count = None, np.zeros(len(classes))
+    for clips in shifted_windows:
+        for runner in runners:
+            probs = score(runner, FrontEnds.input_of(runner, clips), batch_size, name)
+            # A specialist's columns land on the first model's columns of its classes.
+            columns = (slice(None) if runner.classes == classes
+                       else [classes.index(c) for c in runner.classes])
+            if total is None:
+                total = np.zeros((len(probs), len(classes)), np.float64)
+            total[:, columns] += probs
+            count[columns] += 1
+    return (total / count).astype(np.float32)
 
 
 class FrontEnds:

@@ -228,7 +228,7 @@ def stretch(wave, rate):
     frames = tf.signal.stft(wave, _FFT, _HOP, pad_end=True)  # (t, f)
     count = tf.shape(frames)[0]
     steps = tf.range(0.0, tf.cast(count - 1, tf.float32), rate)
-    left = tf.cast(tf.floor(steps), tf.int32)
+    left = _left_index(steps, count)
     frac = (steps - tf.cast(left, tf.float32))[:, None]
     a, b = tf.gather(frames, left), tf.gather(frames, left + 1)
     magnitude = (1 - frac) * tf.abs(a) + frac * tf.abs(b)
@@ -241,12 +241,19 @@ def stretch(wave, rate):
                                   window_fn=tf.signal.inverse_stft_window_fn(_HOP))
 
 
+def _left_index(where, size):
+    """The sample left of each fractional position, at most size - 2 so that its right
+    neighbour exists: tf.range's float32 steps can land exactly on size - 1 (e.g. 0.85295
+    over 144,640 samples), one past the last pair."""
+    return tf.minimum(tf.cast(tf.floor(where), tf.int32), tf.maximum(size - 2, 0))
+
+
 def resample(wave, ratio):
     """One waveform resampled by linear interpolation to len / ratio samples: played
     back at the same rate, every frequency times `ratio`."""
-    length = tf.cast(tf.shape(wave)[0], tf.float32)
-    where = tf.range(0.0, length - 1, ratio)
-    left = tf.cast(tf.floor(where), tf.int32)
+    size = tf.shape(wave)[0]
+    where = tf.range(0.0, tf.cast(size - 1, tf.float32), ratio)
+    left = _left_index(where, size)
     frac = where - tf.cast(left, tf.float32)
     return (1 - frac) * tf.gather(wave, left) + frac * tf.gather(wave, left + 1)
 
