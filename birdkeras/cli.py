@@ -296,11 +296,13 @@ def cmd_blend(args) -> int:
     class_map = json.loads(Path(args.class_map).read_text()) if args.class_map else None
     if args.action == "tune":
         card = blend.tune_oof(args.oof, args.method, args.step,
-                              [class_map] * len(args.oof) if class_map else None)
+                              [class_map] * len(args.oof) if class_map else None,
+                              per_class=args.per_class)
         blend.write_card(card, args.out)
         aucs = ", ".join(f"{a:.4f}" for a in card["oof_macro_auc"]["members"])
+        weights = "per class" if args.per_class else card["weights"]
         print(f"{card['method']} blend of {len(args.oof)} members on {card['oof_windows']} "
-              f"out-of-fold windows: weights {card['weights']}; macro ROC-AUC members {aucs}, "
+              f"out-of-fold windows: weights {weights}; macro ROC-AUC members {aucs}, "
               f"blend {card['oof_macro_auc']['blend']:.4f} -> {args.out}")
     else:
         if not args.blend or not args.submissions:
@@ -309,7 +311,8 @@ def cmd_blend(args) -> int:
         if class_map:
             card["class_maps"] = [class_map] * len(args.submissions)
         table = blend.apply(card, args.submissions, args.out)
-        print(f"{len(table)} rows blended ({card['method']}, weights {card['weights']}) "
+        weights = "per class" if card.get("per_class") else card["weights"]
+        print(f"{len(table)} rows blended ({card['method']}, weights {weights}) "
               f"-> {args.out}")
     return 0
 
@@ -591,6 +594,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--method", choices=["rank", "mean"], default="rank",
                    help="tune: per-class ranks (rank) or probabilities (mean) averaged")
     p.add_argument("--step", type=float, default=0.1, help="tune: the weight grid's spacing")
+    p.add_argument("--per-class", action="store_true",
+                   help="tune: weights per class (each class's own out-of-fold ROC-AUC)")
     p.add_argument("--blend", help="apply: the blend card `tune` wrote")
     p.add_argument("--submissions", nargs="+", default=[],
                    help="apply: one submission CSV per member, in the card's order")

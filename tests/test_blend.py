@@ -123,3 +123,30 @@ def test_the_command_tunes_then_applies_the_blend_to_submissions(tmp_path, capsy
     assert cli.main(["blend", "apply", "--blend", str(card_path), "--submissions",
                      str(subs[0]), str(short), "--out", str(tmp_path / "x.csv")]) == 2
     assert "different rows" in capsys.readouterr().err
+
+
+def test_per_class_weights_follow_each_members_strong_classes(tmp_path, capsys):
+    labels = _labels(300)
+    # Member a is sharp on the first class only, member b on the others.
+    a, b = _scores(labels, 8.0, 1), _scores(labels, 8.0, 2)
+    a[:, 0], b[:, 1:] = _scores(labels, 0.5, 3)[:, 0], _scores(labels, 0.5, 4)[:, 1:]
+    runs = [_oof(tmp_path / "a", labels, a), _oof(tmp_path / "b", labels, b)]
+    card = blend.tune_oof(runs, "rank", step=0.1, per_class=True)
+    weights = np.array(card["weights"])
+    assert weights.shape == (2, len(CLASSES))
+    assert weights[0, 0] > 0.5 and (weights[1, 1:] > 0.5).all()
+    one = blend.tune_oof(runs, "rank", step=0.1)
+    assert card["oof_macro_auc"]["blend"] > one["oof_macro_auc"]["blend"]
+    # Applied to submissions whose columns come in another order: each class keeps its own.
+    card_path = tmp_path / "blend.json"
+    blend.write_card(card, card_path)
+    rows = [f"r_{i}" for i in range(len(labels))]
+    subs = [_submission(tmp_path / "a.csv", rows, a[:, ::-1], CLASSES[::-1]),
+            _submission(tmp_path / "b.csv", rows, b)]
+    out = tmp_path / "out.csv"
+    assert cli.main(["blend", "apply", "--blend", str(card_path), "--submissions",
+                     *map(str, subs), "--out", str(out)]) == 0
+    blended = pd.read_csv(out)
+    assert list(blended.columns) == ["row_id", *CLASSES[::-1]]
+    np.testing.assert_allclose(blended[CLASSES].to_numpy(), blend.combine([a, b], weights),
+                               atol=1e-12)

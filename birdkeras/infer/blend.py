@@ -56,7 +56,8 @@ def combine(members: list[np.ndarray], weights, method: str = "rank") -> np.ndar
 
     Args:
         members: [rows, classes] arrays, rows and columns aligned.
-        weights: one non-negative weight per member (normalised here).
+        weights: one non-negative weight per member, or per member and class
+            ([members, classes], `tune(per_class=True)`); normalised here.
         method: "rank" or "mean".
 
     Returns:
@@ -65,12 +66,16 @@ def combine(members: list[np.ndarray], weights, method: str = "rank") -> np.ndar
     if method not in METHODS:
         raise BlendError(f"blend method {method!r} is not one of {list(METHODS)}")
     weights = np.asarray(weights, dtype=np.float64)
-    if len(weights) != len(members) or (weights < 0).any() or weights.sum() <= 0:
+    if (len(weights) != len(members) or (weights < 0).any()
+            or (weights.sum(axis=0) <= 0).any()):
         raise BlendError(f"blend weights {weights.tolist()} must be {len(members)} "
-                         "non-negative numbers, not all zero")
-    stack = [rank_transform(m) if method == "rank" else np.asarray(m, np.float64)
-             for m in members]
-    return np.tensordot(weights / weights.sum(), np.stack(stack), axes=1)
+                         "non-negative numbers (or rows), not all zero")
+    stack = np.stack([rank_transform(m) if method == "rank" else np.asarray(m, np.float64)
+                      for m in members])
+    weights = weights / weights.sum(axis=0)
+    if weights.ndim == 1:
+        return np.tensordot(weights, stack, axes=1)
+    return (weights[:, None, :] * stack).sum(axis=0)
 
 
 def weight_grid(count: int, step: float) -> np.ndarray:
@@ -84,7 +89,7 @@ def weight_grid(count: int, step: float) -> np.ndarray:
 
 
 def tune(members: list[np.ndarray], labels: np.ndarray, method: str = "rank",
-         step: float = 0.1) -> tuple[np.ndarray, float]:
+         step: float = 0.1, per_class: bool = False) -> tuple[np.ndarray, float]:
     """The grid's weights with the best macro ROC-AUC of the blend on `labels`.
 
     Args:
@@ -92,16 +97,30 @@ def tune(members: list[np.ndarray], labels: np.ndarray, method: str = "rank",
         labels: the rows' multi-hot labels.
         method: "rank" or "mean".
         step: the grid's spacing.
+        per_class: also pick each class's weights for its own ROC-AUC ([members,
+            classes]); a class without both positives and negatives keeps the global ones.
 
     Returns:
-        (weights, macro ROC-AUC); ties keep the first found.
+        (weights, macro ROC-AUC); ties keep the first found (the global weights first).
     """
+    grid = weight_grid(len(members), step)
     best, best_auc = None, -np.inf
-    for weights in weight_grid(len(members), step):
+    for weights in grid:
         auc = metrics.macro_roc_auc(labels, combine(members, weights, method))
         if auc > best_auc + 1e-12:
             best, best_auc = weights, auc
-    return best, float(best_auc)
+    if not per_class:
+        return best, float(best_auc)
+    labels = np.asarray(labels) > 0.5
+    per = np.repeat(best[:, None], labels.shape[1], axis=1)
+    for k in metrics.scored_classes(labels):
+        column = [m[:, [k]] for m in members]
+        best_k = metrics.macro_roc_auc(labels[:, [k]], combine(column, best, method))
+        for weights in grid:
+            auc = metrics.macro_roc_auc(labels[:, [k]], combine(column, weights, method))
+            if auc > best_k + 1e-12:
+                per[:, k], best_k = weights, auc
+    return per, float(metrics.macro_roc_auc(labels, combine(members, per, method)))
 
 
 def _renamed(table: pd.DataFrame, classes: list[str], class_map: dict | None, where: str):
@@ -144,7 +163,7 @@ def read_oof(run: str | Path, class_map: dict | None = None):
 
 
 def tune_oof(runs: list, method: str = "rank", step: float = 0.1,
-             class_maps: list | None = None) -> dict:
+             class_maps: list | None = None, per_class: bool = False) -> dict:
     """Tunes the blend of k-fold runs on their out-of-fold predictions.
 
     Args:
@@ -152,6 +171,7 @@ def tune_oof(runs: list, method: str = "rank", step: float = 0.1,
         method: "rank" or "mean".
         step: the weight grid's spacing.
         class_maps: per member, a {member's class: blend's class} map or None.
+        per_class: weights per member and class (`tune`).
 
     Returns:
         The blend card: members, weights, method, classes, and the out-of-fold macro
@@ -174,8 +194,9 @@ def tune_oof(runs: list, method: str = "rank", step: float = 0.1,
             raise BlendError(f"{name} and {names[0]} label the same windows differently: "
                              "train them on the same records")
         members.append(scores[:, order])
-    weights, auc = tune(members, labels, method, step)
-    return {"method": method, "members": names, "weights": [round(float(w), 6) for w in weights],
+    weights, auc = tune(members, labels, method, step, per_class)
+    return {"method": method, "members": names, "weights": np.round(weights, 6).tolist(),
+            "per_class": per_class,
             "classes": classes, "class_maps": class_maps, "step": step,
             "oof_windows": len(keys),
             "oof_macro_auc": {"members": [metrics.macro_roc_auc(labels, m) for m in members],
@@ -217,8 +238,12 @@ def apply(card: dict, submissions: list, out: str | Path) -> pd.DataFrame:
         if len(missing) or len(table) != len(rows):
             raise BlendError(f"{path} and {paths[0]} have different rows (e.g. "
                              f"{list(missing[:3]) or list(table.index.difference(rows)[:3])})")
-    members = [t.loc[rows, classes[0]].to_numpy() for t in tables]
-    blended = pd.DataFrame(combine(members, weights, card["method"]), columns=classes[0])
+    order = classes[0]
+    if card.get("per_class"):  # the card's per-class weights, put in the columns' order
+        _same_classes(["the blend card", *paths], [card["classes"], *classes])
+        weights = np.asarray(weights)[:, [card["classes"].index(c) for c in order]]
+    members = [t.loc[rows, order].to_numpy() for t in tables]
+    blended = pd.DataFrame(combine(members, weights, card["method"]), columns=order)
     blended.insert(0, "row_id", rows)
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     blended.to_csv(out, index=False)
