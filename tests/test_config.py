@@ -174,3 +174,14 @@ def test_integers_accept_an_exponent_only_for_whole_numbers():
     assert load_config(None, ["train.epochs=1e1"]).train.epochs == 10
     with pytest.raises(ConfigError, match="train.epochs must be a whole number, got 1.5"):
         load_config(None, ["train.epochs=1.5e0"])
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "configs").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_stage_of_a_config_loads(path):
+    cfg = load_config(path)
+    for stage in cfg.train.stages:
+        assert load_config_stage(cfg, REPO / stage).name == (REPO / stage).stem
+
+
+def load_config_stage(cfg, path):
+    return config_lib.load_stage(config_lib.to_dict(cfg), path)

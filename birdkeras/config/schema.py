@@ -341,6 +341,33 @@ class ModelConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class DistillConfig:
+    """Embedding distillation (the 2026 winners' recipe): a projection head from the
+    CNN's pooled features to a teacher's embedding of the same window, trained beside the
+    classification loss and left out of every export.
+
+    teacher: a `birdkeras embed --manifest` folder of the training clips' windows, from
+        any embedder (Perch v2, BirdNET, a larger birdkeras model); None: off. Each
+        training crop is cut at one of its recording's teacher windows and carries that
+        window's embedding; windows with none (labelled soundscape and pseudo-labelled
+        records) add nothing to this loss. Mixup and cutmix keep the first clip's.
+    weight: the loss's weight beside the classification loss (the 5th place: 0.1).
+    loss: cosine (1 - cos) or mse (between the L2-normalised vectors).
+    dim: the projection's size; 0: the teacher's, else it must equal the teacher's.
+    """
+
+    teacher: str | None = None
+    weight: float = 0.1
+    loss: Literal["cosine", "mse"] = "cosine"
+    dim: int = 0
+
+    def __post_init__(self):
+        if self.weight < 0 or self.dim < 0:
+            raise ConfigError(f"train.distill_embedding.weight={self.weight} and "
+                              f".dim={self.dim} must be >= 0")
+
+
+@dataclasses.dataclass(frozen=True)
 class TrainConfig:
     """Optimisation, distribution, checkpoints and stages."""
 
@@ -415,6 +442,8 @@ class TrainConfig:
     # SED heads: the loss on the clip logits plus this weight times the loss on the
     # maximum over frames of the frame logits (0: clip loss only; other heads: unused).
     sed_frame_loss_weight: float = 0.0
+    # A projection head learning a teacher's embedding of each window (DistillConfig).
+    distill_embedding: DistillConfig = DistillConfig()
     # Stage files run in sequence by one command, each initialised from the previous
     # stage's best model; a stage file states what differs from this config (or names
     # its own base:). See birdkeras.stages (self-training: pseudo.audio_dirs).

@@ -34,10 +34,8 @@ from birdkeras.datasets import annotations, soundscapes
 from birdkeras.embeddings import frozen
 from birdkeras.records import format as record_format
 from birdkeras.records import jobs, shard_writer
-
-EMBEDDING, LOGITS, TARGETS = "embedding", "logits", "targets"
-FILE, PATH, START_S = "file", "path", "start_s"
-SITE, DATE, HOUR, GROUP = "site", "date", "hour", "group"
+from birdkeras.records.format import (  # an embedding record's keys
+    DATE, EMBEDDING, FILE, GROUP, HOUR, LOGITS, PATH, SITE, START_S, TARGETS)
 
 
 @dataclasses.dataclass
@@ -195,6 +193,8 @@ def _items(audio, clips, root, labels_source, classes) -> list[dict]:
                           "targets": {s: y for (f, s), y in labelled.items() if f == path.name}})
     if clips is not None:
         for row in clips.to_dict("records"):
+            if pd.notna(row.get("start_s")):
+                continue  # a soundscape window of the manifest: its file is not a clip
             labels = [row["primary_label"], *row["secondary_labels"]]
             items.append({"path": Path(root) / row["path"], "group": row["recording_id"],
                           "clip": True, "targets": multi_hot(labels)})

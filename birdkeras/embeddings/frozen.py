@@ -160,12 +160,7 @@ class BirdkerasModel:
         cfg, self.classes = run_files.read(model_path)
         # Tensors of one graph only (a clone shares its layers with the original).
         model = classifier.load_keras(model_path)
-        pooled = next((layer for layer in model.layers if layer.name in ("gap", "gem")), None)
-        if pooled is None:  # a SED head: the backbone's features averaged over time and freq
-            backbone = next(layer for layer in model.layers if isinstance(layer, keras.Model))
-            features = keras.layers.GlobalAveragePooling2D()(backbone.output)
-        else:
-            features = pooled.output
+        features = classifier.pooled_features(model)
         both = keras.Model(model.input, [features, classifier.output_of(model)])
         self._call = tf.function(lambda w: both(w, training=False), reduce_retracing=True)
         self.sample_rate_hz = cfg.audio.sample_rate_hz

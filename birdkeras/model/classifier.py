@@ -212,12 +212,42 @@ def with_frame_max(model: keras.Model) -> keras.Model:
     Training with `train.sed_frame_loss_weight` puts a loss on both (the 2023 2nd place
     solution's frame term); inference may use either (`infer.sed_output`).
     """
-    if isinstance(model.output, dict):
+    outputs = dict(model.output) if isinstance(model.output, dict) else {"logits": model.output}
+    if "frame_max" in outputs:
         return model
     _, frames = model.get_layer("sed").output
-    return keras.Model(model.input, {"logits": model.output,
-                                     "frame_max": FrameMax(name="frame_max")(frames)},
-                       name=model.name)
+    outputs["frame_max"] = FrameMax(name="frame_max")(frames)
+    return keras.Model(model.input, outputs, name=model.name)
+
+
+TEACHER_PROJECTION = "teacher_projection"
+
+
+def pooled_features(model: keras.Model):
+    """The pooled features the classifier reads (the gap or gem layer's output); for a
+    SED head, the backbone's features averaged over frequency and time."""
+    pooled = next((layer for layer in model.layers
+                   if layer.name in ("gap", "gem", "teacher_pool")), None)
+    if pooled is not None:
+        return pooled.output
+    features = model.get_layer("sed").input  # the backbone's, in this model's graph
+    return keras.layers.GlobalAveragePooling2D(name="teacher_pool")(features)
+
+
+def with_teacher_projection(model: keras.Model, dim: int) -> keras.Model:
+    """`model` with one more output, "teacher": a linear projection of its pooled
+    features to a teacher's `dim`-d embedding (embedding distillation). Its outputs are
+    a dict ("logits", "frame_max" when it had it, "teacher"), sharing every layer.
+
+    The projection only trains: `output_of` and every export read the logits, so it is
+    absent from exported models.
+    """
+    outputs = dict(model.output) if isinstance(model.output, dict) else {"logits": model.output}
+    if "teacher" in outputs:
+        return model
+    outputs["teacher"] = keras.layers.Dense(dim, dtype="float32",
+                                            name=TEACHER_PROJECTION)(pooled_features(model))
+    return keras.Model(model.input, outputs, name=model.name)
 
 
 def output_of(model: keras.Model, name: str = "logits"):

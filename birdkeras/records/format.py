@@ -47,6 +47,13 @@ SOFT_TARGETS = "soft_targets"  # float list (classes) or empty: teachers' probab
 START_S = "start_s"  # float: where the record starts in its file (windows)
 TEACHERS = "teachers"  # bytes: comma-separated models that made soft_targets
 
+# Embedding shards (`birdkeras embed`): one record per window, with START_S, TARGETS.
+EMBEDDING = "embedding"  # float list: the model's embedding of the window
+LOGITS = "logits"  # float list or absent: the model's own logits
+FILE, PATH = "file", "path"  # bytes: the audio file's name and path
+SITE, DATE, HOUR = "site", "date", "hour"  # from the file name (hour -1: none)
+GROUP = "group"  # bytes: a training clip's recording id, else the site or file
+
 SHARD_SUFFIX = ".tfrec"
 CARD = "dataset_card.json"  # label map, counts, config: written last by a build
 FAILURES = "failures.csv"  # recordings a build skipped, with the reason

@@ -8,7 +8,9 @@ with `drop_remainder`, prefetch. Evaluation: the validation fold, consecutive wi
 from the start of each record, in order.
 
 Records were cut by recording, not into pre-cut 5 s clips: crops are drawn here, so a
-long recording gives a different 5 s view every epoch.
+long recording gives a different 5 s view every epoch. With a teacher
+(`train.distill_embedding`) the crops are cut at the teacher's windows of each record
+and carry its embedding of them (`birdkeras.records.teacher`).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from birdkeras import config as config_lib
 from birdkeras import storage
 from birdkeras.records import format as record_format
 from birdkeras.records import mixing
+from birdkeras.records import teacher as teacher_lib
 from birdkeras.records.format import RecordsError, list_shards, read_dataset_card
 
 
@@ -124,11 +127,14 @@ def _weight(example):
 def make_dataset(cfg: config_lib.Config, num_classes: int, training: bool,
                  files: list[str] | None = None, seed: int | None = None,
                  global_batch_size: int | None = None,
-                 mix_counter: MixCounter | None = None) -> tf.data.Dataset:
+                 mix_counter: MixCounter | None = None,
+                 teacher: teacher_lib.Teacher | None = None) -> tf.data.Dataset:
     """The training or evaluation dataset of `cfg` (files: override the fold choice).
 
     Training with `input.mix_dirs`: windows are drawn from tfrecords.dir and each mix
     folder at their weights; `mix_counter` (if given) counts where each came from.
+    Training with a `teacher`: crops at its windows, each batch `(waveforms, targets,
+    teacher embeddings[, weights])`.
 
     Args:
         cfg: the run's config.
@@ -138,18 +144,20 @@ def make_dataset(cfg: config_lib.Config, num_classes: int, training: bool,
         seed: the pipeline's seed (None: cfg.seed).
         global_batch_size: batch size (None: input.batch_size).
         mix_counter: counts the mixed sources' windows.
+        teacher: embeddings of the training windows (`train.distill_embedding`).
 
     Returns:
-        batches of (waveforms, targets[, weights]).
+        batches of (waveforms, targets[, teacher embeddings][, weights]).
     """
     files = files if files is not None else fold_files(cfg, training)
     if not files:
         raise DataError(f"no shards for {'training' if training else 'validation'} in "
                         f"{cfg.tfrecords.dir} (val_fold={cfg.input.val_fold})")
     seed = cfg.seed if seed is None else seed
-    ds = windows(files, cfg, num_classes, training, seed)
+    teacher = teacher if training else None
+    ds = windows(files, cfg, num_classes, training, seed, teacher)
     if training and cfg.input.mix_dirs:
-        ds, mix_counter = _mixed(ds, cfg, num_classes, seed, mix_counter)
+        ds, mix_counter = _mixed(ds, cfg, num_classes, seed, mix_counter, teacher)
     if training:
         ds = ds.shuffle(cfg.input.shuffle_buffer, seed=seed).repeat()
     ds = ds.batch(global_batch_size or cfg.input.batch_size,
@@ -169,8 +177,8 @@ def make_dataset(cfg: config_lib.Config, num_classes: int, training: bool,
 
 
 def windows(files: list[str], cfg: config_lib.Config, num_classes: int, training: bool,
-            seed: int) -> tf.data.Dataset:
-    """The windows `(clip, label[, weight])` of the records in `files`.
+            seed: int, teacher: teacher_lib.Teacher | None = None) -> tf.data.Dataset:
+    """The windows `(clip, label[, teacher embedding][, weight])` of the records in `files`.
 
     Args:
         files: shards.
@@ -178,12 +186,14 @@ def windows(files: list[str], cfg: config_lib.Config, num_classes: int, training
         num_classes: classes.
         training: random crops, else consecutive windows.
         seed: the shuffles' seed.
+        teacher: training crops at its windows, with their embeddings.
 
     Returns:
-        A dataset of (clip, label[, weight]).
+        A dataset of (clip, label[, teacher embedding][, weight]).
     """
     ds = read_records(files, training, seed, cfg.audio.sample_rate_hz)
-    return ds.interleave(window_maker(cfg, num_classes, training), cycle_length=4,
+    return ds.interleave(window_maker(cfg, num_classes, training, teacher=teacher),
+                         cycle_length=4,
                          num_parallel_calls=tf.data.AUTOTUNE, deterministic=not training)
 
 
@@ -232,7 +242,7 @@ class MixCounter:
 
 
 def _mixed(main: tf.data.Dataset, cfg: config_lib.Config, num_classes: int, seed: int,
-           counter: MixCounter | None):
+           counter: MixCounter | None, teacher: teacher_lib.Teacher | None = None):
     """`main` and every `input.mix_dirs` folder's windows, drawn at their weights, each
     window tagged with its source's index (for `MixCounter.count`)."""
     name2label = read_dataset_card(cfg.tfrecords.dir)["name2label"]
@@ -242,7 +252,8 @@ def _mixed(main: tf.data.Dataset, cfg: config_lib.Config, num_classes: int, seed
         if card["name2label"] != name2label or card["sample_rate_hz"] != cfg.audio.sample_rate_hz:
             raise DataError(f"input.mix_dirs: {folder} holds records of another label map or "
                             f"sample rate than {cfg.tfrecords.dir}; they cannot be mixed")
-        sources.append(windows(usable_shards(folder, cfg), cfg, num_classes, True, seed))
+        sources.append(windows(usable_shards(folder, cfg), cfg, num_classes, True, seed,
+                               teacher))
     tagged = [ds.repeat().map(lambda *e, k=k: (*e, tf.constant(k, tf.int64)))
               for k, ds in enumerate(sources)]
     weights = [1.0 - sum(cfg.input.mix_weights), *cfg.input.mix_weights]
@@ -294,18 +305,22 @@ def read_records(files: list[str], training: bool, seed: int,
     return ds.map(check_rate)
 
 
-def window_maker(cfg: config_lib.Config, num_classes: int, training: bool, ids: bool = False):
+def window_maker(cfg: config_lib.Config, num_classes: int, training: bool, ids: bool = False,
+                 teacher: teacher_lib.Teacher | None = None):
     """record -> dataset of its windows, each `(clip, label[, weight])`, or with `ids`
-    `(clip, label, recording_id, start_s)`.
+    `(clip, label, recording_id, start_s)`, or with a `teacher`
+    `(clip, label, teacher embedding[, weight])`.
 
-    Training: random crops, `_crop_count` per record times its `repeats`; evaluation:
-    up to `input.eval_windows` consecutive windows from the start.
+    Training: random crops, `_crop_count` per record times its `repeats` (with a
+    teacher: at its windows of the record, see `teacher.crop_starts`); evaluation: up
+    to `input.eval_windows` consecutive windows from the start.
 
     Args:
         cfg: the run's config.
         num_classes: classes of the targets.
         training: random crops, else consecutive windows.
         ids: also each window's recording id and start (seconds).
+        teacher: training only: crops at its windows, with their embeddings.
 
     Returns:
         A function from a parsed record to a dataset of its windows.
@@ -318,19 +333,27 @@ def window_maker(cfg: config_lib.Config, num_classes: int, training: bool, ids: 
         n = tf.shape(audio, out_type=tf.int64)[0]
         if training:
             count = _crop_count(n, window, inp) * ex[record_format.REPEATS]
-            starts = tf.random.uniform([count], 0, n - window + 1, dtype=tf.int64)
+            if teacher is not None:
+                audio, starts, embeddings = teacher_lib.crop_starts(
+                    teacher, ex[record_format.RECORDING_ID], ex[record_format.AUDIO], audio,
+                    window, count, cfg.audio.sample_rate_hz)
+            else:
+                starts = tf.random.uniform([count], 0, n - window + 1, dtype=tf.int64)
         else:
             count = tf.minimum(tf.maximum(n // window, 1), inp.eval_windows)
             starts = tf.range(count) * window
         label, weight = _labels(ex, num_classes, inp), _weight(ex)
 
-        def cut(start):
+        def cut(start, *embedding):
             clip = tf.slice(audio, [start], [window])
             if ids:
                 return (clip, label, ex[record_format.RECORDING_ID],
                         tf.cast(start, tf.float32) / cfg.audio.sample_rate_hz)
-            return (clip, label, weight) if inp.sample_weight_from_rating else (clip, label)
+            weights = (weight,) if inp.sample_weight_from_rating else ()
+            return (clip, label, *embedding, *weights)
 
+        if teacher is not None and training:
+            return tf.data.Dataset.from_tensor_slices((starts, embeddings)).map(cut)
         return tf.data.Dataset.from_tensor_slices(starts).map(cut)
 
     return windows

@@ -113,6 +113,44 @@ def positive_weights(card: dict, cfg: config_lib.Config, class_names) -> np.ndar
     return np.clip(ratio, 1.0, cfg.train.pos_weight_max).astype(np.float32)
 
 
+@keras.saving.register_keras_serializable(package="birdkeras")
+class EmbeddingDistance(keras.losses.Loss):
+    """The distance of a projection to a teacher's embedding of the same window
+    (embedding distillation):
+
+        cosine: 1 - cos(projection, teacher)
+        mse:    mean over dimensions of (p / |p| - t / |t|)^2
+
+    A window without a teacher embedding (all zeros) adds zero.
+
+    Args:
+        kind: "cosine" or "mse".
+    """
+
+    def __init__(self, kind="cosine", reduction="sum_over_batch_size",
+                 name="embedding_distance", **kwargs):
+        super().__init__(reduction=reduction, name=name, **kwargs)
+        if kind not in ("cosine", "mse"):
+            raise ValueError(f"kind must be cosine or mse. Received: kind={kind!r}")
+        self.kind = kind
+
+    def call(self, y_true, y_pred):
+        ops = keras.ops
+        teacher, projection = ops.cast(y_true, "float32"), ops.cast(y_pred, "float32")
+        present = ops.cast(ops.sum(ops.abs(teacher), axis=-1) > 0, "float32")
+        unit = lambda v: v * ops.rsqrt(  # noqa: E731 - floored: untrained features are tiny
+            ops.maximum(ops.sum(ops.square(v), axis=-1, keepdims=True), 1e-30))
+        teacher, projection = unit(teacher), unit(projection)
+        if self.kind == "cosine":
+            distance = 1.0 - ops.sum(teacher * projection, axis=-1)
+        else:
+            distance = ops.mean(ops.square(teacher - projection), axis=-1)
+        return distance * present
+
+    def get_config(self):
+        return {**super().get_config(), "kind": self.kind}
+
+
 def make_loss(cfg: config_lib.TrainConfig, reduction="sum_over_batch_size", pos_weights=None):
     """CCE (one-hot), BCE (multi-hot) or focal BCE, on logits, with label smoothing;
     BCE and focal with `pos_weights` (one per class; `train.pos_weight`) weight each

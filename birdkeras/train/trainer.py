@@ -33,9 +33,11 @@ from birdkeras.errors import ConfigError, UserError, require_file
 from birdkeras.model import classifier, run_files
 from birdkeras.records import format as record_format
 from birdkeras.records import pipeline
+from birdkeras.records import teacher as teacher_lib
 from birdkeras.train import callbacks as callbacks_lib
 from birdkeras.train import distribute, tracking
-from birdkeras.train.optimization import make_loss, make_optimizer, positive_weights
+from birdkeras.train.optimization import (EmbeddingDistance, make_loss, make_optimizer,
+                                          positive_weights)
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +60,7 @@ class Run:
     val_ds: tf.data.Dataset
     mix_counter: pipeline.MixCounter | None = None
     pos_weights: np.ndarray | None = None  # train.pos_weight's, one per class
+    teacher_dim: int = 0  # train.distill_embedding: the teacher's embedding size
 
     @property
     def frame_loss(self) -> bool:
@@ -148,8 +151,15 @@ def prepare(cfg: config_lib.Config, workdir: Path, placement=None) -> Run:
         counter = pipeline.MixCounter([cfg.tfrecords.dir, *cfg.input.mix_dirs])
         shares = [1 - sum(cfg.input.mix_weights), *cfg.input.mix_weights]
         log.info("mixing " + ", ".join(f"{w:.0%} {d}" for w, d in zip(shares, counter.names)))
+    teacher = None
+    if cfg.train.distill_embedding.teacher:
+        teacher = teacher_lib.load(cfg.train.distill_embedding.teacher)
+        teacher_lib.check(teacher, cfg)
+        log.info(f"train.distill_embedding: {teacher.dim}-d embeddings of "
+                 f"{len(teacher.recordings)} recordings from {teacher.model}, "
+                 f"{cfg.train.distill_embedding.loss} loss x {cfg.train.distill_embedding.weight}")
     train_ds = pipeline.make_dataset(cfg, len(class_names), True, global_batch_size=global_batch,
-                                 mix_counter=counter)
+                                     mix_counter=counter, teacher=teacher)
     prepared = Run(cfg, workdir, placement, class_names, global_batch, steps, train_ds,
                    pipeline.make_dataset(cfg, len(class_names), False,
                                      global_batch_size=global_batch), counter)
@@ -159,9 +169,24 @@ def prepare(cfg: config_lib.Config, workdir: Path, placement=None) -> Run:
                  f"{prepared.pos_weights.min():.2f} to {prepared.pos_weights.max():.2f}")
     (workdir / REPORT).unlink(missing_ok=True)  # this run's report, not the previous one's
     write_report(prepared, status="running", skipped_shards=skipped)
-    if prepared.frame_loss:  # the same targets for the clip and the frame-max outputs
-        prepared.train_ds = train_ds.map(lambda x, y, *w: (x, {"logits": y, "frame_max": y}, *w))
+    if teacher is not None:
+        prepared.teacher_dim = teacher.dim
+    if prepared.frame_loss or teacher is not None:  # one target per output
+        prepared.train_ds = train_ds.map(lambda x, y, *rest: (
+            x, _targets(prepared, y, rest[0] if teacher is not None else None),
+            *rest[1 if teacher is not None else 0:]))
     return prepared
+
+
+def _targets(prepared: Run, labels, embeddings) -> dict:
+    """The targets of a model with several outputs: the labels for the logits (and the
+    frame maximum), the teacher's embeddings for the projection."""
+    targets = {"logits": labels}
+    if prepared.frame_loss:
+        targets["frame_max"] = labels
+    if embeddings is not None:
+        targets["teacher"] = embeddings
+    return targets
 
 
 def steps_per_epoch(cfg: config_lib.Config, card: dict, global_batch: int) -> int:
@@ -183,10 +208,12 @@ def initial_model(prepared: Run):
                   f"{state['step_in_epoch']}, global step {state['global_step']}")
             return keras.models.load_model(last), state
         model = classifier.build_model(cfg, len(prepared.class_names))
-        if cfg.train.init_from:
-            init_from(model, cfg.train.init_from, cfg.train.init_skip)
         if prepared.frame_loss:
             model = classifier.with_frame_max(model)
+        if prepared.teacher_dim:
+            model = classifier.with_teacher_projection(model, prepared.teacher_dim)
+        if cfg.train.init_from:
+            init_from(model, cfg.train.init_from, cfg.train.init_skip)
     return model, None
 
 
@@ -332,15 +359,21 @@ def fit_epochs(prepared: Run, model: keras.Model, state, callbacks) -> None:
             break
 
 
-def losses_for(cfg: config_lib.Config, pos_weights=None):
-    """(loss, loss weights): one loss, or for a SED head trained on its frames too
-    (`train.sed_frame_loss_weight` > 0) one per output of `classifier.with_frame_max`;
-    `pos_weights`: `train.pos_weight`'s, one per class."""
-    loss = make_loss(cfg.train, pos_weights=pos_weights)
-    if cfg.model.head != "sed" or cfg.train.sed_frame_loss_weight <= 0:
-        return loss, None
-    return ({"logits": loss, "frame_max": make_loss(cfg.train, pos_weights=pos_weights)},
-            {"logits": 1.0, "frame_max": cfg.train.sed_frame_loss_weight})
+def losses_for(cfg: config_lib.Config, pos_weights=None, reduction="sum_over_batch_size"):
+    """(loss, loss weights): one loss, or one per output of a model with several: a SED
+    head trained on its frames too (`train.sed_frame_loss_weight` > 0,
+    `classifier.with_frame_max`) and a teacher projection (`train.distill_embedding`,
+    `classifier.with_teacher_projection`); `pos_weights`: `train.pos_weight`'s."""
+    loss = make_loss(cfg.train, reduction=reduction, pos_weights=pos_weights)
+    losses, weights = {"logits": loss}, {"logits": 1.0}
+    if cfg.model.head == "sed" and cfg.train.sed_frame_loss_weight > 0:
+        losses["frame_max"] = make_loss(cfg.train, reduction=reduction, pos_weights=pos_weights)
+        weights["frame_max"] = cfg.train.sed_frame_loss_weight
+    distill = cfg.train.distill_embedding
+    if distill.teacher:
+        losses["teacher"] = EmbeddingDistance(distill.loss, reduction=reduction)
+        weights["teacher"] = distill.weight
+    return (loss, None) if len(losses) == 1 else (losses, weights)
 
 
 def _compile(prepared: Run, model: keras.Model, offset_steps: int, carried=None,
@@ -393,12 +426,10 @@ def _pad_to(prepared: Run) -> int | None:
 
 def _per_example_loss(prepared: Run):
     """The loss per example (no reduction), for the multi-worker loop."""
-    base = make_loss(prepared.cfg.train, reduction=None, pos_weights=prepared.pos_weights)
-    if not prepared.frame_loss:
-        return base
-    weight = prepared.cfg.train.sed_frame_loss_weight
-    return lambda y, out: (base(y["logits"], out["logits"])
-                           + weight * base(y["frame_max"], out["frame_max"]))
+    losses, weights = losses_for(prepared.cfg, prepared.pos_weights, reduction=None)
+    if weights is None:
+        return losses
+    return lambda y, out: sum(weights[k] * losses[k](y[k], out[k]) for k in losses)
 
 
 def final_report(prepared: Run, model: keras.Model, validation, logger) -> dict:
