@@ -150,22 +150,20 @@ def _pseudo_quality(folder: Path, root: Path, labelled: set[str]) -> tuple[float
     return hits / max(len(predicted), 1), hits / max(len(truth), 1)
 
 
-def run_seed(seed: int, work: Path, profile: str | None = None) -> tuple[list[dict], dict]:
-    """One seed's world and settings: (a table row per setting, setting -> its
-    held-out `Scored`). A setting whose model is already in `work` is not retrained."""
+def world(seed: int, work: Path, profile: str | None = None):
+    """One seed's world in `work` (made once): (its data root, `records`), where
+    `records(config, name, *overrides)` is the config with its manifest and TFRecords
+    in `work/name`, built unless already there. The other benchmarks on this world
+    (training_toolkit.py, distillation.py) start here too."""
     from birdkeras import config as config_lib  # noqa: PLC0415
-    from birdkeras.datasets import manifest  # noqa: PLC0415
-    from birdkeras.selftrain import pseudolabel  # noqa: PLC0415
-    from birdkeras.records import shards  # noqa: PLC0415
-    from birdkeras import metrics  # noqa: PLC0415
     from birdkeras import synth  # noqa: PLC0415
-    from birdkeras import train  # noqa: PLC0415
+    from birdkeras.datasets import manifest  # noqa: PLC0415
+    from birdkeras.records import shards  # noqa: PLC0415
 
     root = work / "data"
     if not (root / YEAR / "heldout_labels.csv").is_file():
         synth.generate(root, _spec(seed, profile))
         _split_sites(root)
-    labelled = set(pd.read_csv(root / YEAR / "train_soundscapes_labels.csv")["filename"])
     common = [f"data.root={root}", "data.corrupt_files=corrupt_files.json", f"seed={seed}",
               "wandb.mode=disabled"]
 
@@ -179,10 +177,26 @@ def run_seed(seed: int, work: Path, profile: str | None = None) -> tuple[list[di
             shards.build(table, name2label, cfg, progress=False)
         return cfg
 
-    def trained(cfg, folder):
-        best = folder / "best.keras"
-        return str(best) if best.is_file() else train.run(cfg, folder)["best"]
+    return root, records
 
+
+def trained(cfg, folder: Path) -> str:
+    """`folder`'s best model, trained from `cfg` unless already there."""
+    from birdkeras import train  # noqa: PLC0415
+
+    best = folder / "best.keras"
+    return str(best) if best.is_file() else train.run(cfg, folder)["best"]
+
+
+def run_seed(seed: int, work: Path, profile: str | None = None) -> tuple[list[dict], dict]:
+    """One seed's world and settings: (a table row per setting, setting -> its
+    held-out `Scored`). A setting whose model is already in `work` is not retrained."""
+    from birdkeras import config as config_lib  # noqa: PLC0415
+    from birdkeras import metrics  # noqa: PLC0415
+    from birdkeras.selftrain import pseudolabel  # noqa: PLC0415
+
+    root, records = world(seed, work, profile)
+    labelled = set(pd.read_csv(root / YEAR / "train_soundscapes_labels.csv")["filename"])
     rows, scored = [], {}
 
     def record(name, model, began, precision=np.nan, recall=np.nan):
@@ -230,6 +244,30 @@ def run_seed(seed: int, work: Path, profile: str | None = None) -> tuple[list[di
     return rows, {n: scored[n] for n in sorted(scored, key=lambda n: order.index(n[:3]))}
 
 
+def seeds_and_tables(run, seeds, work: Path) -> tuple[pd.DataFrame, dict]:
+    """`run(seed, work / f"seed{seed}")` per seed (its table rows so far printed after
+    each), then each metric's table of every setting against the first (means with
+    95 % intervals over held-out files and over seeds, paired differences): (the rows,
+    setting -> its `Scored` per seed)."""
+    from birdkeras import metrics  # noqa: PLC0415
+    from birdkeras import uncertainty  # noqa: PLC0415
+
+    rows, results = [], {}
+    for seed in seeds:
+        seed_rows, scored = run(seed, work / f"seed{seed}")
+        rows += seed_rows
+        for name, s in scored.items():
+            results.setdefault(name, []).append(s)
+        print(pd.DataFrame(rows).to_string(index=False, float_format=lambda v: f"{v:.3f}"),
+              flush=True)
+    print(f"\nseeds {list(seeds)}; work in {work}\n")
+    for metric, label in ((metrics.macro_roc_auc, "macro ROC-AUC"),
+                          (metrics.padded_cmap, "padded cmAP")):
+        compared = uncertainty.compare(results, metric, next(iter(results)))
+        print(uncertainty.markdown(compared, label) + "\n")
+    return pd.DataFrame(rows), results
+
+
 def main() -> None:
     from birdkeras import metrics  # noqa: PLC0415
     from birdkeras import uncertainty  # noqa: PLC0415
@@ -242,22 +280,9 @@ def main() -> None:
     args = parser.parse_args()
     PROFILE = args.profile
     base = Path(args.keep or tempfile.mkdtemp(prefix="bk_sc_"))
-    rows, results = [], {}
-    for seed in args.seeds:
-        seed_rows, scored = run_seed(seed, base / f"seed{seed}")
-        rows += seed_rows
-        for name, s in scored.items():
-            results.setdefault(name, []).append(s)
-        print(pd.DataFrame(rows).to_string(index=False, float_format=lambda v: f"{v:.3f}"),
-              flush=True)
-    table = pd.DataFrame(rows)
+    table, results = seeds_and_tables(run_seed, args.seeds, base)
     windows = len(next(iter(results.values()))[0].files)
-    print(f"\nheld-out labelled windows per seed: {windows}; seeds {args.seeds}; profile "
-          f"{args.profile}\n")
-    for metric, label in ((metrics.macro_roc_auc, "macro ROC-AUC"),
-                          (metrics.padded_cmap, "padded cmAP")):
-        compared = uncertainty.compare(results, metric, next(iter(results)))
-        print(uncertainty.markdown(compared, label) + "\n")
+    print(f"held-out labelled windows per seed: {windows}; profile {args.profile}\n")
     # The known effect: (e) is (b) with half its steps; it must score lower, resolved.
     b, e = (next(n for n in results if n.startswith(k)) for k in ("(b)", "(e)"))
     known = uncertainty.compare({b: results[b], e: results[e]}, metrics.macro_roc_auc, b)

@@ -39,8 +39,6 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import pandas as pd  # noqa: E402
-
 import soundscape_training as base  # noqa: E402
 
 FOLDS = 5
@@ -60,32 +58,11 @@ KFOLD = "(d) k-fold ensemble"
 def run_seed(seed: int, work: Path) -> tuple[list[dict], dict]:
     """One seed's world and settings: (a table row per setting, setting -> its held-out
     `Scored`). A setting whose model is already in `work` is not retrained."""
-    from birdkeras import config as config_lib  # noqa: PLC0415
-    from birdkeras import metrics, synth, train  # noqa: PLC0415
-    from birdkeras.datasets import manifest  # noqa: PLC0415
-    from birdkeras.records import shards  # noqa: PLC0415
+    from birdkeras import metrics  # noqa: PLC0415
     from birdkeras.train import folds  # noqa: PLC0415
 
-    root = work / "data"
-    if not (root / base.YEAR / "heldout_labels.csv").is_file():
-        synth.generate(root, base._spec(seed))  # noqa: SLF001 - the same world
-        base._split_sites(root)  # noqa: SLF001
-    common = [f"data.root={root}", "data.corrupt_files=corrupt_files.json", f"seed={seed}",
-              "wandb.mode=disabled"]
-
-    def records(cfg_path, name, *extra):
-        cfg = config_lib.load_config(base.REPO / "configs" / cfg_path, [
-            *common, f"data.manifest_dir={work / name / 'manifest'}",
-            f"tfrecords.dir={work / name / 'tfrecords'}", *extra])
-        if not (Path(cfg.tfrecords.dir) / "dataset_card.json").is_file():
-            table, name2label, report = manifest.build(cfg)
-            manifest.save(cfg.data.manifest_dir, table, name2label, report)
-            shards.build(table, name2label, cfg, progress=False)
-        return cfg
-
-    pre_dir = work / "pre" / "train"
-    pre = (str(pre_dir / "best.keras") if (pre_dir / "best.keras").is_file()
-           else train.run(records("demo_pre.yaml", "pre"), pre_dir)["best"])
+    root, records = base.world(seed, work)
+    pre = base.trained(records("demo_pre.yaml", "pre"), work / "pre" / "train")
     rows, scored = [], {}
     for name, extra in SETTINGS.items():
         cfg = records("demo_selftrain.yaml", "windows", "train.stages=[]",
@@ -96,17 +73,16 @@ def run_seed(seed: int, work: Path) -> tuple[list[dict], dict]:
             folds.run_folds(cfg, folder, folds=folds.available_folds(cfg))
             model = str(folder)
         else:
-            best = folder / "best.keras"
-            model = str(best) if best.is_file() else train.run(cfg, folder)["best"]
+            model = base.trained(cfg, folder)
         scored[name] = s = base._score_heldout(model, root, work, name[:3].strip("()"))  # noqa: SLF001
         rows.append({"seed": seed, "setting": name,
                      "macro_auc": metrics.macro_roc_auc(s.labels, s.scores),
                      "padded_cmap": metrics.padded_cmap(s.labels, s.scores),
-                     "train_minutes": _minutes(folder)})
+                     "train_minutes": minutes(folder)})
     return rows, scored
 
 
-def _minutes(folder: Path) -> float:
+def minutes(folder: Path) -> float:
     """Wall minutes from a setting's first config.yaml to its last run_report.json."""
     began = min(p.stat().st_mtime for p in folder.rglob("config.yaml"))
     ended = max(p.stat().st_mtime for p in folder.rglob("run_report.json"))
@@ -114,27 +90,12 @@ def _minutes(folder: Path) -> float:
 
 
 def main() -> None:
-    from birdkeras import metrics, uncertainty  # noqa: PLC0415
-
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     parser.add_argument("--keep", help="reuse/keep the work in this folder")
     args = parser.parse_args()
     work = Path(args.keep or tempfile.mkdtemp(prefix="bk_toolkit_"))
-    rows, results = [], {}
-    for seed in args.seeds:
-        seed_rows, scored = run_seed(seed, work / f"seed{seed}")
-        rows += seed_rows
-        for name, s in scored.items():
-            results.setdefault(name, []).append(s)
-        print(pd.DataFrame(rows).to_string(index=False, float_format=lambda v: f"{v:.3f}"),
-              flush=True)
-    table = pd.DataFrame(rows)
-    print(f"\nseeds {args.seeds}; work in {work}\n")
-    for metric, label in ((metrics.macro_roc_auc, "macro ROC-AUC"),
-                          (metrics.padded_cmap, "padded cmAP")):
-        compared = uncertainty.compare(results, metric, next(iter(results)))
-        print(uncertainty.markdown(compared, label) + "\n")
+    table, _ = base.seeds_and_tables(run_seed, args.seeds, work)
     minutes = table.groupby("setting", sort=False)["train_minutes"].mean()
     print("training minutes per setting (mean over seeds; 2 cores):")
     for name, m in minutes.items():

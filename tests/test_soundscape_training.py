@@ -305,6 +305,17 @@ def test_mixing_ratio_holds_over_1000_draws(synth_root, teachers, tmp_path):
     assert abs(share - 0.3) < 3.5 * sigma, share
     # The counter saw the same mix (plus a few prefetched batches).
     assert abs(counter.fractions()[str(pseudo)] - share) < 3.5 * sigma
+    # Capped: the pseudo-labelled windows of a batch weigh at most 0.25 x the others.
+    capped = config_lib.from_dict(config_lib.to_dict(mixed) | {"input": {
+        **config_lib.to_dict(mixed.input), "mix_loss_cap": 0.25}})
+    batches = iter(pipeline.make_dataset(capped, len(name2label), True))
+    for _ in range(20):
+        _, labels, weights = (t.numpy() for t in next(batches))
+        soft = np.any((labels > 0) & (labels < 1), axis=1)
+        assert np.all(weights[~soft] == 1.0)
+        if soft.any():
+            assert weights[soft].sum() == pytest.approx(
+                min(soft.sum(), 0.25 * (~soft).sum()), rel=1e-5)
     with pytest.raises(ConfigError, match="input.mix_dirs"):
         load_config(None, ["input.mix_dirs=[a, b]", "input.mix_weights=[0.6, 0.5]"])
 

@@ -211,8 +211,14 @@ class InputConfig:
     # map must be the run's. Every fold of theirs trains.
     mix_dirs: tuple[str, ...] = ()
     mix_weights: tuple[float, ...] = ()
+    # > 0: in each batch the mixed-in windows' share of the loss is at most this times
+    # the tfrecords.dir windows' (their sample weights scaled down when they would
+    # weigh more; the 2026 winners capped pseudo-labels so); 0: every window weighs 1.
+    mix_loss_cap: float = 0.0
 
     def __post_init__(self):
+        if self.mix_loss_cap < 0:
+            raise ConfigError(f"input.mix_loss_cap={self.mix_loss_cap} must be >= 0 (0: off)")
         if self.batch_size < 1:
             raise ConfigError(f"input.batch_size={self.batch_size} must be >= 1")
         if not 0.0 <= self.secondary_label_weight <= 1.0:

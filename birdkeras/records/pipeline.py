@@ -164,6 +164,8 @@ def make_dataset(cfg: config_lib.Config, num_classes: int, training: bool,
                   drop_remainder=cfg.input.drop_remainder and training,
                   num_parallel_calls=tf.data.AUTOTUNE)
     if training and cfg.input.mix_dirs:
+        if cfg.input.mix_loss_cap:
+            ds = ds.map(loss_capper(cfg.input.mix_loss_cap, cfg.input.sample_weight_from_rating))
         ds = ds.map(mix_counter.count)
     augmenter = mixing.batch_augmenter(cfg) if training else None
     if augmenter is not None:
@@ -259,6 +261,27 @@ def _mixed(main: tf.data.Dataset, cfg: config_lib.Config, num_classes: int, seed
     weights = [1.0 - sum(cfg.input.mix_weights), *cfg.input.mix_weights]
     counter = counter or MixCounter([cfg.tfrecords.dir, *cfg.input.mix_dirs])
     return tf.data.Dataset.sample_from_datasets(tagged, weights=weights, seed=seed), counter
+
+
+def loss_capper(cap: float, weighted: bool):
+    """A map over mixed batches `(..., [weights,] source ids)`: each mixed-in window's
+    weight scaled so that together they weigh at most `cap` x the main windows
+    (`input.mix_loss_cap`); `weighted`: the batch has weights (from ratings) to scale,
+    else they are added (1 for every main window)."""
+
+    def apply(*batch):
+        *rest, ids = batch
+        main = tf.cast(ids == 0, tf.float32)
+        mixed = tf.reduce_sum(1.0 - main)
+        scale = tf.minimum(1.0, cap * tf.reduce_sum(main) / tf.maximum(mixed, 1.0))
+        weights = main + (1.0 - main) * scale
+        if weighted:
+            rest[-1] = rest[-1] * weights
+        else:
+            rest.append(weights)
+        return (*rest, ids)
+
+    return apply
 
 
 def fold_files(cfg: config_lib.Config, training: bool) -> list[str]:
