@@ -26,6 +26,7 @@ from birdkeras.datasets.sources import SourceError
 from birdkeras.errors import PredictError
 
 from conftest import REPO, kill_when, read_records
+from test_embedding_route import make_standin_perch
 
 SMALL_MODEL = ["audio.sample_rate_hz=16000", "audio.num_mel_bins=32", "audio.fft_length=1024",
                "audio.hop_length=512", "audio.fmax_hz=8000"]
@@ -200,6 +201,44 @@ def test_pseudo_labels_are_selected_sharpened_and_reproducible(synth_root, teach
     tops = pd.Series([classes[int(np.argmax(r[record_format.SOFT_TARGETS]))]
                       for r in records.values()]).value_counts()
     assert {c: n for c, n in first["kept_per_class"].items() if n} == tops.to_dict()
+
+
+def test_a_cap_model_caps_pseudo_labels_class_by_class(synth_root, teachers, classes,
+                                                        tmp_path):
+    from birdkeras.audio import io as audio_io  # noqa: PLC0415
+    from birdkeras.embeddings import frozen  # noqa: PLC0415
+
+    taxonomy = pd.read_csv(synth_root / "birdclef-2026" / "taxonomy.csv", dtype=str,
+                           keep_default_na=False)
+    names = taxonomy.set_index("primary_label").loc[classes, "scientific_name"].tolist()
+    # It knows every class but the first by scientific name (the first stays uncapped).
+    perch = make_standin_perch(tmp_path / "perch", [*names[1:], "Zzz zzz"])
+    audio = [synth_root / "birdclef-2026" / "train_soundscapes"]
+    plain_cfg = _pseudo_cfg(synth_root, "pseudo.threshold=0.0", "pseudo.max_windows_per_file=3")
+    pseudolabel.run(teachers, audio, str(tmp_path / "plain"), plain_cfg, progress=False)
+    capped_cfg = _pseudo_cfg(synth_root, "pseudo.threshold=0.0", "pseudo.max_windows_per_file=3",
+                             f"pseudo.cap_model={perch}")
+    pseudolabel.run(teachers, audio, str(tmp_path / "capped"), capped_cfg, progress=False)
+    plain, capped = read_records(tmp_path / "plain"), read_records(tmp_path / "capped")
+    assert plain.keys() == capped.keys() and plain
+    model = frozen.load(perch)
+    lowered = 0
+    for rid, record in plain.items():
+        name, start = rid.removeprefix("pseudo/").rsplit("@", 1)
+        wave = audio_io.load(audio[0] / name, 32000, allow_silence=True)
+        clip = np.zeros(160_000, np.float32)
+        piece = wave[round(float(start) * 32000):][:160_000]
+        clip[:len(piece)] = piece
+        _, logits = model(clip[None])
+        ceiling = 1 / (1 + np.exp(-logits[0, :len(classes) - 1]))  # classes 1.. in order
+        soft, got = record[record_format.SOFT_TARGETS], capped[rid][record_format.SOFT_TARGETS]
+        assert got[0] == soft[0]  # not mapped: as the teachers said
+        np.testing.assert_allclose(got[1:], np.minimum(soft[1:], ceiling), rtol=1e-4, atol=1e-6)
+        lowered += int((got < soft - 1e-6).sum())
+    assert lowered > 0
+    bad = _pseudo_cfg(synth_root, f"pseudo.cap_model={make_standin_perch(tmp_path / 'p2', ['Zzz zzz'])}")
+    with pytest.raises(pseudolabel.PseudoError, match="none of the teachers' .* classes maps"):
+        pseudolabel.run(teachers, audio, str(tmp_path / "bad"), bad, progress=False)
 
 
 def test_select_keeps_confident_windows_and_soft_negatives():

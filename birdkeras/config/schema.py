@@ -649,6 +649,11 @@ class PseudoConfig:
     teachers: tuple[str, ...] = ()
     mix_weight: float = 0.3
     runtime: Literal["tf", "tflite", "onnx", "openvino"] = "tf"
+    # A model whose own probabilities cap the pseudo-labels class by class (the 2026
+    # winners capped with Perch v2's): a frozen model (Perch v2, BirdNET) mapped to the
+    # teachers' classes by data.target_source's taxonomy (scientific name, then genus),
+    # or any model scoring those classes. Classes it cannot map stay uncapped.
+    cap_model: str | None = None
 
     def __post_init__(self):
         if not 0.0 <= self.threshold <= 1.0:

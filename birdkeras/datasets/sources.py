@@ -262,11 +262,7 @@ def specialist_classes(root: str | Path, source: str, column: str, values) -> li
     Returns:
         The classes, in the competition's order.
     """
-    folder = Path(root) / catalog.SOURCES[source].folder
-    taxonomy = folder / (catalog.SOURCES[source].taxonomy or "taxonomy.csv")
-    if not taxonomy.is_file():
-        raise SourceError(f"data.specialist needs {source}'s taxonomy: {taxonomy} is missing")
-    table = pd.read_csv(taxonomy, dtype=str, keep_default_na=False, encoding="utf-8-sig")
+    table, taxonomy = read_taxonomy(root, source, "data.specialist")
     if column not in table.columns or "primary_label" not in table.columns:
         raise SourceError(f"data.specialist_column={column!r}: {taxonomy} has columns "
                           f"{list(table.columns)}")
@@ -280,6 +276,16 @@ def specialist_classes(root: str | Path, source: str, column: str, values) -> li
         raise SourceError(f"data.specialist={list(values)}: none of the competition's "
                           f"classes has {column} among them in {taxonomy}")
     return classes
+
+
+def read_taxonomy(root: str | Path, source: str, needed_by: str) -> tuple[pd.DataFrame, Path]:
+    """A competition's taxonomy table (strings) and its path; missing: an error saying
+    what (`needed_by`) needs it."""
+    folder = Path(root) / catalog.SOURCES[source].folder
+    taxonomy = folder / (catalog.SOURCES[source].taxonomy or "taxonomy.csv")
+    if not taxonomy.is_file():
+        raise SourceError(f"{needed_by} needs {source}'s taxonomy: {taxonomy} is missing")
+    return pd.read_csv(taxonomy, dtype=str, keep_default_na=False, encoding="utf-8-sig"), taxonomy
 
 
 def read_classes(root: str | Path, source: str) -> list[str]:

@@ -13,6 +13,8 @@ window whose top averaged probability is below `pseudo.threshold` is dropped, or
 as a soft negative (`pseudo.below_threshold`); the targets are the averaged
 probabilities raised to `pseudo.power` (sharpening); at most
 `pseudo.max_windows_per_file` windows per file are kept, the most confident first.
+With `pseudo.cap_model` (Perch v2, BirdNET), each target is at most that model's own
+probability of the class (`TeacherCap`), where it has the class.
 Where a window also has labels (`pseudo.hard_labels`: a source with labelled
 soundscapes), they are stored beside the soft targets, for distillation
 (`input.teacher_weight`).
@@ -38,12 +40,14 @@ import numpy as np
 from birdkeras import config as config_lib
 from birdkeras import storage
 from birdkeras.audio import io as audio_io
-from birdkeras.datasets import soundscapes
+from birdkeras.datasets import soundscapes, sources
+from birdkeras.embeddings import frozen
 from birdkeras.infer.runners import load_runners
 from birdkeras.infer.scoring import iter_scored
 from birdkeras.infer.submission import Scored
 from birdkeras.records import format as record_format
 from birdkeras.audio import windows
+from birdkeras.errors import UserError
 from birdkeras.records import jobs, shard_writer
 
 REPORT = "pseudo_report.json"
@@ -81,7 +85,10 @@ def run(model_paths, audio_dirs, out: str, cfg: config_lib.Config, runtime: str 
     names = [record_format.shard_name(record_format.TRAIN_ONLY_FOLD, i, len(chunks))
              for i in range(len(chunks))]
     todo = set(shard_writer.pending(out, names))
-    work = [(out, name, chunk, tuple(model_paths), runtime, threads, pcfg, icfg, hard)
+    if pcfg.cap_model:  # fails early: an unloadable model, no taxonomy, nothing mapped
+        _cap(pcfg.cap_model, tuple(teachers[0].classes), cfg.data.root, cfg.data.target_source)
+    work = [(out, name, chunk, tuple(model_paths), runtime, threads, pcfg, icfg, hard,
+             (cfg.data.root, cfg.data.target_source))
             for name, chunk in zip(names, chunks) if name in todo]
     jobs.run_jobs(work, write_job, runner, beam_args, f"pseudolabel -> {out}", progress)
     return _write_card(out, names, teachers[0].classes, teachers[0].sample_rate_hz, cfg,
@@ -107,9 +114,75 @@ def _teachers(model_paths: tuple, runtime: str, threads: int, icfg):
 
 def write_job(job) -> None:
     """Writes one planned shard (idempotent: see `birdkeras.records.shard_writer`)."""
-    out, name, files, model_paths, runtime, threads, pcfg, icfg, hard = job
-    _write_shard(out, name, files, _teachers(model_paths, runtime, threads, icfg), pcfg,
-                 icfg, hard, ",".join(model_paths))
+    out, name, files, model_paths, runtime, threads, pcfg, icfg, hard, (root, source) = job
+    runners = _teachers(model_paths, runtime, threads, icfg)
+    cap = (_cap(pcfg.cap_model, tuple(runners[0].classes), root, source)
+           if pcfg.cap_model else None)
+    _write_shard(out, name, files, runners, pcfg, icfg, hard, ",".join(model_paths), cap)
+
+
+class TeacherCap:
+    """A model's own probabilities of the teachers' classes, per window: the ceiling of
+    each pseudo-label (`pseudo.cap_model`).
+
+    A model scoring every one of `classes` is read by name; a frozen model (Perch v2,
+    BirdNET) through `frozen.map_classes` on the taxonomy (scientific name, then the
+    most probable species of the genus). Classes it cannot map get ceiling 1 (uncapped).
+
+    Args:
+        path: the model (anything `load_runners` loads).
+        classes: the teachers' classes, in order.
+        taxonomy: the competition's taxonomy (primary_label, scientific_name), or None.
+    """
+
+    def __init__(self, path: str, classes, taxonomy):
+        self.runner = load_runners([path], "tf")[0]
+        self.path, self.classes = str(path), list(classes)
+        own = {c: k for k, c in enumerate(self.runner.classes)}
+        if all(c in own for c in self.classes):
+            self.mapping = {"index": np.array([own[c] for c in self.classes]), "proxies": {}}
+        else:
+            if taxonomy is None:
+                raise PseudoError(f"pseudo.cap_model={path} scores other classes than the "
+                                  "teachers' and no taxonomy maps them")
+            rows = taxonomy.set_index("primary_label").reindex(self.classes).reset_index()
+            self.mapping = frozen.map_classes(self.runner.classes, rows.fillna(""))
+        self.mapped = (self.mapping["index"] >= 0) | np.isin(
+            np.arange(len(self.classes)), list(self.mapping["proxies"]))
+        if not self.mapped.any():
+            raise PseudoError(f"pseudo.cap_model={path}: none of the teachers' "
+                              f"{len(self.classes)} classes maps to its classes")
+
+    def __call__(self, path, starts_s) -> np.ndarray:
+        """(windows, classes) ceilings of the windows of `path` at `starts_s`."""
+        clips = [part[1][0] for part in windows.stream_windows(
+            path, self.runner.sample_rate_hz, self.runner.window_s, starts_s=starts_s)
+            if not isinstance(part, float)]
+        probs = self.runner(np.concatenate(clips)) if clips else np.zeros((0, 0))
+        ceilings = np.ones((len(probs), len(self.classes)), np.float32)
+        index = self.mapping["index"]
+        ceilings[:, index >= 0] = probs[:, index[index >= 0]]
+        for pos, members in self.mapping["proxies"].items():
+            ceilings[:, pos] = probs[:, members].max(axis=1)
+        return ceilings
+
+
+class PseudoError(UserError):
+    """Pseudo-labelling cannot run as configured; the message says why."""
+
+
+_CAPS: dict = {}  # per process, like the teachers
+
+
+def _cap(path: str, classes: tuple, root, source) -> TeacherCap:
+    key = (path, classes)
+    if key not in _CAPS:
+        try:
+            taxonomy = sources.read_taxonomy(root, source, "pseudo.cap_model")[0]
+        except sources.SourceError:
+            taxonomy = None
+        _CAPS[key] = TeacherCap(path, classes, taxonomy)
+    return _CAPS[key]
 
 
 def select(probs: np.ndarray, starts: np.ndarray, pcfg) -> tuple[np.ndarray, np.ndarray]:
@@ -126,7 +199,8 @@ def select(probs: np.ndarray, starts: np.ndarray, pcfg) -> tuple[np.ndarray, np.
     return keep, (probs[keep] ** pcfg.power).astype(np.float32)
 
 
-def _write_shard(out, name, files, runners, pcfg, icfg, hard: dict, teachers: str) -> None:
+def _write_shard(out, name, files, runners, pcfg, icfg, hard: dict, teachers: str,
+                 cap: TeacherCap | None = None) -> None:
     model = runners[0]
     kept = np.zeros(len(model.classes), dtype=np.int64)
     seen, failures = 0, []
@@ -140,6 +214,8 @@ def _write_shard(out, name, files, runners, pcfg, icfg, hard: dict, teachers: st
             index, targets = select(item.probs, item.starts_s, pcfg)
             if not len(index):
                 continue
+            if cap is not None:
+                targets = np.minimum(targets, cap(item.path, item.starts_s[index]))
             # The kept windows' audio, cut again from the file (scoring kept no audio),
             # block by block: a long recording is never whole in memory.
             done = 0
