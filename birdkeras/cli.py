@@ -456,7 +456,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", dest="models", action="append", required=True,
                    help="a .keras model, an export folder, a route folder, or a frozen "
                         "model scoring its own classes ('birdnet', a BirdNET .tflite, a "
-                        "Perch v2 folder); repeat to ensemble")
+                        "Perch v2 folder); repeat to ensemble; or one blend card "
+                        "(`blend tune`'s JSON): each member predicts, then they are blended")
     p.add_argument("--runtime", default="tf", choices=["tf", "tflite", "onnx", "openvino"])
     p.add_argument("--audio", nargs="+", required=True, help="audio files and/or folders")
     p.add_argument("--out", required=True, help="submission CSV to write")

@@ -321,6 +321,33 @@ def test_a_specialist_scores_its_columns_and_leaves_the_others(synth_root, teach
                       progress=False)
 
 
+def test_predict_takes_a_blend_card_as_one_model(synth_root, teachers, tmp_path):
+    from birdkeras.infer import blend  # noqa: PLC0415
+
+    audio = sorted((synth_root / "birdclef-2026" / "train_soundscapes").iterdir())[:2]
+    icfg = config_lib.InferConfig(time_budget_s=600)
+    # Members as k-fold folders would be, written relative to the card.
+    card = {"method": "rank", "weights": [0.7, 0.3],
+            "members": [str(Path("..") / t.parent.name / t.name) for t in teachers]}
+    (tmp_path / "cards").mkdir()
+    for t in teachers:
+        (tmp_path / t.parent.name).symlink_to(t.parent)
+    blend.write_card(card, tmp_path / "cards" / "blend.json")
+    report = infer.predict(str(tmp_path / "cards" / "blend.json"), audio, tmp_path / "sub.csv",
+                           "tf", icfg, progress=False)
+    for k, t in enumerate(teachers):
+        infer.predict([t], audio, tmp_path / f"m{k}.csv", "tf", progress=False)
+    expected = blend.apply(card, [tmp_path / "m0.csv", tmp_path / "m1.csv"], tmp_path / "e.csv")
+    got = pd.read_csv(tmp_path / "sub.csv")
+    pd.testing.assert_frame_equal(got, expected, atol=1e-6)
+    assert report["rows"] == len(got) and len(report["members"]) == 2
+    # Each member had an equal share of the time budget.
+    assert [m["time_budget"]["budget_s"] for m in report["members"]] == [300, 300]
+    with pytest.raises(PredictError, match="a blend card is the only --model"):
+        infer.predict([str(tmp_path / "cards" / "blend.json"), teachers[0]], audio,
+                      tmp_path / "x.csv", "tf", icfg, progress=False)
+
+
 def test_mixing_ratio_holds_over_1000_draws(synth_root, teachers, tmp_path):
     main = tmp_path / "main"
     cfg = load_config(None, [*SMALL_MODEL, f"data.root={synth_root}",

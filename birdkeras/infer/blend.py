@@ -19,6 +19,10 @@ scores leaves the blend unchanged. Macro ROC-AUC only compares rows within a cla
 rank-blended scores score as they should, but they are not probabilities. `mean`: the
 weighted mean of the probabilities.
 
+`birdkeras predict --model blend.json` takes a card as one model: each member scores
+the audio (sharing `infer.time_budget_s` equally), then `apply` blends their
+submissions (`predicting.predict`).
+
 Members' class lists must be the same set (their order may differ); a `class_map`
 ({member's name: blend's name}) renames a member's classes first.
 """
@@ -254,6 +258,32 @@ def write_card(card: dict, path: str | Path) -> None:
     """Writes a blend card as JSON."""
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     Path(path).write_text(json.dumps(card, indent=1) + "\n")
+
+
+def is_card(path) -> bool:
+    """Whether `path` is a blend card (a JSON file with method, members and weights)."""
+    path = Path(str(path))
+    if path.suffix != ".json" or not path.is_file():
+        return False
+    try:
+        card = json.loads(path.read_text())
+    except ValueError:
+        return False
+    return isinstance(card, dict) and {"method", "members", "weights"} <= set(card)
+
+
+def member_paths(card: dict, card_path: str | Path) -> list[str]:
+    """The card's members as model paths: as written, else relative to the card's
+    folder; a member found at neither is an error naming it."""
+    paths = []
+    for member in card["members"]:
+        here = Path(card_path).parent / member
+        path = member if Path(member).exists() else str(here) if here.exists() else None
+        if path is None:
+            raise MissingPathError(f"blend card {card_path}: member {member} does not exist "
+                                   f"(nor {here})")
+        paths.append(path)
+    return paths
 
 
 def read_card(path: str | Path) -> dict:

@@ -13,6 +13,9 @@ one model or an ensemble in one runtime, post-processed), then writes the output
 - no audio at all (Kaggle runs a submission notebook once with an empty
   `test_soundscapes/`) gives the header in the class order; a dry run on a few files of
   another folder (`dry_run_audio`) estimates how long the hidden run will take;
+- a blend card (`birdkeras blend tune`'s JSON) as the one model: each member predicts
+  with an equal share of the time budget, then their submissions are blended with the
+  card's weights (`birdkeras.infer.blend`);
 - with `infer.time_budget_s`, optional work is dropped when the projected time passes
   the budget (TTA shifts, then later ensemble members), and as a last resort the
   remaining files are filled like broken ones; the report says what and when.
@@ -20,6 +23,7 @@ one model or an ensemble in one runtime, post-processed), then writes the output
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import platform
 import time
@@ -34,7 +38,7 @@ from birdkeras.audio import windows
 from birdkeras.datasets import soundscapes
 from birdkeras.errors import PredictError
 from birdkeras.export.runtime import single_threaded_blas
-from birdkeras.infer import submission
+from birdkeras.infer import blend, submission
 from birdkeras.infer.runners import load_runners
 from birdkeras.infer.scoring import TimeBudget, iter_scored
 from birdkeras.infer.submission import Scored
@@ -51,7 +55,7 @@ def predict(model_paths, inputs, out_csv, runtime: str = "tf",
 
     Args:
         model_paths: one model path or several (an ensemble): export folders, `.keras`
-            models or embedding route folders.
+            models, embedding route folders, k-fold folders; or one blend card.
         inputs: audio files and/or folders (searched recursively).
         out_csv: the submission to write.
         runtime: "tf", "tflite", "onnx" or "openvino".
@@ -67,9 +71,50 @@ def predict(model_paths, inputs, out_csv, runtime: str = "tf",
     Returns:
         The report (also written as JSON).
     """
+    paths = model_paths if isinstance(model_paths, (list, tuple)) else [model_paths]
+    if any(blend.is_card(p) for p in paths):
+        if len(paths) != 1 or long_csv or raven_dir or birdnet_csv:
+            raise PredictError("a blend card is the only --model of its predict, and writes "
+                               "a submission only (blended ranks are not probabilities: no "
+                               "long CSV, Raven or BirdNET tables)")
+        return _predict_blend(paths[0], inputs, out_csv, runtime, icfg, progress, threads,
+                              dry_run_audio, report_path)
     with single_threaded_blas():
         return _predict(model_paths, inputs, out_csv, runtime, icfg, long_csv, raven_dir,
                         progress, threads, dry_run_audio, report_path, birdnet_csv)
+
+
+def _predict_blend(card_path, inputs, out_csv, runtime, icfg, progress, threads,
+                   dry_run_audio, report_path) -> dict:
+    """Each member of the blend card predicts (an equal share of the time budget), then
+    their submissions are blended; the report lists the members' reports."""
+    card = blend.read_card(card_path)
+    members = blend.member_paths(card, card_path)
+    out_csv = Path(out_csv)
+    share = None if icfg.time_budget_s is None else icfg.time_budget_s / len(members)
+    member_icfg = dataclasses.replace(icfg, time_budget_s=share)
+    csvs, reports = [], []
+    for k, member in enumerate(members):
+        csv = out_csv.parent / f"{out_csv.stem}.member{k}.csv"
+        reports.append(predict(member, inputs, csv, runtime, member_icfg, progress=progress,
+                               threads=threads, dry_run_audio=dry_run_audio,
+                               report_path=out_csv.parent / f"{out_csv.stem}.member{k}.json"))
+        csvs.append(csv)
+    blended = blend.apply(card, csvs, out_csv)
+    seconds = sum(r["seconds"] for r in reports)
+    first = reports[0]
+    report = {"blend": str(card_path), "method": card["method"], "weights": card["weights"],
+              "files": first["files"], "rows": len(blended), "submission": str(out_csv),
+              "seconds": round(seconds, 2),
+              "windows_per_s": round(sum(r["windows_scored"] for r in reports)
+                                     / max(seconds, 1e-9), 1),
+              "time_budget": {"dropped": [e for r in reports for e in r["time_budget"]["dropped"]]},
+              "broken_files": first["broken_files"],
+              "classes_filled_with_zero": first["classes_filled_with_zero"],
+              **{k: first[k] for k in ("note", "dry_run") if k in first},
+              "members": reports}
+    Path(report_path or out_csv.parent / REPORT).write_text(json.dumps(report, indent=1) + "\n")
+    return report
 
 
 def _predict(model_paths, inputs, out_csv, runtime, icfg, long_csv, raven_dir, progress,
