@@ -162,3 +162,26 @@ def test_a_sed_model_trains_with_distillation_and_exports_without_the_head(teach
     assert classifier.TEACHER_PROJECTION not in [layer.name for layer in exported.layers]
     report = json.loads((tmp_path / "run" / trainer.REPORT).read_text())
     assert report["status"] == "completed"
+
+
+def test_windows_the_teacher_lacks_carry_zeros_and_mixed_sources_keep_the_structure(
+        teacher_folder, demo_records):
+    overrides, folder, _ = teacher_folder
+    _, name2label, shards_dir = demo_records
+    teacher = teacher_lib.load(folder)
+    # A teacher without half the recordings: their crops carry zeros (no distillation).
+    keep = np.arange(0, len(teacher.recordings), 2)
+    half = teacher_lib.Teacher(
+        recordings=[teacher.recordings[k] for k in keep], first=teacher.first[keep],
+        count=teacher.count[keep], starts=teacher.starts, embeddings=teacher.embeddings,
+        model=teacher.model, folder=folder)
+    # The records mixed into themselves (a mix folder of the same label map): one
+    # element structure for both sources.
+    cfg = load_config(REPO / "configs" / "demo_pre.yaml", [
+        *overrides, "input.batch_size=16", f"input.mix_dirs=[{shards_dir}]",
+        "input.mix_weights=[0.3]", "input.mix_loss_cap=0.5"])
+    ds = pipeline.make_dataset(cfg, len(name2label), True, teacher=half)
+    clips, labels, embeddings, weights = next(iter(ds))
+    present = np.abs(embeddings.numpy()).sum(axis=1) > 0
+    assert 0 < present.sum() < len(present)
+    assert embeddings.shape == (16, teacher.dim) and weights.shape == (16,)
