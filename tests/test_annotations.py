@@ -147,3 +147,78 @@ def test_real_annotations_read_without_loss():
     assert problems == [] and set(table["label"]) == {"CRER", "SP"}
     windows, problems = ann.windows(table, REAL / "maad", 2.0, 1.0)
     assert problems == [] and windows["file"].unique().tolist() == ["spinetail.wav"]
+
+
+def _own_config(root, tmp_path, *extra):
+    from birdkeras.config import load_config  # noqa: PLC0415
+
+    return load_config(None, [
+        f"data.root={root}", "data.sources=[]", "data.drop_target_xc_ids=false",
+        "data.num_folds=2", f"data.manifest_dir={tmp_path / 'manifest'}",
+        f"tfrecords.dir={tmp_path / 'shards'}", "audio.sample_rate_hz=16000",
+        "audio.num_mel_bins=32", "audio.fft_length=1024", "audio.hop_length=512",
+        "audio.fmax_hz=8000", *extra])
+
+
+def test_real_annotations_become_labelled_records(tmp_path):
+    """scikit-maad's Audacity labels of spinetail.wav -> manifest windows -> TFRecords
+    whose targets are the windows' labels, bad rows recorded in the ingest report."""
+    from birdkeras.datasets import manifest  # noqa: PLC0415
+    from birdkeras.records import shards  # noqa: PLC0415
+    from conftest import read_records  # noqa: PLC0415
+
+    bad = tmp_path / "bad.csv"  # a recording that is not there: recorded, not fatal
+    bad.write_text("file,start,end,label\nmissing.wav,0,1,SP\n")
+    cfg = _own_config(REAL, tmp_path, "data.annotations.tables=[maad/spinetail.txt, "
+                      f"{bad}]", "data.annotations.audio_dir=maad", "audio.window_s=2.0")
+    table, name2label, report = manifest.build(cfg)
+    assert sorted(name2label) == ["CRER", "SP"]
+    assert report["read"]["own"] == len(table) and (table["source"] == "own").all()
+    assert [r["reason"] for r in report["rejected"]] == [
+        f"recording missing.wav is not in {REAL / 'maad'}"]
+    expected, _ = ann.windows(ann.read(REAL / "maad" / "spinetail.txt")[0], REAL / "maad",
+                              2.0, 2.0)
+    assert len(table) == len(expected) and table["group"].nunique() == 1
+    manifest.save(cfg.data.manifest_dir, table, name2label, report)
+    shards.build(table, name2label, cfg, progress=False)
+    records = read_records(cfg.tfrecords.dir)
+    assert len(records) == len(expected)
+    for row in expected.to_dict("records"):
+        record = records[f"own/spinetail.wav@{row['start_s']:g}"]
+        assert record["start_s"] == pytest.approx(row["start_s"])
+        assert [name for name, k in sorted(name2label.items(), key=lambda kv: kv[1])
+                if record["targets"][k]] == row["labels"]
+        assert len(record["audio"]) == 2 * 16000
+
+
+@pytest.mark.slow
+def test_a_cnn_trains_on_your_own_annotated_recordings(tmp_path):
+    from birdkeras import train  # noqa: PLC0415
+    from birdkeras.datasets import manifest  # noqa: PLC0415
+    from birdkeras.records import shards  # noqa: PLC0415
+
+    root = tmp_path / "project"
+    (root / "recordings").mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    rows = []
+    for k in range(4):  # four 20 s recordings, a tone per label where annotated
+        t = np.arange(20 * 16000) / 16000
+        wave = 0.01 * rng.standard_normal(len(t))
+        for start, end, label in CALLS:
+            part = (t >= start) & (t < end)
+            wave[part] += 0.3 * np.sin(2 * np.pi * (2000 if label == "piha" else 600) * t[part])
+            rows.append({"file": f"rec{k}.wav", "start": start, "end": end, "label": label})
+        sf.write(root / "recordings" / f"rec{k}.wav", wave.astype(np.float32), 16000)
+    pd.DataFrame(rows).to_csv(root / "labels.csv", index=False)
+    cfg = _own_config(root, tmp_path, "data.annotations.tables=[labels.csv]",
+                      "data.annotations.audio_dir=recordings", "train.loss=bce",
+                      "train.label_smoothing=0", "input.batch_size=4", "train.epochs=1",
+                      "train.steps_per_epoch=2", "wandb.mode=disabled",
+                      "model.backbone=MobileNetV3Small")
+    table, name2label, report = manifest.ingest(cfg)[:3]
+    assert sorted(name2label) == ["frog", "piha"]
+    assert sorted(table["fold"].unique()) == [0, 1]  # two recordings per fold, never split
+    assert table.groupby("path")["fold"].nunique().max() == 1
+    shards.build(table, name2label, cfg, progress=False)
+    summary = train.run(cfg, tmp_path / "run")
+    assert 0 <= summary["val_macro_auc"] <= 1 and Path(summary["best"]).is_file()

@@ -6,7 +6,7 @@
 """
 
 from birdkeras.config.schema import (  # noqa: F401 - the package's public names
-    BACKBONES, HEAD_LAYERS, SOURCES, AudioConfig, AugmentConfig, BalanceConfig, Config,
+    BACKBONES, HEAD_LAYERS, SOURCES, AnnotationsConfig, AudioConfig, AugmentConfig, BalanceConfig, Config,
     ConfigError, DataConfig, DistillConfig, InferConfig, InputConfig, ModelConfig, PseudoConfig,
     RouteConfig, TFRecordConfig, TrainConfig, WandbConfig, from_dict, load_config,
     load_stage, save_config, to_dict, window_samples)

@@ -115,6 +115,35 @@ class BalanceConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class AnnotationsConfig:
+    """Your own labelled recordings as training windows (`data.annotations`).
+
+    tables: annotation tables or class folders (Raven selection tables, Audacity
+        labels, CSV `file,start,end,label`, one folder per class), under data.root or
+        absolute; empty: none.
+    audio_dir: the folder (under data.root) the annotated recordings are in.
+    format: auto | raven | audacity | csv | folders.
+    hop_s: seconds between windows (0: the window, audio.window_s).
+    min_overlap_s: an annotation labels a window it overlaps this much (or by half of
+        itself); unannotated stretches of an annotated recording are negatives.
+    """
+
+    tables: tuple[str, ...] = ()
+    audio_dir: str | None = None
+    format: Literal["auto", "raven", "audacity", "csv", "folders"] = "auto"
+    hop_s: float = 0.0
+    min_overlap_s: float = 0.5
+
+    def __post_init__(self):
+        if self.tables and not self.audio_dir:
+            raise ConfigError("data.annotations.tables needs data.annotations.audio_dir (the "
+                              "folder under data.root the annotated recordings are in)")
+        if self.hop_s < 0 or self.min_overlap_s < 0:
+            raise ConfigError(f"data.annotations.hop_s={self.hop_s} and .min_overlap_s="
+                              f"{self.min_overlap_s} must be >= 0")
+
+
+@dataclasses.dataclass(frozen=True)
 class DataConfig:
     """Which metadata feeds a run and how the manifest is cleaned and split."""
 
@@ -143,6 +172,9 @@ class DataConfig:
     # scatters its scores into the full model's columns (`--model FULL --model SPEC`).
     specialist: tuple[str, ...] = ()
     specialist_column: str = "class_name"
+    # Your own annotated recordings, as labelled windows beside (or instead of) the
+    # sources: one row per window, grouped by recording for the folds.
+    annotations: AnnotationsConfig = AnnotationsConfig()
     # Manifest and label map are written here.
     manifest_dir: str = "work/manifest"
 
@@ -150,8 +182,9 @@ class DataConfig:
         for name in self.sources:
             if name not in SOURCES:
                 raise ConfigError(_unknown_choice("data.sources", name, SOURCES))
-        if not self.sources:
-            raise ConfigError("data.sources must name at least one source")
+        if not self.sources and not self.annotations.tables:
+            raise ConfigError("data.sources must name at least one source (or give "
+                              "data.annotations.tables)")
         if self.target_source not in catalog.SOURCES:
             raise ConfigError(_unknown_choice("data.target_source", self.target_source,
                                               list(catalog.SOURCES)))

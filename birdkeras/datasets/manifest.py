@@ -18,7 +18,9 @@ Steps, in order (each configurable, each counted in `ingest_report.json`):
 
 Labelled soundscape sources (`birdclef-2026-soundscapes`, ...) add one row per
 labelled window, with its multi-hot `labels` and no primary label; their folds are
-dealt by group (a site, else a file), so no soundscape is split across folds.
+dealt by group (a site, else a file), so no soundscape is split across folds. Your own
+annotated recordings (`data.annotations`: Raven, Audacity, CSV, class folders) add one
+row per window in the same form, grouped by recording (source `own`).
 """
 
 from __future__ import annotations
@@ -48,7 +50,7 @@ def build(cfg: config_lib.Config) -> tuple[pd.DataFrame, dict[str, int], dict]:
     root = Path(data.root)
     if not root.is_dir():
         raise MissingPathError(f"data.root={data.root} is not a folder")
-    table, report = read_sources(root, data.sources)
+    table, report = read_sources(root, data.sources, data.annotations, cfg.audio.window_s)
     table, rejected = reject_unsafe_paths(table, root)
     report["rejected"] += rejected
     table, rejected = reject_missing_files(table, root)
@@ -75,12 +77,18 @@ def build(cfg: config_lib.Config) -> tuple[pd.DataFrame, dict[str, int], dict]:
     return table.reset_index(drop=True), name2label, report
 
 
-def read_sources(root: Path, names) -> tuple[pd.DataFrame, dict]:
-    """Every source's rows in one table, and the report of what reading them found."""
+def read_sources(root: Path, names, annotations: config_lib.AnnotationsConfig | None = None,
+                 window_s: float = 5.0) -> tuple[pd.DataFrame, dict]:
+    """Every source's rows (and your own annotated windows, `data.annotations`) in one
+    table, and the report of what reading them found."""
     report: dict = {"read": {}, "rejected": [], "coerced": []}
     tables = []
-    for source in names:
-        table, rejected, coerced = sources.read_source(root, source)
+    readers = [(name, lambda name=name: sources.read_source(root, name)) for name in names]
+    if annotations is not None and annotations.tables:
+        readers.append((sources.OWN, lambda: sources.read_annotation_windows(
+            root, annotations, window_s)))
+    for source, read in readers:
+        table, rejected, coerced = read()
         report["read"][source] = len(table)
         report["rejected"] += rejected.to_dict("records")
         report["coerced"] += coerced.to_dict("records")

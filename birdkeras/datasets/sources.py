@@ -221,6 +221,47 @@ def read_soundscape_windows(root: str | Path, source: str):
             pd.DataFrame(columns=("source", "line", "column", "value", "as", "why")))
 
 
+OWN = "own"  # the source name of `data.annotations`' windows
+
+
+def read_annotation_windows(root: str | Path, acfg, window_s: float):
+    """Your own annotated recordings (`data.annotations`, an `AnnotationsConfig`): one
+    row per window (every `hop_s`) of each annotated recording, its labels multi-hot
+    (unannotated stretches: negatives), grouped by recording; the same three tables as
+    `read_source`, an annotation that cannot be used (unknown recording, past the end,
+    unreadable audio) a rejected row with its table and line."""
+    from birdkeras.datasets import annotations  # noqa: PLC0415 - only for own data
+
+    root = Path(root)
+    audio_dir = root / acfg.audio_dir
+    if not audio_dir.is_dir():
+        raise SourceError(f"data.annotations.audio_dir={acfg.audio_dir}: {audio_dir} is not "
+                          "a folder")
+    tables = [Path(t) if Path(t).is_absolute() else root / t for t in acfg.tables]
+    for table in tables:
+        if not table.exists():
+            raise SourceError(f"data.annotations.tables: {table} does not exist")
+    found, problems = annotations.read(tables, acfg.format)
+    cut, more = annotations.windows(found, audio_dir, window_s, acfg.hop_s or window_s,
+                                    acfg.min_overlap_s,
+                                    negative_files=found.attrs.get("negative_files", ()))
+    rejected = [{"source": OWN, "line": p["line"], "path": str(p["table"]),
+                 "reason": p["reason"]} for p in problems + more]
+    rows = [{
+        "source": OWN, "recording_id": f"{OWN}/{r['group']}@{r['start_s']:g}",
+        "xc_id": None, "primary_label": "", "secondary_labels": [], "rating": math.nan,
+        "author": "", "latitude": math.nan, "longitude": math.nan,
+        "path": Path(os.path.relpath(r["path"], root)).as_posix(),
+        "duration_s": r["end_s"] - r["start_s"], "start_s": r["start_s"],
+        "labels": list(r["labels"]), "site": None, "date": None, "hour": None,
+        "group": f"{OWN}/{r['group']}",
+    } for r in cut.to_dict("records")]
+    frame = pd.DataFrame(rows, columns=COLUMNS)
+    frame["xc_id"] = frame["xc_id"].astype("Int64")
+    return (frame, pd.DataFrame(rejected, columns=("source", "line", "path", "reason")),
+            pd.DataFrame(columns=("source", "line", "column", "value", "as", "why")))
+
+
 def sci_common_to_code(root: str | Path, raw: pd.DataFrame) -> dict[str, str]:
     """'Scientific name_Common Name' -> eBird code.
 
