@@ -247,6 +247,7 @@ def cmd_embed(args) -> int:
                      max_windows=args.max_windows, files_per_shard=args.files_per_shard,
                      progress=not args.quiet, runner=args.runner, beam_args=args.beam_args,
                      window_s=args.window_s, annotations=table,
+                     model_runtime=args.model_runtime,
                      min_overlap_s=args.min_overlap_s)
     for problem in card["annotation_problems"]:
         print(f"  skipped {problem['table']} line {problem['line']}: {problem['reason']}")
@@ -530,6 +531,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--min-overlap-s", dest="min_overlap_s", type=float, default=0.5,
                    help="an annotation labels a window it overlaps this much (or by half "
                         "of itself); 0.5")
+    p.add_argument("--model-runtime", dest="model_runtime", default="onnx",
+                   choices=["onnx", "openvino"],
+                   help="an .onnx model's runtime (perch_v2.onnx: ONNX Runtime or OpenVINO)")
     p.add_argument("--window-s", dest="window_s", type=float,
                    help="window length for BirdNET (3 s crops pooled over it, e.g. 5); "
                         "default: the model's own")

@@ -158,6 +158,14 @@ def test_perch_as_onnx_gives_the_savedmodels_embeddings_through_embed(taxonomy, 
         tables.append(extract.read(str(tmp_path / name)))
     np.testing.assert_allclose(tables[1].embeddings, tables[0].embeddings, atol=1e-4, rtol=1e-4)
     np.testing.assert_allclose(tables[1].logits, tables[0].logits, atol=1e-3, rtol=1e-4)
+    # The same file on OpenVINO (float32 set explicitly), as `embed --model-runtime
+    # openvino` and `predict --runtime openvino` run it.
+    clips = windows.cut(audio_io.load(audio[0], 32000), 32000, tables[0].starts, 5.0)
+    on_openvino = frozen.load(tmp_path / "onnx" / "perch_v2.onnx", runtime="openvino")
+    assert (on_openvino.runtime, onnx.runtime) == ("openvino", "onnx")
+    emb, logits = on_openvino(clips)
+    np.testing.assert_allclose(emb, tables[0].embeddings, atol=1e-4, rtol=1e-4)
+    np.testing.assert_allclose(logits, tables[0].logits, atol=1e-3, rtol=1e-4)
     (tmp_path / "onnx" / "labels.csv").unlink()  # without labels: embeddings only
     assert frozen.load(tmp_path / "onnx" / "perch_v2.onnx").classes == []
 

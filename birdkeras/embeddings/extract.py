@@ -76,7 +76,7 @@ def run(model_path, out: str, audio=None, clips: pd.DataFrame | None = None, roo
         hop_s: float = 5.0, max_windows: int = 6, files_per_shard: int = 32,
         batch_size: int = 16, progress: bool = True, runner: str = "local",
         beam_args=(), window_s: float | None = None, annotations=None,
-        min_overlap_s: float = 0.5) -> dict:
+        min_overlap_s: float = 0.5, model_runtime: str = "onnx") -> dict:
     """Embeds `audio` (files/folders of soundscapes) or `clips` (manifest rows, paths
     under `root`) into shards in `out`; returns the card. `runner`: "local" or "beam"
     (shards written by Beam workers, each loading the model once).
@@ -104,11 +104,12 @@ def run(model_path, out: str, audio=None, clips: pd.DataFrame | None = None, roo
             negatives), grouped by recording; the classes are `classes` or every label.
         min_overlap_s: an annotation labels a window it overlaps this much (or by half
             of itself).
+        model_runtime: an `.onnx` model's runtime: "onnx" or "openvino".
 
     Returns:
         The folder's card (model, dim, classes, windows, failures).
     """
-    model = _embedder(str(model_path), window_s)
+    model = _embedder(str(model_path), window_s, model_runtime)
     problems = []
     if annotations is not None:
         items, classes, problems = _annotated_items(annotations, audio, model, hop_s,
@@ -120,7 +121,8 @@ def run(model_path, out: str, audio=None, clips: pd.DataFrame | None = None, roo
     names = [record_format.shard_name(record_format.TRAIN_ONLY_FOLD, i, len(chunks))
              for i in range(len(chunks))]
     todo = set(shard_writer.pending(out, names))
-    work = [(out, name, chunk, str(model_path), hop_s, max_windows, batch_size, window_s)
+    work = [(out, name, chunk, str(model_path), hop_s, max_windows, batch_size, window_s,
+             model_runtime)
             for name, chunk in zip(names, chunks) if name in todo]
     jobs.run_jobs(work, write_job, runner, beam_args, f"embed -> {out}", progress)
     card = {"model": str(model_path), "kind": model.kind, "dim": model.dim,
@@ -140,16 +142,16 @@ def run(model_path, out: str, audio=None, clips: pd.DataFrame | None = None, roo
 _EMBEDDERS: dict = {}  # per process: a Beam worker loads its model once
 
 
-def _embedder(path: str, window_s: float | None = None):
-    if (path, window_s) not in _EMBEDDERS:
-        _EMBEDDERS[(path, window_s)] = frozen.load(path, window_s)
-    return _EMBEDDERS[(path, window_s)]
+def _embedder(path: str, window_s: float | None = None, runtime: str = "onnx"):
+    if (path, window_s, runtime) not in _EMBEDDERS:
+        _EMBEDDERS[(path, window_s, runtime)] = frozen.load(path, window_s, runtime)
+    return _EMBEDDERS[(path, window_s, runtime)]
 
 
 def write_job(job) -> None:
     """Writes one planned shard (idempotent: see `birdkeras.beamrun`)."""
-    out, name, items, model_path, hop_s, max_windows, batch_size, window_s = job
-    _write_shard(out, name, items, _embedder(model_path, window_s), hop_s, max_windows,
+    out, name, items, model_path, hop_s, max_windows, batch_size, window_s, runtime = job
+    _write_shard(out, name, items, _embedder(model_path, window_s, runtime), hop_s, max_windows,
                  batch_size)
 
 

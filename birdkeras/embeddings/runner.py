@@ -50,7 +50,8 @@ class RouteRunner:
         if not frozen.exists(embedder):
             raise PredictError(f"the route's embedding model {embedder} is not here: set "
                                "infer.embedder to its folder on this machine")
-        self.embedder = frozen.load(embedder, card["window_samples"] / card["sample_rate_hz"])
+        self.embedder = frozen.load(embedder, card["window_samples"] / card["sample_rate_hz"],
+                                    runtime)
         self.classes, self.activation = card["classes"], "sigmoid"
         self.sample_rate_hz = card["sample_rate_hz"]
         self.window_s = card["window_samples"] / card["sample_rate_hz"]

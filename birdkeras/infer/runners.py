@@ -47,7 +47,7 @@ def load_runners(model_paths, runtime: str, icfg: config_lib.InferConfig | None 
         if (Path(path) / ROUTE_CARD).is_file():
             runners.append(RouteRunner(path, runtime, icfg, threads))
         elif is_frozen(path):
-            runners.append(FrozenRunner(path, icfg.frozen_window_s))
+            runners.append(FrozenRunner(path, icfg.frozen_window_s, runtime))
         else:
             runners.append(Runner(path, runtime, icfg.activation, threads, icfg.sed_output,
                                   icfg.front_end, icfg.int8, icfg.precision))
@@ -82,12 +82,13 @@ class FrozenRunner:
     Args:
         path: the frozen model (see `birdkeras.embeddings.frozen.load`).
         window_s: its windows (None: its own).
+        runtime: an `.onnx` graph's runtime (openvino; else ONNX Runtime).
     """
 
     precision_used = "f32"
 
-    def __init__(self, path, window_s: float | None = None):
-        self.model = frozen.load(path, window_s)
+    def __init__(self, path, window_s: float | None = None, runtime: str = "onnx"):
+        self.model = frozen.load(path, window_s, runtime)
         self.path = Path(str(path))
         if not self.model.classes:
             raise PredictError(f"{path} has no class labels: it can embed but not score")
