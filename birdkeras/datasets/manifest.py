@@ -79,8 +79,18 @@ def build(cfg: config_lib.Config) -> tuple[pd.DataFrame, dict[str, int], dict]:
 
 def read_sources(root: Path, names, annotations: config_lib.AnnotationsConfig | None = None,
                  window_s: float = 5.0) -> tuple[pd.DataFrame, dict]:
-    """Every source's rows (and your own annotated windows, `data.annotations`) in one
-    table, and the report of what reading them found."""
+    """Every source's rows (and your own annotated windows) in one table.
+
+    Args:
+        root: the data root.
+        names: the sources (`data.sources`).
+        annotations: `data.annotations` (None or no tables: none).
+        window_s: the windows' length for your annotated recordings.
+
+    Returns:
+        (the rows, the report of what reading them found: rows read per source,
+        rejected rows and coerced values).
+    """
     report: dict = {"read": {}, "rejected": [], "coerced": []}
     tables = []
     readers = [(name, lambda name=name: sources.read_source(root, name)) for name in names]
