@@ -159,8 +159,8 @@ def _peer(runner, files, card: dict, batch: int, birdkeras_csv: Path) -> tuple[f
     fe = card["front_end"]
     sr = card["sample_rate_hz"]
     window = round(card["window_s"] * sr)
-    start, probs = time.perf_counter(), []
-    for path in files:
+
+    def windows_of(path):
         y, _ = librosa.load(path, sr=sr)
         y = np.pad(y, (0, -len(y) % window)).reshape(-1, window)
         mel = librosa.feature.melspectrogram(
@@ -170,7 +170,12 @@ def _peer(runner, files, card: dict, batch: int, birdkeras_csv: Path) -> tuple[f
         db = librosa.power_to_db(mel, ref=1.0, amin=1e-10, top_db=None)
         if fe.get("top_db") is not None:
             db = np.maximum(db, db.max(axis=(1, 2), keepdims=True) - fe["top_db"])
-        frames = db[..., None].astype(np.float32)
+        return db[..., None].astype(np.float32)
+
+    runner(windows_of(files[0])[:batch])  # warm-up: librosa's first calls compile (numba)
+    start, probs = time.perf_counter(), []
+    for path in files:
+        frames = windows_of(path)
         probs += [runner(frames[i:i + batch]) for i in range(0, len(frames), batch)]
     rate = sum(len(p) for p in probs) / (time.perf_counter() - start)
     ours = pd.read_csv(birdkeras_csv).drop(columns="row_id").to_numpy()
