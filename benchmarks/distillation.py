@@ -22,10 +22,8 @@ files and over seeds, and its paired difference from (a).
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
-import tempfile
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -75,18 +73,7 @@ def run_seed(seed: int, work: Path) -> tuple[list[dict], dict]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
-    parser.add_argument("--keep", help="reuse/keep the work in this folder")
-    args = parser.parse_args()
-    work = Path(args.keep or tempfile.mkdtemp(prefix="bk_distill_"))
-    table, _ = base.seeds_and_tables(run_seed, args.seeds, work)
-    minutes = table.groupby("setting", sort=False)["train_minutes"].mean()
-    print("training minutes per setting (mean over seeds; 2 cores):")
-    for name, m in minutes.items():
-        print(f"  {name}: {m:.1f}")
-    print("\nper seed:")
-    print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    training_toolkit.main(run_seed, __doc__, "bk_distill_")
 
 
 if __name__ == "__main__":

@@ -89,13 +89,15 @@ def minutes(folder: Path) -> float:
     return (ended - began) / 60
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def main(run=None, doc: str | None = None, prefix: str = "bk_toolkit_") -> None:
+    """The command line of this benchmark (and of distillation.py's, with its `run`):
+    seeds, tables, training minutes per setting, the rows per seed."""
+    parser = argparse.ArgumentParser(description=(doc or __doc__).splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     parser.add_argument("--keep", help="reuse/keep the work in this folder")
     args = parser.parse_args()
-    work = Path(args.keep or tempfile.mkdtemp(prefix="bk_toolkit_"))
-    table, _ = base.seeds_and_tables(run_seed, args.seeds, work)
+    work = Path(args.keep or tempfile.mkdtemp(prefix=prefix))
+    table, _ = base.seeds_and_tables(run or run_seed, args.seeds, work)
     minutes = table.groupby("setting", sort=False)["train_minutes"].mean()
     print("training minutes per setting (mean over seeds; 2 cores):")
     for name, m in minutes.items():

@@ -205,19 +205,32 @@ def read_soundscape_windows(root: str | Path, source: str):
     window, its labels multi-hot, its site/date/hour from the file name; the same three
     tables as `read_source` (a malformed label file raises instead of rejecting rows)."""
     table = soundscapes.read_labels(root, catalog.SOUNDSCAPE_SOURCES[source])
-    rows = [{
-        "source": source, "recording_id": f"{source}/{r['file']}@{r['start_s']:g}",
+    rows = [_window_row(source, root, r, r["file"], f"{source}/{r['site'] or r['file']}",
+                        r["site"], r["date"], None if pd.isna(r["hour"]) else int(r["hour"]))
+            for r in table.to_dict("records")]
+    return _window_tables(rows, [])
+
+
+def _window_row(source: str, root, r: dict, name: str, group: str, site=None, date=None,
+                hour=None) -> dict:
+    """A manifest row of one labelled window `r` (path, start_s, end_s, labels) of the
+    recording `name`."""
+    return {
+        "source": source, "recording_id": f"{source}/{name}@{r['start_s']:g}",
         "xc_id": None, "primary_label": "", "secondary_labels": [], "rating": math.nan,
         "author": "", "latitude": math.nan, "longitude": math.nan,
         "path": Path(os.path.relpath(r["path"], root)).as_posix(),
         "duration_s": r["end_s"] - r["start_s"], "start_s": r["start_s"],
-        "labels": list(r["labels"]), "site": r["site"], "date": r["date"],
-        "hour": None if pd.isna(r["hour"]) else int(r["hour"]),
-        "group": f"{source}/{r['site'] or r['file']}",
-    } for r in table.to_dict("records")]
+        "labels": list(r["labels"]), "site": site, "date": date, "hour": hour,
+        "group": group,
+    }
+
+
+def _window_tables(rows: list[dict], rejected: list[dict]):
+    """`read_source`'s three tables for window rows and their rejected inputs."""
     frame = pd.DataFrame(rows, columns=COLUMNS)
     frame["xc_id"] = frame["xc_id"].astype("Int64")
-    return (frame, pd.DataFrame(columns=("source", "line", "path", "reason")),
+    return (frame, pd.DataFrame(rejected, columns=("source", "line", "path", "reason")),
             pd.DataFrame(columns=("source", "line", "column", "value", "as", "why")))
 
 
@@ -247,19 +260,9 @@ def read_annotation_windows(root: str | Path, acfg, window_s: float):
                                     negative_files=found.attrs.get("negative_files", ()))
     rejected = [{"source": OWN, "line": p["line"], "path": str(p["table"]),
                  "reason": p["reason"]} for p in problems + more]
-    rows = [{
-        "source": OWN, "recording_id": f"{OWN}/{r['group']}@{r['start_s']:g}",
-        "xc_id": None, "primary_label": "", "secondary_labels": [], "rating": math.nan,
-        "author": "", "latitude": math.nan, "longitude": math.nan,
-        "path": Path(os.path.relpath(r["path"], root)).as_posix(),
-        "duration_s": r["end_s"] - r["start_s"], "start_s": r["start_s"],
-        "labels": list(r["labels"]), "site": None, "date": None, "hour": None,
-        "group": f"{OWN}/{r['group']}",
-    } for r in cut.to_dict("records")]
-    frame = pd.DataFrame(rows, columns=COLUMNS)
-    frame["xc_id"] = frame["xc_id"].astype("Int64")
-    return (frame, pd.DataFrame(rejected, columns=("source", "line", "path", "reason")),
-            pd.DataFrame(columns=("source", "line", "column", "value", "as", "why")))
+    rows = [_window_row(OWN, root, r, r["group"], f"{OWN}/{r['group']}")
+            for r in cut.to_dict("records")]
+    return _window_tables(rows, rejected)
 
 
 def sci_common_to_code(root: str | Path, raw: pd.DataFrame) -> dict[str, str]:
