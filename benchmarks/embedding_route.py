@@ -91,7 +91,9 @@ def main() -> None:
                 ("rank-aware scaling, power 0.5", {"rank_power": 0.5}),
                 ("adaptive delta-shift smoothing 0.3", {"adaptive_smoothing": 0.3}),
                 ("cross-window steps tuned out of fold %s" % card["cross_window"],
-                 {"route_cross_window": True})]
+                 {"route_cross_window": True}),
+                ("circular-shift TTA of the window sequence [1, -1]",
+                 {"route_shift_tta": (1, -1)})]
     for name, knobs in switches:
         rows.append((f"sequence head + {name}", [work / "route"],
                      dataclasses.replace(off, **knobs)))

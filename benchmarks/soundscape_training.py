@@ -154,7 +154,7 @@ def world(seed: int, work: Path, profile: str | None = None):
     """One seed's world in `work` (made once): (its data root, `records`), where
     `records(config, name, *overrides)` is the config with its manifest and TFRecords
     in `work/name`, built unless already there. The other benchmarks on this world
-    (training_toolkit.py, distillation.py) start here too."""
+    (training_toolkit.py, winners_recipe.py) start here too."""
     from birdkeras import config as config_lib  # noqa: PLC0415
     from birdkeras import synth  # noqa: PLC0415
     from birdkeras.datasets import manifest  # noqa: PLC0415

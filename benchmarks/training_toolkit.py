@@ -90,7 +90,7 @@ def minutes(folder: Path) -> float:
 
 
 def main(run=None, doc: str | None = None, prefix: str = "bk_toolkit_") -> None:
-    """The command line of this benchmark (and of distillation.py's, with its `run`):
+    """The command line of this benchmark (and of winners_recipe.py's, with its `run`):
     seeds, tables, training minutes per setting, the rows per seed."""
     parser = argparse.ArgumentParser(description=(doc or __doc__).splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
@@ -98,10 +98,12 @@ def main(run=None, doc: str | None = None, prefix: str = "bk_toolkit_") -> None:
     args = parser.parse_args()
     work = Path(args.keep or tempfile.mkdtemp(prefix=prefix))
     table, _ = base.seeds_and_tables(run or run_seed, args.seeds, work)
-    minutes = table.groupby("setting", sort=False)["train_minutes"].mean()
-    print("training minutes per setting (mean over seeds; 2 cores):")
-    for name, m in minutes.items():
-        print(f"  {name}: {m:.1f}")
+    means = table.groupby("setting", sort=False).mean(numeric_only=True)
+    print("training minutes per setting (mean over seeds; 2 cores)"
+          + (", inference windows/s:" if "windows_per_s" in means else ":"))
+    for name, m in means.iterrows():
+        speed = f", {m.windows_per_s:.1f} windows/s" if "windows_per_s" in means else ""
+        print(f"  {name}: {m.train_minutes:.1f}{speed}")
     print("\nper seed:")
     print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
 

@@ -1,6 +1,7 @@
 """The embedding route: embed (stand-in Perch v2 SavedModel), heads, out-of-fold
 tuning, ONNX export, predict."""
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -12,6 +13,7 @@ import onnxruntime as ort
 import numpy as np
 import pandas as pd
 import pytest
+import scipy.special
 import tensorflow as tf
 
 from birdkeras.audio import io as audio_io
@@ -557,3 +559,24 @@ def test_a_route_trains_and_predict_writes_a_submission_with_it(trained_route, e
     moved = config_lib.InferConfig(embedder=str(tmp_path / "nowhere"))
     with pytest.raises(Exception, match="set infer.embedder"):
         route_runner.RouteRunner(route, "onnx", moved)
+
+
+@pytest.mark.slow
+def test_circular_shift_tta_is_the_mean_of_the_rotated_sequences_logits(trained_route,
+                                                                         synth_root):
+    route = trained_route[0]
+    off = config_lib.InferConfig(taxon_temperature=False, site_prior=False, cnn_fusion=False,
+                                 route_cross_window=False)
+    plain = route_runner.RouteRunner(route, "onnx", off)
+    tta = route_runner.RouteRunner(
+        route, "onnx", dataclasses.replace(off, route_shift_tta=(1, -1, 12)))
+    path = audio_io.list_audio(synth_root / YEAR / "train_soundscapes")[0]
+    clips = windows.cut(audio_io.load(path, 32000), 32000, np.arange(0, 60, 5.0), 5.0)
+    # Rotating the audio windows rotates the embeddings: each shifted run by hand.
+    logits = [np.roll(scipy.special.logit(plain.score_file(np.roll(clips, s, axis=0),
+                                                           path.name).astype(np.float64)),
+                      -s, axis=0) for s in (0, 1, -1)]  # 12 rotates a 12-window file to itself
+    expected = scipy.special.expit(np.mean(logits, axis=0))
+    got = tta.score_file(clips, path.name)
+    np.testing.assert_allclose(got, expected, atol=1e-4)
+    assert np.abs(got - plain.score_file(clips, path.name)).max() > 1e-3  # it does something

@@ -606,6 +606,11 @@ class InferConfig:
     embedder: str | None = None
     route_cnn: str | None = None
     route_head: Literal["probe", "mlp", "sequence"] | None = None  # None: the route's own
+    # The sequence head's free TTA (the 2026 ProtoSSM notebook's): also run it on the
+    # file's window sequence rotated by these many windows (e.g. [1, -1]), rotate each
+    # output back and average the logits with the unshifted run's. No second pass
+    # through the embedding model. Empty: off.
+    route_shift_tta: tuple[int, ...] = ()
     # Only these classes in every output: a text file, one per line (a class name, a
     # scientific name, or BirdNET's "Scientific name_Common name"). None: all.
     species_list: str | None = None

@@ -103,6 +103,17 @@ class RouteRunner:
         return probs.astype(np.float32)
 
     def _sequence(self, emb, mapped, site: str, hour: int) -> np.ndarray:
+        """The sequence head's logits for a file's windows; with `infer.route_shift_tta`,
+        the mean over the file's sequence rotated by 0 and each shift (rotated back)."""
+        shifts = [0, *(s for s in self.icfg.route_shift_tta if s % max(len(emb), 1))]
+        total = 0.0
+        for shift in shifts:
+            rolled = None if mapped is None else np.roll(mapped, shift, axis=0)
+            total = total + np.roll(self._sequence_once(np.roll(emb, shift, axis=0), rolled,
+                                                        site, hour), -shift, axis=0)
+        return total / len(shifts)
+
+    def _sequence_once(self, emb, mapped, site: str, hour: int) -> np.ndarray:
         seq_len, n = self.card["seq_len"], len(emb)
         pad = np.concatenate([np.arange(n), np.repeat(n - 1, (-n) % seq_len)])
         runs = pad.reshape(-1, seq_len)
