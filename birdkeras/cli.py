@@ -13,6 +13,7 @@
     birdkeras embed --model PERCH_DIR --audio SOUNDSCAPES --out EMB
     birdkeras route --embeddings EMB --taxonomy taxonomy.csv --out ROUTE
     birdkeras search --embeddings EMB --query clip.wav --out RESULTS
+    birdkeras embed-cache export --embeddings EMB --taxonomy taxonomy.csv --out CACHE
     birdkeras demo
 
 Most of this module's length is `build_parser`, declarative (one block of arguments per
@@ -253,6 +254,28 @@ def cmd_embed(args) -> int:
         print(f"  skipped {problem['table']} line {problem['line']}: {problem['reason']}")
     print(f"embedded {card['windows']} windows ({card['dim']}-d, {card['kind']}), "
           f"{len(card['failures'])} undecodable files -> {args.out}")
+    return 0
+
+
+def cmd_embed_cache(args) -> int:
+    from birdkeras.embeddings import cache  # noqa: PLC0415 - lazy stage
+    from birdkeras.infer import submission  # noqa: PLC0415 - lazy stage
+
+    if args.action == "export":
+        if not args.embeddings:
+            raise UserError("embed-cache export needs --embeddings FOLDER (birdkeras embed's)")
+        done = cache.export(args.embeddings, args.out, args.taxonomy)
+        print(f"{done['windows']} windows ({done['dim']}-d"
+              + (f", scores over {done['classes']} classes" if done["scores"] else ", no scores")
+              + f") -> {args.out}/{cache.META}, {cache.ARRAYS}")
+        return 0
+    if not args.cache or not args.classes:
+        raise UserError("embed-cache import needs --cache FOLDER and --classes (a sample "
+                        "submission or taxonomy)")
+    card = cache.import_(args.cache, args.out, submission.class_columns(args.classes, []),
+                         args.root, args.labels, args.model)
+    print(f"{card['windows']} windows ({card['dim']}-d), {card['labelled_windows']} labelled "
+          f"-> {args.out}")
     return 0
 
 
@@ -552,6 +575,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_embed)
+
+    p = sub.add_parser("embed-cache", help="embedding folders <-> the 2026 notebooks' "
+                                           "Perch cache (parquet + npz)",
+                       description="export --embeddings EMB --out DIR: an embedding folder as "
+                                   "full_perch_meta.parquet + full_perch_arrays.npz (logits "
+                                   "mapped by --taxonomy); import --cache DIR --classes CSV "
+                                   "--out EMB: such a cache as an embedding folder for "
+                                   "`birdkeras route` (windows labelled by --labels).")
+    p.add_argument("action", choices=["export", "import"])
+    p.add_argument("--embeddings", help="export: a birdkeras embed folder")
+    p.add_argument("--taxonomy", help="export: the competition's taxonomy.csv (maps the "
+                                      "model's logits to its classes)")
+    p.add_argument("--cache", help="import: the cache folder")
+    p.add_argument("--classes", help="import: sample submission or taxonomy (the classes)")
+    p.add_argument("--labels", help="import: a labelled soundscape source (birdclef-2026)")
+    p.add_argument("--root", help="import: the data root of --labels")
+    p.add_argument("--model", help="import: the embedding model's path, for predict")
+    p.add_argument("--out", required=True, help="export: the cache folder; import: the "
+                                                "embedding folder")
+    p.set_defaults(func=cmd_embed_cache)
 
     p = sub.add_parser("search", help="the windows of embedding folders nearest to example clips",
                        description="Embed each query clip (file, or file:start) with the model "

@@ -96,7 +96,7 @@ SUBCOMMANDS = {"synth": "--labelled-soundscapes", "config": "--set", "ingest": "
                "tfrecords": "--beam-option", "train": "--workdir", "export": "--formats",
                "predict": "--runtime", "evaluate": "--pred", "kaggle": "{download,publish}",
                "pseudolabel": "--model", "embed": "--annotations", "route": "--embeddings",
-               "search": "--query", "demo": "--workdir", "blend": "--oof"}
+               "search": "--query", "embed-cache": "--cache", "demo": "--workdir", "blend": "--oof"}
 
 
 def _help(argv, capsys) -> str:

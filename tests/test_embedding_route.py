@@ -580,3 +580,79 @@ def test_circular_shift_tta_is_the_mean_of_the_rotated_sequences_logits(trained_
     got = tta.score_file(clips, path.name)
     np.testing.assert_allclose(got, expected, atol=1e-4)
     assert np.abs(got - plain.score_file(clips, path.name)).max() > 1e-3  # it does something
+
+
+def test_an_embedding_folder_goes_to_the_notebooks_cache_and_back(embedded, perch, taxonomy,
+                                                                  synth_root, tmp_path):
+    from birdkeras import cli  # noqa: PLC0415
+    from birdkeras.embeddings import cache  # noqa: PLC0415
+
+    out, _, classes = embedded
+    table = extract.read(str(out))
+    done = cache.export(str(out), tmp_path / "cache", synth_root / YEAR / "taxonomy.csv")
+    meta = pd.read_parquet(tmp_path / "cache" / cache.META)
+    arrays = np.load(tmp_path / "cache" / cache.ARRAYS)
+    assert done["windows"] == len(meta) == len(table.files) and done["scores"]
+    assert list(meta.columns[:4]) == ["row_id", "filename", "site", "hour_utc"]
+    first = meta.iloc[1]
+    assert first.row_id == f"{Path(table.files[1]).stem}_{int(table.starts[1]) + 5}"
+    np.testing.assert_array_equal(arrays[cache.EMBEDDINGS], table.embeddings)
+    # An exactly mapped class carries its own logit; a class Perch lacks the fill.
+    perch_labels = pd.read_csv(perch / "assets" / "labels.csv").iloc[:, 0].tolist()
+    sci = dict(zip(taxonomy["primary_label"], taxonomy["scientific_name"].str.strip()))
+    k = next(i for i, c in enumerate(classes) if sci[c] in perch_labels)
+    np.testing.assert_array_equal(arrays[cache.SCORES][:, k],
+                                  table.logits[:, perch_labels.index(sci[classes[k]])])
+    assert (arrays[cache.SCORES][:, 1] == -10.0).all()  # the stand-in lacks it, no genus mate
+
+    back = tmp_path / "back"
+    assert cli.main(["embed-cache", "import", "--cache", str(tmp_path / "cache"),
+                     "--classes", str(synth_root / YEAR / "sample_submission.csv"),
+                     "--labels", YEAR, "--root", str(synth_root), "--model", str(perch),
+                     "--out", str(back)]) == 0
+    again = extract.read(str(back))
+    np.testing.assert_array_equal(again.embeddings, table.embeddings)
+    np.testing.assert_array_equal(again.logits, arrays[cache.SCORES])
+    np.testing.assert_array_equal(again.starts, table.starts)
+    for key in ("files", "sites", "hours", "groups"):
+        np.testing.assert_array_equal(getattr(again, key), getattr(table, key))
+    np.testing.assert_array_equal(again.labelled, table.labelled)
+    assert table.labelled.any() and (~table.labelled).any()
+    np.testing.assert_array_equal(again.targets[again.labelled], table.targets[table.labelled])
+    assert again.card["model"] == str(perch) and again.card["model_classes"] == classes
+    # The route trains on the imported cache as on embed's folder (its logits mapped 1:1).
+    card = fit.train(load_config(None, FAST), [str(back)], tmp_path / "route",
+                     synth_root / YEAR / "taxonomy.csv")
+    assert set(card["oof_scores"]) >= {"probe", "sequence"} and card["embedder"] == str(perch)
+    assert len(card["mapping"]["mapped"]) == len(classes)
+
+
+def test_a_notebook_cache_without_our_columns_imports_and_bad_ones_are_named(tmp_path):
+    from birdkeras.embeddings import cache  # noqa: PLC0415
+
+    folder = tmp_path / "cache"
+    folder.mkdir()
+    name = "BC2026_Train_0001_S08_20250606_030007"
+    pd.DataFrame({"row_id": [f"{name}_5", f"{name}_10"], "site": ["S08", "S08"],
+                  "hour_utc": [3, 3]}).to_parquet(folder / cache.META)
+    emb = np.arange(8, dtype=np.float32).reshape(2, 4)
+    np.savez(folder / cache.ARRAYS, emb_full=emb, scores_full_raw=np.ones((2, 3), np.float32))
+    card = cache.import_(folder, str(tmp_path / "emb"), ["a", "b", "c"])
+    table = extract.read(str(tmp_path / "emb"))
+    assert card["windows"] == 2 and list(table.files) == [f"{name}.ogg"] * 2
+    np.testing.assert_array_equal(table.starts, [0.0, 5.0])
+    np.testing.assert_array_equal(table.embeddings, emb)
+    assert list(table.sites) == ["S08", "S08"] and list(table.hours) == [3, 3]
+    assert not table.labelled.any()
+    with pytest.raises(cache.CacheError, match="scores_full_raw has 3 classes, the competition 2"):
+        cache.import_(folder, str(tmp_path / "emb2"), ["a", "b"])
+    np.savez(folder / cache.ARRAYS, emb_full=emb[:1])
+    with pytest.raises(cache.CacheError, match="2 rows in full_perch_meta.parquet but 1"):
+        cache.import_(folder, str(tmp_path / "emb3"), ["a", "b", "c"])
+    np.savez(folder / cache.ARRAYS, embeddings=emb)
+    with pytest.raises(cache.CacheError, match=r"emb_full in full_perch_arrays.npz \(has "):
+        cache.import_(folder, str(tmp_path / "emb4"), ["a", "b", "c"])
+    np.savez(folder / cache.ARRAYS, emb_full=emb)
+    pd.DataFrame({"row_id": ["no_end_here", "x_5"]}).to_parquet(folder / cache.META)
+    with pytest.raises(cache.CacheError, match="'no_end_here' \\(row 0\\)"):
+        cache.import_(folder, str(tmp_path / "emb5"), ["a", "b", "c"])
