@@ -87,6 +87,8 @@ def main() -> None:
     switches = [("per-taxon temperature", {"taxon_temperature": True}),
                 ("site/hour prior (weight tuned: %.1f)" % card["prior_weight"], {"site_prior": True}),
                 ("per-class thresholds (tuned)", {"class_thresholds": True}),
+                ("per-class thresholds (tuned), sharpened (power 2)",
+                 {"class_thresholds": True, "threshold_mode": "sharpen"}),
                 ("file-level top-3 scaling, power 0.5", {"file_topk_power": 0.5}),
                 ("rank-aware scaling, power 0.5", {"rank_power": 0.5}),
                 ("adaptive delta-shift smoothing 0.3", {"adaptive_smoothing": 0.3}),
@@ -97,6 +99,12 @@ def main() -> None:
     for name, knobs in switches:
         rows.append((f"sequence head + {name}", [work / "route"],
                      dataclasses.replace(off, **knobs)))
+    by_taxon = fit.train(dataclasses.replace(cfg, route=dataclasses.replace(
+        cfg.route, cross_window_by_taxon=True)), [str(emb / "clips"), str(emb / "soundscapes")],
+        work / "route_by_taxon", root / YEAR / "taxonomy.csv", cnn)
+    rows.append(("sequence head + cross-window steps tuned per taxon "
+                 f"{by_taxon['cross_window_by_taxon']}", [work / "route_by_taxon"],
+                 dataclasses.replace(off, route_cross_window=True)))
     from birdkeras import metrics, uncertainty  # noqa: PLC0415
 
     results = {}

@@ -93,9 +93,20 @@ def adaptive_smooth(probs: np.ndarray, strength: float) -> np.ndarray:
     return (probs + strength * (1 - probs) * (neighbours - probs)).astype(np.float32)
 
 
-def thresholds(probs: np.ndarray, cut: np.ndarray) -> np.ndarray:
-    """Per-class thresholds: probabilities below their class's threshold become 0."""
-    return np.where(probs >= cut[None], probs, 0.0).astype(np.float32)
+def thresholds(probs: np.ndarray, cut: np.ndarray, mode: str = "zero",
+               power: float = 2.0) -> np.ndarray:
+    """Per-class thresholds. `zero`: probabilities below their class's cut become 0
+    (ties: the ranking below the cut is lost). `sharpen`: below the cut p becomes
+    cut x (p / cut)^power, pushed down but in the same order, continuous at the cut
+    (every per-class ranking metric unchanged)."""
+    cut = np.asarray(cut, np.float64)[None]
+    below = probs < cut
+    if mode == "zero":
+        return np.where(below, 0.0, probs).astype(np.float32)
+    if mode != "sharpen" or power < 1:
+        raise ValueError(f"threshold mode {mode!r} (zero | sharpen), power {power} (>= 1)")
+    safe = np.where(cut > 0, cut, 1.0)
+    return np.where(below, safe * (probs / safe) ** power, probs).astype(np.float32)
 
 
 def prior_fusion(probs: np.ndarray, prior: np.ndarray, weight: float) -> np.ndarray:

@@ -311,6 +311,11 @@ def test_route_values_are_tuned_on_the_saved_out_of_fold_predictions(random_rout
     assert again["prior_weight"] == card["prior_weight"]
     assert again["cross_window"] == card["cross_window"]
     np.testing.assert_allclose(again["thresholds"], card["thresholds"])
+    # Per taxon: this taxonomy has one taxon (Aves), so its steps are the global ones.
+    by_taxon = tuning.tune(table, {h: oof[h] for h in fit.HEADS}, oof["folds"], card["taxa"],
+                           load_config(None, ["route.head=sequence",
+                                              "route.cross_window_by_taxon=true"]).route, None)
+    assert by_taxon["cross_window_by_taxon"] == {"Aves": card["cross_window"]}
 
 
 def _prior_windows(sites_per_fold=4, windows_per_site=20, classes=3, seed=0):
@@ -388,6 +393,36 @@ def test_the_cross_window_steps_are_the_hand_computed_transforms():
     first = 0.2 + s * 0.8 * ((0.2 + 0.6) / 2 - 0.2)
     assert tuning.cross_window(p, {"adaptive_smoothing": s})[0, 0] == pytest.approx(first)
     np.testing.assert_array_equal(tuning.cross_window(p, {}), p)
+
+
+def test_per_taxon_cross_window_steps_are_each_taxons_own_tuning():
+    rng = np.random.default_rng(0)
+    n_files, per_file = 30, 6
+    files = np.repeat([f"f{i}.ogg" for i in range(n_files)], per_file)
+    starts = np.tile(np.arange(per_file) * 5.0, n_files)
+    # Two chorus classes (on for a whole file, noisy per window: smoothing helps) and
+    # two event classes already scored perfectly (nothing can help them).
+    chorus = np.repeat(rng.random((n_files, 2)) < 0.4, per_file, axis=0).astype(np.float32)
+    events = (rng.random((len(files), 2)) < 0.3).astype(np.float32)
+    y = np.concatenate([chorus, events], axis=1)
+    probs = np.concatenate([(0.3 * chorus + rng.random(chorus.shape)) / 1.3,
+                            0.2 + 0.6 * events], axis=1).astype(np.float32)
+    taxa = ["Insecta", "Insecta", "Aves", "Aves"]
+    rows = np.arange(len(files))
+    by_taxon = tuning.tune_cross_window_by_taxon(y, probs, files, starts, rows, taxa)
+    assert by_taxon["Insecta"] == tuning.tune_cross_window(y[:, :2], probs[:, :2], files,
+                                                           starts, rows)
+    assert any(v > 0 for v in by_taxon["Insecta"].values())
+    assert set(by_taxon["Aves"].values()) == {0.0}
+    one = probs[files == "f0.ogg"]
+    out = tuning.cross_window(one, {"rank_power": 1.0}, by_taxon, taxa)
+    np.testing.assert_array_equal(out[:, 2:], one[:, 2:])  # Aves: every step off
+    np.testing.assert_allclose(out[:, :2], tuning.cross_window(one[:, :2], by_taxon["Insecta"]),
+                               rtol=1e-6)
+    # A taxon the tuning did not see gets the global steps.
+    np.testing.assert_allclose(
+        tuning.cross_window(one, {"rank_power": 1.0}, {"Aves": by_taxon["Aves"]}, taxa)[:, :2],
+        one[:, :2] * one[:, :2].max(axis=0, keepdims=True), rtol=1e-6)
 
 
 def test_cross_window_strengths_are_tuned_where_they_help_and_left_off_where_not():

@@ -70,3 +70,19 @@ def test_prior_fusion_mixes_in_the_site_hour_prior():
 def test_thresholds_zero_what_is_below_each_class_cut():
     out = postprocess.thresholds(PROBS, np.array([0.5, 0.3], dtype=np.float32))
     np.testing.assert_allclose(out, [[0.0, 0.8], [0.6, 0.4], [0.0, 0.0]])
+
+
+def test_sharpened_thresholds_push_down_below_the_cut_and_keep_the_ranking():
+    cut = np.array([0.5, 0.3], dtype=np.float32)
+    out = postprocess.thresholds(PROBS, cut, "sharpen", 2.0)
+    # Below the cut: cut x (p / cut)^2 = p^2 / cut; at or above it: unchanged.
+    np.testing.assert_allclose(out, [[0.2 ** 2 / 0.5, 0.8], [0.6, 0.4],
+                                     [0.4 ** 2 / 0.5, 0.0]], rtol=1e-6)
+    rng = np.random.default_rng(0)
+    p = rng.random((50, 2)).astype(np.float32)
+    sharp = postprocess.thresholds(p, cut, "sharpen", 3.0)
+    for k in range(2):  # each class's order kept (zeroing ties it)
+        np.testing.assert_array_equal(np.argsort(sharp[:, k]), np.argsort(p[:, k]))
+    assert len(np.unique(postprocess.thresholds(p, cut)[:, 0])) < len(np.unique(sharp[:, 0]))
+    with pytest.raises(config_lib.ConfigError, match="threshold_power=0.5 must be >= 1"):
+        config_lib.InferConfig(threshold_power=0.5)

@@ -599,6 +599,10 @@ class InferConfig:
     taxon_temperature: bool = True
     site_prior: bool = True
     class_thresholds: bool = False
+    # How the tuned thresholds act: "zero" sets what is below a class's cut to 0;
+    # "sharpen" maps it to cut x (p / cut)^threshold_power (the ranking kept).
+    threshold_mode: Literal["zero", "sharpen"] = "zero"
+    threshold_power: float = 2.0
     cnn_fusion: bool = True
     route_cross_window: bool = True
     # Where the route's embedding model and fused CNN are on this machine (None: the
@@ -637,6 +641,9 @@ class InferConfig:
     raven_min_score: float = 0.5
 
     def __post_init__(self):
+        if self.threshold_power < 1:
+            raise ConfigError(f"infer.threshold_power={self.threshold_power} must be >= 1 "
+                              "(1: sharpen leaves the scores as they are)")
         if self.hop_s <= 0 or self.batch_size < 1 or self.workers < 0:
             raise ConfigError(f"need infer.hop_s > 0, infer.batch_size >= 1 and "
                               f"infer.workers >= 0; got hop_s={self.hop_s}, "
@@ -724,6 +731,9 @@ class RouteConfig:
     state_size: int = 8
     fusion: bool = True  # gate the embedding model's own mapped logits into the sequence head
     pseudo_unlabelled: bool = True  # the sequence head also learns unlabelled files' probe scores
+    # Tune the cross-window steps' strengths per taxon (Aves, Amphibia, Insecta, ...)
+    # rather than one set for every class; predict applies each taxon's own.
+    cross_window_by_taxon: bool = False
     folds: int = 4
     lr: float = 1e-3
     batch_size: int = 64

@@ -97,9 +97,11 @@ class RouteRunner:
         if self.cnn is not None:
             probs = self.cnn_weight * self._cnn(windows) + (1 - self.cnn_weight) * probs
         if icfg.route_cross_window and card.get("cross_window"):
-            probs = tuning.cross_window(probs, card["cross_window"])
+            probs = tuning.cross_window(probs, card["cross_window"],
+                                        card.get("cross_window_by_taxon"), card["taxa"])
         if icfg.class_thresholds:
-            probs = postprocess.thresholds(probs, np.asarray(card["thresholds"]))
+            probs = postprocess.thresholds(probs, np.asarray(card["thresholds"]),
+                                           icfg.threshold_mode, icfg.threshold_power)
         return probs.astype(np.float32)
 
     def _sequence(self, emb, mapped, site: str, hour: int) -> np.ndarray:

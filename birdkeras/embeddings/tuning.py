@@ -4,7 +4,7 @@ Scores of each head, per-taxon temperatures (the cross-entropy minimum), the wei
 a layered site/hour prior (each fold's prior built from the other folds only),
 per-class thresholds (the F1 maximum), the weight of a fused CNN and the strengths of
 the cross-window steps (adaptive smoothing, file top-k and rank-aware scaling; each the
-macro ROC-AUC maximum, 0 where none helps).
+macro ROC-AUC maximum, 0 where none helps; with `route.cross_window_by_taxon`, per taxon).
 """
 
 from __future__ import annotations
@@ -85,8 +85,18 @@ CROSS_WINDOW = {"adaptive_smoothing": (0.0, 0.15, 0.3, 0.5),
 TOP_K = 3
 
 
-def cross_window(probs: np.ndarray, steps: dict) -> np.ndarray:
-    """One file's (windows, classes) probabilities through the tuned cross-window steps."""
+def cross_window(probs: np.ndarray, steps: dict, by_taxon: dict | None = None,
+                 taxa=None) -> np.ndarray:
+    """One file's (windows, classes) probabilities through the tuned cross-window steps:
+    `steps` for every class, or with `by_taxon` ({taxon: steps}) each taxon's classes
+    (`taxa`: each class's taxon) through their own (`steps` for a taxon it lacks). Each
+    step works class by class, so a taxon's columns alone give the same values."""
+    if by_taxon:
+        out = np.array(probs, np.float32, copy=True)
+        for taxon in dict.fromkeys(taxa):
+            cols = [k for k, t in enumerate(taxa) if t == taxon]
+            out[:, cols] = cross_window(probs[:, cols], by_taxon.get(taxon, steps))
+        return out
     probs = postprocess.adaptive_smooth(probs, steps.get("adaptive_smoothing", 0.0))
     probs = postprocess.file_topk_scale(probs, TOP_K, steps.get("file_topk_power", 0.0))
     return postprocess.rank_scale(probs, steps.get("rank_power", 0.0))
@@ -123,6 +133,21 @@ def tune_cross_window(y, probs, files, starts, rows) -> dict:
             if trial > best + 1e-9:
                 best, steps[name] = trial, value
     return steps
+
+
+def tune_cross_window_by_taxon(y, probs, files, starts, rows, taxa) -> dict:
+    """`tune_cross_window` for each taxon's classes on their own ({taxon: steps}): the
+    smoothing that suits insect and amphibian choruses need not suit bird calls. Macro
+    ROC-AUC averages classes, so each taxon's best is the whole's best; a taxon without
+    a scored class keeps every step off."""
+    by_taxon = {}
+    for taxon in sorted(set(taxa)):
+        cols = [k for k, t in enumerate(taxa) if t == taxon]
+        if len(metrics.scored_classes(y[np.ix_(rows, cols)])):
+            by_taxon[taxon] = tune_cross_window(y[:, cols], probs[:, cols], files, starts, rows)
+        else:
+            by_taxon[taxon] = {name: 0.0 for name in CROSS_WINDOW}
+    return by_taxon
 
 
 def tune(w, oof: dict, folds, taxa, rcfg, cnn_probs) -> dict:
@@ -173,6 +198,9 @@ def tune(w, oof: dict, folds, taxa, rcfg, cnn_probs) -> dict:
         fused = tuned["cnn_weight"] * cnn_probs + (1 - tuned["cnn_weight"]) * fused
     # The cross-window steps last, on what the runner has by then (prior and CNN fused).
     tuned["cross_window"] = tune_cross_window(w.targets, fused, w.files, w.starts, rows)
+    if rcfg.cross_window_by_taxon:
+        tuned["cross_window_by_taxon"] = tune_cross_window_by_taxon(
+            w.targets, fused, w.files, w.starts, rows, taxa)
     return tuned
 
 
