@@ -98,7 +98,17 @@ def thresholds(probs: np.ndarray, cut: np.ndarray, mode: str = "zero",
     """Per-class thresholds. `zero`: probabilities below their class's cut become 0
     (ties: the ranking below the cut is lost). `sharpen`: below the cut p becomes
     cut x (p / cut)^power, pushed down but in the same order, continuous at the cut
-    (every per-class ranking metric unchanged)."""
+    (every per-class ranking metric unchanged).
+
+    Args:
+        probs: (windows, classes) probabilities.
+        cut: each class's threshold.
+        mode: "zero" or "sharpen".
+        power: sharpen's exponent (>= 1).
+
+    Returns:
+        The thresholded probabilities.
+    """
     cut = np.asarray(cut, np.float64)[None]
     below = probs < cut
     if mode == "zero":

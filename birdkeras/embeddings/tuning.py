@@ -90,7 +90,17 @@ def cross_window(probs: np.ndarray, steps: dict, by_taxon: dict | None = None,
     """One file's (windows, classes) probabilities through the tuned cross-window steps:
     `steps` for every class, or with `by_taxon` ({taxon: steps}) each taxon's classes
     (`taxa`: each class's taxon) through their own (`steps` for a taxon it lacks). Each
-    step works class by class, so a taxon's columns alone give the same values."""
+    step works class by class, so a taxon's columns alone give the same values.
+
+    Args:
+        probs: one file's probabilities, windows in start order.
+        steps: {step name: strength} (`CROSS_WINDOW`'s names; missing: 0).
+        by_taxon: {taxon: steps}, or None.
+        taxa: each class's taxon (with `by_taxon`).
+
+    Returns:
+        The probabilities after the steps.
+    """
     if by_taxon:
         out = np.array(probs, np.float32, copy=True)
         for taxon in dict.fromkeys(taxa):
@@ -139,7 +149,19 @@ def tune_cross_window_by_taxon(y, probs, files, starts, rows, taxa) -> dict:
     """`tune_cross_window` for each taxon's classes on their own ({taxon: steps}): the
     smoothing that suits insect and amphibian choruses need not suit bird calls. Macro
     ROC-AUC averages classes, so each taxon's best is the whole's best; a taxon without
-    a scored class keeps every step off."""
+    a scored class keeps every step off.
+
+    Args:
+        y: targets (n, classes).
+        probs: out-of-fold probabilities (n, classes).
+        files: file per window.
+        starts: start per window.
+        rows: the windows to tune on.
+        taxa: each class's taxon.
+
+    Returns:
+        {taxon: {step name: strength}}.
+    """
     by_taxon = {}
     for taxon in sorted(set(taxa)):
         cols = [k for k, t in enumerate(taxa) if t == taxon]
