@@ -81,6 +81,8 @@ def main() -> None:
     for head in ("probe", "mlp", "sequence"):
         rows.append((f"embedding route: {head} head", [work / "route"],
                      dataclasses.replace(off, route_head=head)))
+    rows.append((f"embedding route: heads blended {card['head_weights']} (tuned out of fold)",
+                 [work / "route"], dataclasses.replace(off, route_head="blend")))
     rows.append(("sequence head + CNN fusion (weight tuned out of fold: "
                  f"{card['cnn_weight']:.1f})", [work / "route"],
                  dataclasses.replace(off, cnn_fusion=True)))

@@ -13,6 +13,8 @@ Both take `labels` (n, classes) in {0, 1} (soft labels are thresholded at 0.5) a
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pandas as pd
 import scipy.stats
@@ -81,3 +83,14 @@ def per_class_table(labels, scores, class_names) -> pd.DataFrame:
             "roc_auc": float(roc_auc_score(labels[:, k], scores[:, k])) if defined else np.nan,
         })
     return pd.DataFrame(rows)
+
+
+def weight_grid(count: int, step: float) -> np.ndarray:
+    """Every weight vector of `count` members on the simplex with spacing `step` (the
+    grid blends are tuned on: `birdkeras.infer.blend`, the route's head blend)."""
+    units = int(round(1 / step))
+    if units < 1 or abs(units * step - 1) > 1e-9:
+        raise ValueError(f"blend step {step} must divide 1 (0.1, 0.05, 0.25, ...)")
+    rows = [c for c in itertools.product(range(units + 1), repeat=count - 1)
+            if sum(c) <= units]
+    return np.array([[*c, units - sum(c)] for c in rows], dtype=np.float64) / units

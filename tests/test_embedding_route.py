@@ -548,7 +548,7 @@ def test_route_training_lists_the_unmapped_species(trained_route, taxonomy):
     route, printed = trained_route
     assert "1 unmapped" in printed and taxonomy["primary_label"][1] in printed
     card = json.loads((route / route_runner.CARD).read_text())
-    assert card["head"] == "sequence" and set(card["heads"]) == {"probe", "mlp", "sequence"}
+    assert card["head"] == "sequence" and set(card["heads"]) == {"probe", "mlp", "sequence", "blend"}
 
 
 @pytest.mark.slow
@@ -691,3 +691,51 @@ def test_a_notebook_cache_without_our_columns_imports_and_bad_ones_are_named(tmp
     pd.DataFrame({"row_id": ["no_end_here", "x_5"]}).to_parquet(folder / cache.META)
     with pytest.raises(cache.CacheError, match="'no_end_here' \\(row 0\\)"):
         cache.import_(folder, str(tmp_path / "emb5"), ["a", "b", "c"])
+
+
+def test_the_heads_blend_is_tuned_on_windows_every_head_scored():
+    rng = np.random.default_rng(0)
+    y = (rng.random((300, 4)) < 0.3).astype(np.float32)
+    noise = lambda: rng.standard_normal(y.shape).astype(np.float32)  # noqa: E731
+    # The MLP knows classes 0-1, the sequence head 2-3, the probe nothing; the sequence
+    # head scored only the first 200 windows (soundscapes), the rest are NaN.
+    oof = {"probe": noise(),
+           "mlp": np.concatenate([3 * y[:, :2], np.zeros((300, 2))], axis=1) + noise(),
+           "sequence": np.concatenate([np.zeros((300, 2)), 3 * y[:, 2:]], axis=1) + noise()}
+    oof["sequence"][200:] = np.nan
+    weights, blended = tuning.tune_head_blend(y, oof, np.arange(300))
+    assert sum(weights.values()) == pytest.approx(1.0)
+    assert weights["mlp"] > 0 and weights["sequence"] > 0 and weights["probe"] < 0.3
+    np.testing.assert_allclose(blended[:200], sum(weights[h] * oof[h][:200] for h in oof),
+                               rtol=1e-5)
+    assert np.isnan(blended[200:]).all()
+    blend_auc = metrics.macro_roc_auc(y[:200], blended[:200])
+    for head in oof:
+        assert blend_auc > metrics.macro_roc_auc(y[:200], oof[head][:200]) + 0.02
+    # A head that scored nothing (no soundscapes) takes no part.
+    oof["sequence"][:] = np.nan
+    weights, _ = tuning.tune_head_blend(y, oof, np.arange(300))
+    assert set(weights) == {"probe", "mlp"} and weights["mlp"] > weights["probe"]
+
+
+@pytest.mark.slow
+def test_the_blended_heads_predict_the_weighted_sum_of_each_heads_logits(trained_route,
+                                                                         synth_root):
+    route = trained_route[0]
+    card = json.loads((route / route_runner.CARD).read_text())
+    assert "blend" in card["heads"] and set(card["head_weights"]) == {"probe", "mlp", "sequence"}
+    assert "blend" in card["oof_scores"]
+    off = config_lib.InferConfig(taxon_temperature=False, site_prior=False, cnn_fusion=False,
+                                 route_cross_window=False)
+    path = audio_io.list_audio(synth_root / YEAR / "train_soundscapes")[0]
+    clips = windows.cut(audio_io.load(path, 32000), 32000, np.arange(0, 60, 5.0), 5.0)
+    logit = {h: scipy.special.logit(route_runner.RouteRunner(
+        route, "onnx", dataclasses.replace(off, route_head=h)).score_file(clips, path.name)
+        .astype(np.float64)) for h in ("probe", "mlp", "sequence")}
+    blend = route_runner.RouteRunner(route, "onnx", dataclasses.replace(off, route_head="blend"))
+    expected = scipy.special.expit(sum(card["head_weights"][h] * logit[h] for h in logit))
+    # Where a head's float32 probability is 1.0 its logit is lost (inf): compare the rest.
+    exact = np.all([np.isfinite(v) for v in logit.values()], axis=0)
+    assert exact.mean() > 0.9
+    np.testing.assert_allclose(blend.score_file(clips, path.name)[exact], expected[exact],
+                               atol=1e-4)

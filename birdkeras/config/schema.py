@@ -609,7 +609,7 @@ class InferConfig:
     # paths recorded when it was trained).
     embedder: str | None = None
     route_cnn: str | None = None
-    route_head: Literal["probe", "mlp", "sequence"] | None = None  # None: the route's own
+    route_head: Literal["probe", "mlp", "sequence", "blend"] | None = None  # None: the route's own
     # The sequence head's free TTA (the 2026 ProtoSSM notebook's): also run it on the
     # file's window sequence rotated by these many windows (e.g. [1, -1]), rotate each
     # output back and average the logits with the unshifted run's. No second pass
@@ -721,7 +721,9 @@ class PseudoConfig:
 class RouteConfig:
     """The embedding route's heads (`birdkeras route`; see birdkeras.route)."""
 
-    head: Literal["probe", "mlp", "sequence"] = "sequence"  # the one predict runs
+    # The head predict runs; "blend": every head's logits, weighted as their
+    # out-of-fold predictions chose (`route.json`'s head_weights).
+    head: Literal["probe", "mlp", "sequence", "blend"] = "sequence"
     pca_dim: int = 128  # 0: standardise only
     mlp_hidden: int = 256
     epochs: int = 60  # probe and MLP

@@ -214,12 +214,15 @@ def train(cfg: config_lib.Config, embedding_dirs, out, taxonomy_csv=None, cnn_mo
 
     taxa = taxonomy.set_index("primary_label").reindex(card["classes"])["class_name"].fillna("")
     cnn = cnn_scores(cnn_model, w, card["classes"]) if cnn_model else None
+    head_weights, oof["blend"] = tuning.tune_head_blend(w.targets, oof, labelled)
     tuned = tuning.tune(w, oof, folds, taxa.tolist(), rcfg, cnn)
     if cnn_model:
         tuned["cnn"] = str(cnn_model)
     np.savez(out / "oof.npz", folds=folds, y=w.targets, files=w.files, starts=w.starts,
              sites=w.sites, hours=w.hours, **oof)
-    card.update({"head": rcfg.head if rcfg.head in final else "probe", "heads": sorted(final),
+    heads = sorted(final) + ["blend"]  # the blend: the final heads, out-of-fold weights
+    card.update({"head": rcfg.head if rcfg.head in heads else "probe", "heads": heads,
+                 "head_weights": {h: wt for h, wt in head_weights.items() if h in final},
                  "seq_len": rcfg.seq_len, "sites": sites, "taxa": taxa.tolist(),
                  "route": config_lib.to_dict(rcfg), **tuned})
     (out / CARD).write_text(json.dumps(card, indent=1) + "\n")

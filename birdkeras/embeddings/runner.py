@@ -3,7 +3,7 @@
 `RouteRunner(folder)` is a runner like `birdkeras.export.runtime.Runner`, with `score_file`: a file's
 windows at once, because the sequence head reads a file's windows together. Per file:
 the embedding model's embeddings and logits (mapped to the competition's classes) ->
-the route's head (ONNX Runtime, or Keras with runtime "tf") -> the tuned steps the
+the route's head, or its heads' blend (ONNX Runtime, or Keras with runtime "tf") -> the tuned steps the
 config's `infer` section turns on (per-taxon temperature, site/hour prior, fusion with
 the CNN the route was tuned with, the cross-window steps at their tuned strengths,
 per-class thresholds). Paths recorded at training
@@ -60,7 +60,10 @@ class RouteRunner:
                 raise PredictError(f"infer.route_head={self.icfg.route_head}: {folder} has "
                                    f"{card['heads']}")
             card["head"] = self.icfg.route_head
-        self.head = _head(self.path, card["head"], runtime, threads)
+        self.weights = (card["head_weights"] if card["head"] == "blend"
+                        else {card["head"]: 1.0})
+        self.heads = {name: _head(self.path, name, runtime, threads)
+                      for name, weight in self.weights.items() if weight > 0}
         self.mapping = None
         if card["mapping"]:
             m = card["mapping"]
@@ -84,10 +87,9 @@ class RouteRunner:
         mapped = (frozen.mapped_logits(logits, self.mapping)
                   if self.mapping is not None and logits is not None else None)
         site, hour = tuning.file_context(name)
-        if card["head"] == "sequence":
-            out = self._sequence(emb, mapped, site, hour)
-        else:
-            out = self.head({"embedding": emb})
+        out = tuning.blend_heads({h: self._sequence(emb, mapped, site, hour) if h == "sequence"
+                                  else head({"embedding": emb})
+                                  for h, head in self.heads.items()}, self.weights)
         if icfg.taxon_temperature:
             out = postprocess.taxon_temperature(out, card["taxa"], card["temperatures"])
         probs = tuning.sigmoid(out).astype(np.float32)
@@ -126,7 +128,7 @@ class RouteRunner:
                   "hour": np.full(len(runs), 24 if hour < 0 else hour, np.int32)}
         if self.card["route"]["fusion"] and mapped is not None:
             inputs["mapped_logits"] = mapped[runs]
-        logits = self.head(inputs).reshape(-1, len(self.classes))
+        logits = self.heads["sequence"](inputs).reshape(-1, len(self.classes))
         return logits[:n]
 
     def _cnn(self, windows) -> np.ndarray:

@@ -172,6 +172,45 @@ def tune_cross_window_by_taxon(y, probs, files, starts, rows, taxa) -> dict:
     return by_taxon
 
 
+def tune_head_blend(y, oof: dict, rows, step: float = 0.1) -> tuple[dict, np.ndarray]:
+    """The heads' blend: weights on their logits (a simplex grid, `step`) with the best
+    out-of-fold macro ROC-AUC over the `rows` every head scored (the sequence head
+    scores soundscape windows only).
+
+    Args:
+        y: targets (n, classes).
+        oof: out-of-fold logits per head (NaN where a head did not score a window).
+        rows: the labelled windows.
+        step: the grid's spacing.
+
+    Returns:
+        ({head: weight}, the blend's out-of-fold logits: NaN where a head with weight
+        is NaN).
+    """
+    names = [h for h in sorted(oof) if not np.isnan(oof[h][rows]).all()]
+    scored = rows[np.all([~np.isnan(oof[h][rows]).any(axis=1) for h in names], axis=0)]
+    if not len(scored) or not len(metrics.scored_classes(y[scored])):
+        weights = {h: float(h == "probe") for h in names}
+    else:
+        best = max(metrics.weight_grid(len(names), step), key=lambda ws: _score(
+            y[scored], sum(wt * oof[h][scored] for wt, h in zip(ws, names)))["macro_auc"])
+        weights = {h: round(float(wt), 6) for h, wt in zip(names, best)}
+    return weights, blend_heads(oof, weights)
+
+
+def blend_heads(logits: dict, weights: dict) -> np.ndarray:
+    """The weighted sum of the heads' logits (heads with weight 0 are not read).
+
+    Args:
+        logits: per head, logits (n, classes).
+        weights: {head: weight}, summing to 1.
+
+    Returns:
+        The blended logits.
+    """
+    return sum(wt * logits[h] for h, wt in weights.items() if wt > 0)
+
+
 def tune(w, oof: dict, folds, taxa, rcfg, cnn_probs) -> dict:
     """What the out-of-fold predictions decide: scores per head, taxon temperatures,
     the prior weight (fold-safe priors), per-class thresholds, the CNN fusion weight.

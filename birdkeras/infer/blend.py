@@ -29,7 +29,6 @@ Members' class lists must be the same set (their order may differ); a `class_map
 
 from __future__ import annotations
 
-import itertools
 import json
 from pathlib import Path
 
@@ -83,13 +82,12 @@ def combine(members: list[np.ndarray], weights, method: str = "rank") -> np.ndar
 
 
 def weight_grid(count: int, step: float) -> np.ndarray:
-    """Every weight vector of `count` members on the simplex with spacing `step`."""
-    units = int(round(1 / step))
-    if units < 1 or abs(units * step - 1) > 1e-9:
-        raise BlendError(f"blend step {step} must divide 1 (0.1, 0.05, 0.25, ...)")
-    rows = [c for c in itertools.product(range(units + 1), repeat=count - 1)
-            if sum(c) <= units]
-    return np.array([[*c, units - sum(c)] for c in rows], dtype=np.float64) / units
+    """Every weight vector of `count` members on the simplex with spacing `step`
+    (`metrics.weight_grid`; a step that does not divide 1 is a BlendError)."""
+    try:
+        return metrics.weight_grid(count, step)
+    except ValueError as error:
+        raise BlendError(str(error)) from None
 
 
 def tune(members: list[np.ndarray], labels: np.ndarray, method: str = "rank",
