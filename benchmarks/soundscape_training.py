@@ -80,8 +80,9 @@ def _split_sites(root: Path) -> set[str]:
     return held
 
 
-def _score_heldout(model: str, root: Path, work: Path, name: str):
-    """The model's predictions on the held-out windows (kept as `<name>.csv`)."""
+def _score_heldout(model, root: Path, work: Path, name: str):
+    """The model's (or an ensemble's: a list) predictions on the held-out windows (kept
+    as `<name>.csv`)."""
     from birdkeras import config as config_lib  # noqa: PLC0415
     from birdkeras import infer  # noqa: PLC0415
 
@@ -89,7 +90,8 @@ def _score_heldout(model: str, root: Path, work: Path, name: str):
     icfg = config_lib.InferConfig(class_order=str(sample))
     csv = work / "heldout" / f"{name}.csv"
     csv.parent.mkdir(exist_ok=True)
-    infer.predict([model], root / YEAR / "heldout_soundscapes", csv, "tf", icfg,
+    infer.predict(model if isinstance(model, list) else [model],
+                  root / YEAR / "heldout_soundscapes", csv, "tf", icfg,
                   progress=False)
     return heldout_scored(csv, root)
 

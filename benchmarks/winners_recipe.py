@@ -102,12 +102,12 @@ def run_seed(seed: int, work: Path) -> tuple[list[dict], dict]:
                         classes=sorted(name2label, key=name2label.get), progress=False)
         record(key, models[key], training_toolkit.minutes(work / key))
 
-    began, previous, quality = time.perf_counter(), models["b"], {}
+    previous, quality = models["b"], {}
     for k in range(1, ROUNDS + 1):
         previous, quality[k] = _capped_round(config, previous, models["t"], work / f"round{k}",
                                              root, labelled)
     models["c"] = previous
-    record("c", models["c"], (time.perf_counter() - began) / 60,
+    record("c", models["c"], _minutes([work / f"round{k}" for k in range(1, ROUNDS + 1)]),
            **{f"round{k}_{m}": v for k, pr in quality.items()
               for m, v in zip(("precision", "recall"), pr)})
 
@@ -154,6 +154,14 @@ def _capped_round(config, previous: str, teacher: str, out: Path, root: Path,
     cfg = config(*stage, f"train.init_from={previous}", f"input.mix_dirs=[{shards}]",
                  "input.mix_weights=[0.3]", f"input.mix_loss_cap={CAP}")
     return base.trained(cfg, out / "train"), quality
+
+
+def _minutes(folders: list[Path]) -> float:
+    """Wall minutes from the first file written in `folders` (the first pseudo-label
+    shard) to their last run_report.json (a run reused from --keep keeps its figure)."""
+    files = [p for f in folders for p in f.rglob("*") if p.is_file()]
+    ended = max(p.stat().st_mtime for p in files if p.name == "run_report.json")
+    return (ended - min(p.stat().st_mtime for p in files)) / 60
 
 
 def _fold0_scores(cfg, members: list[list[str]]) -> tuple[np.ndarray, list[np.ndarray]]:
