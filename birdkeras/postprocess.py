@@ -119,8 +119,10 @@ def thresholds(probs: np.ndarray, cut: np.ndarray, mode: str = "zero",
     return np.where(below, safe * (probs / safe) ** power, probs).astype(np.float32)
 
 
-def prior_fusion(probs: np.ndarray, prior: np.ndarray, weight: float) -> np.ndarray:
-    """(1 - weight) p + weight prior, the prior (classes,) of the file's site and hour."""
-    if weight == 0:
+def prior_fusion(probs: np.ndarray, prior: np.ndarray, weight) -> np.ndarray:
+    """(1 - weight) p + weight prior, the prior (classes,) of the file's site and hour;
+    `weight` one number or one per class."""
+    weight = np.asarray(weight, np.float32)
+    if not weight.any():
         return probs
     return ((1 - weight) * probs + weight * prior[None]).astype(np.float32)

@@ -30,6 +30,7 @@ from birdkeras.records import format as record_format
 from birdkeras.audio import windows
 from birdkeras import config as config_lib
 from birdkeras import metrics
+from birdkeras import postprocess
 from birdkeras.config import load_config
 
 from conftest import kill_when, read_records
@@ -354,6 +355,28 @@ def test_the_prior_helps_when_other_folds_know_the_site():
     folds = np.arange(len(table.files)) % 2  # every site in both folds
     tuned = tuning.tune(table, oof, folds, ["Aves"] * 3, config_lib.RouteConfig(head="probe"), None)
     assert tuned["prior_weight"] > 0.0
+
+
+def test_prior_weights_per_taxon_are_each_taxons_own():
+    table, _, oof = _prior_windows()
+    folds = np.arange(len(table.files)) % 2  # every site in both folds: the prior helps
+    # ... except for class 2, which the model already scores perfectly.
+    oof["probe"][:, 2] = 5 * table.targets[:, 2] - 2.5
+    taxa = ["Insecta", "Insecta", "Aves"]
+    rcfg = config_lib.RouteConfig(head="probe", prior_by_taxon=True)
+    tuned = tuning.tune(table, oof, folds, taxa, rcfg, None)
+    by_taxon = tuned["prior_weight_by_taxon"]
+    assert by_taxon["Insecta"] > 0.0 and by_taxon["Aves"] == 0.0
+    weights = tuning.prior_weights(taxa, tuned["prior_weight"], by_taxon)
+    np.testing.assert_array_equal(weights, [by_taxon["Insecta"]] * 2 + [0.0])
+    p, prior = np.full((2, 3), 0.5, np.float32), np.array([1.0, 0.0, 1.0], np.float32)
+    np.testing.assert_allclose(postprocess.prior_fusion(p, prior, weights),
+                               [[0.5 + 0.5 * weights[0], 0.5 - 0.5 * weights[0], 0.5]] * 2,
+                               rtol=1e-6)
+    # A taxon without a tuned weight takes the global one; off, no per-taxon weights.
+    np.testing.assert_allclose(tuning.prior_weights(["Mammalia"], 0.3, by_taxon), [0.3])
+    assert "prior_weight_by_taxon" not in tuning.tune(
+        table, oof, folds, taxa, config_lib.RouteConfig(head="probe"), None)
 
 
 def test_the_layered_prior_falls_back_site_hour_then_site_then_hour_then_overall():

@@ -736,6 +736,9 @@ class RouteConfig:
     # Tune the cross-window steps' strengths per taxon (Aves, Amphibia, Insecta, ...)
     # rather than one set for every class; predict applies each taxon's own.
     cross_window_by_taxon: bool = False
+    # Tune the site/hour prior's weight per taxon too (a chorus is more site-bound than
+    # a passing bird); predict uses each taxon's own, the global one for the rest.
+    prior_by_taxon: bool = False
     folds: int = 4
     lr: float = 1e-3
     batch_size: int = 64

@@ -69,6 +69,8 @@ class RouteRunner:
             m = card["mapping"]
             self.mapping = {"index": np.asarray(m["index"]),
                             "proxies": {int(k): v for k, v in m["proxies"].items()}}
+        self.prior_weights = tuning.prior_weights(card["taxa"], card["prior_weight"],
+                                                  card.get("prior_weight_by_taxon"))
         self.cnn, self.cnn_weight = None, card.get("cnn_weight", 0.0)
         if self.icfg.cnn_fusion and self.cnn_weight > 0:
             self.cnn = Runner(self.icfg.route_cnn or card["cnn"], "tf")
@@ -93,9 +95,9 @@ class RouteRunner:
         if icfg.taxon_temperature:
             out = postprocess.taxon_temperature(out, card["taxa"], card["temperatures"])
         probs = tuning.sigmoid(out).astype(np.float32)
-        if icfg.site_prior and card["prior_weight"] > 0:
+        if icfg.site_prior:
             probs = postprocess.prior_fusion(probs, tuning.prior_of(card["prior"], site, hour),
-                                             card["prior_weight"])
+                                             self.prior_weights)
         if self.cnn is not None:
             probs = self.cnn_weight * self._cnn(windows) + (1 - self.cnn_weight) * probs
         if icfg.route_cross_window and card.get("cross_window"):

@@ -245,14 +245,23 @@ def tune(w, oof: dict, folds, taxa, rcfg, cnn_probs) -> dict:
         table = prior_table(w.targets, w.sites, w.hours, labelled[folds[labelled] != k])
         for r in rows[folds[rows] == k]:
             fold_prior[r] = prior_of(table, w.sites[r], int(w.hours[r]))
-    prior_weight = max((0.0, 0.1, 0.2, 0.3, 0.5), key=lambda a: _score(
-        w.targets[rows], (1 - a) * probs[rows] + a * fold_prior[rows])["macro_auc"])
+    prior_weight = _prior_weight(w.targets[rows], probs[rows], fold_prior[rows])
     # Per-class thresholds: the cut that maximises each class's F1 out of fold.
     cut = np.array([_best_cut(w.targets[rows, k], probs[rows, k]) for k in range(w.targets.shape[1])])
     tuned = {"oof_scores": scores, "temperatures": temperatures, "prior_weight": prior_weight,
              "prior": prior_table(w.targets, w.sites, w.hours, labelled), "thresholds": cut.tolist(),
              "cnn_weight": 0.0}
-    fused = (1 - prior_weight) * probs + prior_weight * np.nan_to_num(fold_prior)
+    weights = np.full(len(taxa), prior_weight)
+    if rcfg.prior_by_taxon:  # each taxon's weight on its own classes (default: the global)
+        tuned["prior_weight_by_taxon"] = by_taxon = {}
+        for taxon in sorted(set(taxa)):
+            cols = [k for k, t in enumerate(taxa) if t == taxon]
+            if len(metrics.scored_classes(w.targets[np.ix_(rows, cols)])):
+                by_taxon[taxon] = _prior_weight(w.targets[np.ix_(rows, cols)],
+                                                probs[np.ix_(rows, cols)],
+                                                fold_prior[np.ix_(rows, cols)])
+        weights = prior_weights(taxa, prior_weight, by_taxon)
+    fused = (1 - weights) * probs + weights * np.nan_to_num(fold_prior)
     if cnn_probs is not None:
         tuned["cnn_weight"] = max([k / 10 for k in range(11)], key=lambda a: _score(
             w.targets[rows], a * cnn_probs[rows] + (1 - a) * fused[rows])["macro_auc"])
@@ -263,6 +272,28 @@ def tune(w, oof: dict, folds, taxa, rcfg, cnn_probs) -> dict:
         tuned["cross_window_by_taxon"] = tune_cross_window_by_taxon(
             w.targets, fused, w.files, w.starts, rows, taxa)
     return tuned
+
+
+PRIOR_WEIGHTS = (0.0, 0.1, 0.2, 0.3, 0.5)  # the prior weights tried out of fold
+
+
+def _prior_weight(y, probs, prior) -> float:
+    """The prior weight with the best macro ROC-AUC of (1 - a) p + a prior."""
+    return max(PRIOR_WEIGHTS, key=lambda a: _score(y, (1 - a) * probs + a * prior)["macro_auc"])
+
+
+def prior_weights(taxa, weight: float, by_taxon: dict | None) -> np.ndarray:
+    """Each class's prior weight: its taxon's (`by_taxon`), else the global `weight`.
+
+    Args:
+        taxa: each class's taxon.
+        weight: the global weight.
+        by_taxon: {taxon: weight}, or None.
+
+    Returns:
+        (classes,) weights.
+    """
+    return np.array([(by_taxon or {}).get(t, weight) for t in taxa], np.float32)
 
 
 def _bce(y, logits) -> float:
