@@ -102,12 +102,14 @@ def main() -> None:
         rows.append((f"sequence head + {name}", [work / "route"],
                      dataclasses.replace(off, **knobs)))
     by_taxon = fit.train(dataclasses.replace(cfg, route=dataclasses.replace(
-        cfg.route, cross_window_by_taxon=True, prior_by_taxon=True)),
+        cfg.route, cross_window_by_taxon=True, prior_by_taxon=True, probe_temporal=True)),
         [str(emb / "clips"), str(emb / "soundscapes")], work / "route_by_taxon",
         root / YEAR / "taxonomy.csv", cnn)
     rows.append(("sequence head + cross-window steps tuned per taxon "
                  f"{by_taxon['cross_window_by_taxon']}", [work / "route_by_taxon"],
                  dataclasses.replace(off, route_cross_window=True)))
+    rows.append(("probe with temporal features (neighbours' mean/max, position)",
+                 [work / "route_by_taxon"], dataclasses.replace(off, route_head="probe")))
     rows.append(("sequence head + site/hour prior, weight per taxon "
                  f"{by_taxon['prior_weight_by_taxon']}", [work / "route_by_taxon"],
                  dataclasses.replace(off, site_prior=True)))

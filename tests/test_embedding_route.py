@@ -379,6 +379,41 @@ def test_prior_weights_per_taxon_are_each_taxons_own():
         table, oof, folds, taxa, config_lib.RouteConfig(head="probe"), None)
 
 
+def test_temporal_probe_features_are_each_windows_neighbours_and_position():
+    emb = np.array([[1, 10], [3, 30], [2, 20], [7, 70]], np.float32)
+    # File a: starts 0, 10, 5 (rows 0, 1, 2 out of order); file b: one window.
+    out = tuning.temporal_features(emb, ["a", "a", "a", "b"], [0.0, 10.0, 5.0, 0.0])
+    np.testing.assert_array_equal(out[0], [1, 10, 1.5, 15, 2, 20, 0.0])  # first: itself, next
+    np.testing.assert_array_equal(out[2], [2, 20, 2.0, 20, 3, 30, 0.5])  # middle: 1 and 3
+    np.testing.assert_array_equal(out[1], [3, 30, 2.5, 25, 3, 30, 1.0])  # last: 2, itself
+    np.testing.assert_array_equal(out[3], [7, 70, 7, 70, 7, 70, 0.0])
+
+
+def test_a_temporal_probe_learns_what_only_the_neighbours_show():
+    rng = np.random.default_rng(0)
+    n_files, per_file, dim = 40, 12, 8
+    emb = rng.standard_normal((n_files * per_file, dim)).astype(np.float32)
+    files = np.repeat([f"f{i}" for i in range(n_files)], per_file)
+    starts = np.tile(np.arange(per_file) * 5.0, n_files)
+    # A class is on where the NEXT window of the file has a large first feature.
+    nxt = np.concatenate([emb[1:, 0], [0.0]])
+    nxt[per_file - 1::per_file] = emb[per_file - 1::per_file, 0]
+    y = (nxt > 0.8).astype(np.float32)[:, None]
+    table = extract.Table(emb, None, y, files, files, starts, np.full(len(emb), ""),
+                          np.full(len(emb), -1), files, {})
+    rows, test = np.arange(0, 360), np.arange(360, 480)
+
+    def auc(temporal):
+        rcfg = config_lib.RouteConfig(pca_dim=0, epochs=60, lr=0.03, batch_size=128,
+                                      probe_temporal=temporal)
+        features = fit.window_features(table, rcfg)
+        head = fit._window_head(table, features, rows, rcfg, 0, 0)  # noqa: SLF001
+        return metrics.macro_roc_auc(y[test], head.predict(features[test], verbose=0))
+
+    plain, temporal = auc(False), auc(True)
+    assert plain < 0.65 and temporal > plain + 0.2
+
+
 def test_the_layered_prior_falls_back_site_hour_then_site_then_hour_then_overall():
     y = np.array([[1, 0], [0, 1], [1, 1]], np.float32)
     sites, hours = np.array(["S1", "S1", "S2"]), np.array([0, 5, 5])
@@ -678,11 +713,23 @@ def test_an_embedding_folder_goes_to_the_notebooks_cache_and_back(embedded, perc
     assert table.labelled.any() and (~table.labelled).any()
     np.testing.assert_array_equal(again.targets[again.labelled], table.targets[table.labelled])
     assert again.card["model"] == str(perch) and again.card["model_classes"] == classes
-    # The route trains on the imported cache as on embed's folder (its logits mapped 1:1).
-    card = fit.train(load_config(None, FAST), [str(back)], tmp_path / "route",
-                     synth_root / YEAR / "taxonomy.csv")
+    # The route trains on the imported cache as on embed's folder (its logits mapped 1:1),
+    # here with temporal probe features, which predict computes from a file's windows.
+    card = fit.train(load_config(None, [*FAST, "route.probe_temporal=true"]), [str(back)],
+                     tmp_path / "route", synth_root / YEAR / "taxonomy.csv")
     assert set(card["oof_scores"]) >= {"probe", "sequence"} and card["embedder"] == str(perch)
     assert len(card["mapping"]["mapped"]) == len(classes)
+    off = config_lib.InferConfig(taxon_temperature=False, site_prior=False, cnn_fusion=False,
+                                 route_cross_window=False, route_head="probe")
+    runner = route_runner.RouteRunner(tmp_path / "route", "onnx", off)
+    path = audio_io.list_audio(synth_root / YEAR / "train_soundscapes")[0]
+    clips = windows.cut(audio_io.load(path, 32000), 32000, np.arange(0, 60, 5.0), 5.0)
+    emb, _ = runner.embedder(clips.astype(np.float32))
+    probe = keras.models.load_model(tmp_path / "route" / "probe.keras", compile=False)
+    features = tuning.temporal_features(emb, [path.name] * len(emb), np.arange(len(emb)) * 5.0)
+    assert features.shape == (12, 3 * emb.shape[1] + 1)
+    np.testing.assert_allclose(runner.score_file(clips, path.name),
+                               scipy.special.expit(np.asarray(probe(features))), atol=1e-4)
 
 
 def test_a_notebook_cache_without_our_columns_imports_and_bad_ones_are_named(tmp_path):

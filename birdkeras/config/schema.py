@@ -739,6 +739,9 @@ class RouteConfig:
     # Tune the site/hour prior's weight per taxon too (a chorus is more site-bound than
     # a passing bird); predict uses each taxon's own, the global one for the rest.
     prior_by_taxon: bool = False
+    # The probe's and MLP's inputs with temporal context (the 2026 notebook's): each
+    # window's embedding, its neighbours' mean and maximum, its position in the file.
+    probe_temporal: bool = False
     folds: int = 4
     lr: float = 1e-3
     batch_size: int = 64

@@ -106,10 +106,18 @@ def _fit(model, inputs, targets, rcfg, epochs: int, seed: int, weights=None):
     return model
 
 
-def _window_head(w: Table, rows, rcfg, hidden: int, seed: int):
-    model = heads.probe_model(w.embeddings.shape[1], w.targets.shape[1], rcfg.pca_dim, hidden)
-    model.get_layer("projection").fit(w.embeddings[rows])
-    return _fit(model, w.embeddings[rows], w.targets[rows], rcfg, rcfg.epochs, seed)
+def window_features(w: Table, rcfg) -> np.ndarray:
+    """The probe's and MLP's inputs: the embeddings, or with `route.probe_temporal`
+    their temporal features (`tuning.temporal_features`)."""
+    if not rcfg.probe_temporal:
+        return w.embeddings
+    return tuning.temporal_features(w.embeddings, w.files, w.starts)
+
+
+def _window_head(w: Table, features, rows, rcfg, hidden: int, seed: int):
+    model = heads.probe_model(features.shape[1], w.targets.shape[1], rcfg.pca_dim, hidden)
+    model.get_layer("projection").fit(features[rows])
+    return _fit(model, features[rows], w.targets[rows], rcfg, rcfg.epochs, seed)
 
 
 def _sequence_inputs(w: Table, runs, sites: list[str], fusion: bool):
@@ -188,12 +196,14 @@ def train(cfg: config_lib.Config, embedding_dirs, out, taxonomy_csv=None, cnn_mo
 
     # Out-of-fold logits of each head: fold k's windows scored by heads trained without k.
     oof = {name: np.full(w.targets.shape, np.nan, np.float32) for name in HEADS}
+    features = window_features(w, rcfg)
     for k in range(rcfg.folds):
         train_rows, held = labelled[folds[labelled] != k], labelled[folds[labelled] == k]
         for name, hidden in (("probe", 0), ("mlp", rcfg.mlp_hidden)):
-            oof[name][held] = _window_head(w, train_rows, rcfg, hidden, cfg.seed).predict(
-                w.embeddings[held], verbose=0)
-        seq_rows, targets = _sequence_training(w, train_rows, soundscape, folds, k, rcfg, cfg)
+            oof[name][held] = _window_head(w, features, train_rows, rcfg, hidden,
+                                           cfg.seed).predict(features[held], verbose=0)
+        seq_rows, targets = _sequence_training(w, features, train_rows, soundscape, folds, k,
+                                               rcfg, cfg)
         if len(seq_rows):
             model = _sequence_head(w, seq_rows, targets, rcfg, sites, cfg.seed)
             held_sc = np.intersect1d(held, soundscape)
@@ -203,9 +213,10 @@ def train(cfg: config_lib.Config, embedding_dirs, out, taxonomy_csv=None, cnn_mo
     # The final heads, on every labelled window.
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    final = {"probe": _window_head(w, labelled, rcfg, 0, cfg.seed),
-             "mlp": _window_head(w, labelled, rcfg, rcfg.mlp_hidden, cfg.seed)}
-    seq_rows, targets = _sequence_training(w, labelled, soundscape, folds, None, rcfg, cfg)
+    final = {"probe": _window_head(w, features, labelled, rcfg, 0, cfg.seed),
+             "mlp": _window_head(w, features, labelled, rcfg, rcfg.mlp_hidden, cfg.seed)}
+    seq_rows, targets = _sequence_training(w, features, labelled, soundscape, folds, None,
+                                           rcfg, cfg)
     if len(seq_rows):
         final["sequence"] = _sequence_head(w, seq_rows, targets, rcfg, sites, cfg.seed)
     for name, model in final.items():
@@ -229,7 +240,7 @@ def train(cfg: config_lib.Config, embedding_dirs, out, taxonomy_csv=None, cnn_mo
     return card
 
 
-def _sequence_training(w: Table, train_rows, soundscape, folds, k, rcfg, cfg):
+def _sequence_training(w: Table, features, train_rows, soundscape, folds, k, rcfg, cfg):
     """(rows, targets) of the sequence head's training: the labelled soundscape windows of
     the training folds and, with pseudo_unlabelled, the unlabelled soundscape windows
     with a probe's predictions (trained on those folds) as soft targets.
@@ -246,8 +257,8 @@ def _sequence_training(w: Table, train_rows, soundscape, folds, k, rcfg, cfg):
             held_groups = np.unique(w.groups[folds == k])
             unlabelled = unlabelled[~np.isin(w.groups[unlabelled], held_groups)]
         if len(unlabelled):
-            probe = _window_head(w, train_rows, rcfg, 0, cfg.seed)
-            targets[unlabelled] = sigmoid(probe.predict(w.embeddings[unlabelled], verbose=0))
+            probe = _window_head(w, features, train_rows, rcfg, 0, cfg.seed)
+            targets[unlabelled] = sigmoid(probe.predict(features[unlabelled], verbose=0))
             rows = np.union1d(rows, unlabelled)
     return rows, targets
 

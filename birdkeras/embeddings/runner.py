@@ -89,8 +89,11 @@ class RouteRunner:
         mapped = (frozen.mapped_logits(logits, self.mapping)
                   if self.mapping is not None and logits is not None else None)
         site, hour = tuning.file_context(name)
+        features = emb
+        if card["route"].get("probe_temporal") and set(self.heads) - {"sequence"}:
+            features = tuning.temporal_features(emb, np.zeros(len(emb)), np.arange(len(emb)))
         out = tuning.blend_heads({h: self._sequence(emb, mapped, site, hour) if h == "sequence"
-                                  else head({"embedding": emb})
+                                  else head({"embedding": features})
                                   for h, head in self.heads.items()}, self.weights)
         if icfg.taxon_temperature:
             out = postprocess.taxon_temperature(out, card["taxa"], card["temperatures"])

@@ -78,6 +78,34 @@ def file_context(name: str) -> tuple[str, int]:
     return meta["site"] or "", -1 if meta["hour"] is None else meta["hour"]
 
 
+def temporal_features(emb: np.ndarray, files, starts) -> np.ndarray:
+    """The 2026 notebook's probe features: each window's embedding, the mean and the
+    maximum of its neighbours' (the windows before and after it in its file; a file's
+    first and last window count themselves in a missing neighbour's place), and its
+    position in its file (0 first, 1 last).
+
+    Args:
+        emb: (n, dim) embeddings.
+        files: each window's file.
+        starts: each window's start (the order within a file).
+
+    Returns:
+        (n, 3 x dim + 1) features.
+    """
+    emb = np.asarray(emb, np.float32)
+    out = np.zeros((len(emb), 3 * emb.shape[1] + 1), np.float32)
+    files, starts = np.asarray(files), np.asarray(starts)
+    for name in dict.fromkeys(files.tolist()):
+        rows = np.flatnonzero(files == name)
+        rows = rows[np.argsort(starts[rows], kind="stable")]
+        x = emb[rows]
+        before, after = np.concatenate([x[:1], x[:-1]]), np.concatenate([x[1:], x[-1:]])
+        position = np.arange(len(rows)) / max(len(rows) - 1, 1)
+        out[rows] = np.concatenate([x, 0.5 * (before + after), np.maximum(before, after),
+                                    position[:, None]], axis=1)
+    return out
+
+
 # The cross-window steps' strengths tried out of fold (0: off), in the order they apply.
 CROSS_WINDOW = {"adaptive_smoothing": (0.0, 0.15, 0.3, 0.5),
                 "file_topk_power": (0.0, 0.25, 0.5, 1.0),
