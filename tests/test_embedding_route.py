@@ -414,6 +414,43 @@ def test_a_temporal_probe_learns_what_only_the_neighbours_show():
     assert plain < 0.65 and temporal > plain + 0.2
 
 
+def test_the_heads_train_with_the_notebooks_loss_and_optimizer_when_asked():
+    targets = np.zeros((10, 2), np.float32)
+    targets[:2, 0] = 1  # class 0: 2 positives, 8 negatives; class 1: 5 and 5
+    targets[:5, 1] = 1
+    rcfg = config_lib.RouteConfig(loss="focal", focal_gamma=1.5, label_smoothing=0.1,
+                                  pos_weight_max=3.0, optimizer="adamw", weight_decay=0.01,
+                                  schedule="one_cycle", clip_norm=1.0, lr=0.01)
+    optimizer, loss = fit.training_setup(rcfg, targets, 100)
+    assert loss.pos_weight == [3.0, 1.0]  # 8/2 capped at 3; 5/5
+    assert (loss.gamma, loss.label_smoothing) == (1.5, 0.1)
+    assert isinstance(optimizer, keras.optimizers.AdamW) and optimizer.weight_decay == 0.01
+    assert optimizer.global_clipnorm == 1.0
+    schedule = optimizer._learning_rate  # noqa: SLF001 - the schedule itself
+    assert float(schedule(0)) == pytest.approx(0.01 / 25)
+    assert float(schedule(30)) == pytest.approx(0.01)
+    assert float(schedule(100)) == pytest.approx(0.01 / 1000)
+    # Padding steps (weight 0) are not counted: row 1 goes (class 0: 1 of 9; class 1: 4 of 9).
+    _, padded = fit.training_setup(rcfg, targets, 100, weights=np.r_[1, 0, np.ones(8)])
+    assert padded.pos_weight == [3.0, 1.25] and fit.training_setup(
+        dataclasses.replace(rcfg, pos_weight_max=100.0), targets, 100,
+        weights=np.r_[1, 0, np.ones(8)])[1].pos_weight[0] == 8.0
+    cosine, plain = (fit.training_setup(config_lib.RouteConfig(schedule=k, lr=0.01), targets, 100)
+                     for k in ("cosine", "constant"))
+    assert float(cosine[0]._learning_rate(100)) == pytest.approx(1e-4)  # noqa: SLF001
+    assert isinstance(plain[0], keras.optimizers.Adam) and plain[0].global_clipnorm is None
+    assert plain[1].pos_weight == [1.0, 1.0] and plain[1].gamma == 0.0
+    # A probe trained so learns a learnable class.
+    rng = np.random.default_rng(0)
+    emb = rng.standard_normal((400, 8)).astype(np.float32)
+    y = (emb[:, :1] > 0.5).astype(np.float32)
+    table = extract.Table(emb, None, y, np.arange(400).astype(str), np.full(400, ""),
+                          np.zeros(400), np.full(400, ""), np.full(400, -1), np.full(400, ""), {})
+    rcfg = dataclasses.replace(rcfg, pca_dim=0, epochs=60, batch_size=64, clip_norm=5.0)
+    head = fit._window_head(table, emb, np.arange(300), rcfg, 0, 0)  # noqa: SLF001
+    assert metrics.macro_roc_auc(y[300:], head.predict(emb[300:], verbose=0)) > 0.95
+
+
 def test_the_layered_prior_falls_back_site_hour_then_site_then_hour_then_overall():
     y = np.array([[1, 0], [0, 1], [1, 1]], np.float32)
     sites, hours = np.array(["S1", "S1", "S2"]), np.array([0, 5, 5])

@@ -745,8 +745,23 @@ class RouteConfig:
     folds: int = 4
     lr: float = 1e-3
     batch_size: int = 64
+    # How every head trains (the 2026 notebook: focal BCE, positive weights, label
+    # smoothing, AdamW, one-cycle or cosine, clipping); the defaults are plain BCE and
+    # Adam at a constant rate.
+    loss: Literal["bce", "focal"] = "bce"
+    focal_gamma: float = 2.0
+    label_smoothing: float = 0.0
+    pos_weight_max: float = 0.0  # > 0: positives weighted negatives/positives, capped
+    optimizer: Literal["adam", "adamw"] = "adam"
+    weight_decay: float = 1e-4
+    schedule: Literal["constant", "cosine", "one_cycle"] = "constant"
+    clip_norm: float = 0.0
 
     def __post_init__(self):
+        if not 0 <= self.label_smoothing < 1 or self.pos_weight_max < 0 or self.clip_norm < 0:
+            raise ConfigError(f"route.label_smoothing={self.label_smoothing} must be in [0, 1), "
+                              f"route.pos_weight_max={self.pos_weight_max} and "
+                              f"route.clip_norm={self.clip_norm} >= 0")
         for name in ("epochs", "seq_epochs", "seq_len", "d_model", "state_size", "batch_size"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"route.{name}={getattr(self, name)} must be >= 1")

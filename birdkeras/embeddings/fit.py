@@ -39,6 +39,7 @@ from birdkeras.embeddings.tuning import sigmoid
 from birdkeras.errors import UserError
 from birdkeras.export import convert
 from birdkeras.export.runtime import Runner
+from birdkeras.train import optimization
 
 HEADS = ("probe", "mlp", "sequence")
 
@@ -97,13 +98,56 @@ def _site_index(sites: np.ndarray, known: list[str]) -> np.ndarray:
 
 
 def _fit(model, inputs, targets, rcfg, epochs: int, seed: int, weights=None):
-    """Adam on BCE; `weights` (per window, or per sequence step) scale each loss term."""
+    """Trains a head as `route` says (`training_setup`); `weights` (per window, or per
+    sequence step) scale each loss term."""
     keras.utils.set_random_seed(seed)
-    model.compile(keras.optimizers.Adam(rcfg.lr),
-                  keras.losses.BinaryCrossentropy(from_logits=True))
+    steps = -(-len(targets) // rcfg.batch_size) * epochs
+    model.compile(*training_setup(rcfg, targets, steps, weights))
     model.fit(inputs, targets, sample_weight=weights, batch_size=rcfg.batch_size,
               epochs=epochs, verbose=0)
     return model
+
+
+def training_setup(rcfg, targets: np.ndarray, steps: int, weights=None):
+    """The heads' optimizer and loss, as the 2026 notebook trains them where asked.
+
+    Loss: BCE, or focal BCE (`route.loss`, `focal_gamma`), with label smoothing and, with
+    `route.pos_weight_max` > 0, each class's positive term weighted by its negatives /
+    positives in `targets` (capped there; rare classes count more). Optimizer: Adam, or
+    AdamW (`weight_decay`), clipped to `clip_norm` (0: not); its learning rate `lr`
+    constant, cosine to lr / 100 over `steps`, or one-cycle (a cosine warmup from
+    lr / 25 over 30 % of the steps, then cosine to lr / 1000).
+
+    Args:
+        rcfg: the route settings.
+        targets: the training targets (windows or sequence steps x classes).
+        steps: optimizer steps of the whole fit.
+        weights: the targets' loss weights (0: padding, not counted), or None.
+
+    Returns:
+        (optimizer, loss).
+    """
+    y = targets.reshape(-1, targets.shape[-1]) >= 0.5
+    if weights is not None:
+        y = y[np.asarray(weights).reshape(-1) > 0]
+    pos_weight = np.ones(targets.shape[-1])
+    if rcfg.pos_weight_max > 0:
+        positives = y.sum(axis=0)
+        pos_weight = np.clip((len(y) - positives) / np.maximum(positives, 1), 1.0,
+                             rcfg.pos_weight_max)
+    loss = optimization.PositiveWeightedBCE(pos_weight,
+                                            rcfg.focal_gamma if rcfg.loss == "focal" else 0.0,
+                                            rcfg.label_smoothing)
+    lr = rcfg.lr
+    if rcfg.schedule == "cosine":
+        lr = optimization.WarmupCosine(rcfg.lr, rcfg.lr, rcfg.lr / 100, 0, steps)
+    elif rcfg.schedule == "one_cycle":
+        lr = optimization.WarmupCosine(rcfg.lr / 25, rcfg.lr, rcfg.lr / 1000,
+                                       int(0.3 * steps), steps, warmup_shape="cosine")
+    clip = {"global_clipnorm": rcfg.clip_norm} if rcfg.clip_norm else {}
+    if rcfg.optimizer == "adamw":
+        return keras.optimizers.AdamW(lr, weight_decay=rcfg.weight_decay, **clip), loss
+    return keras.optimizers.Adam(lr, **clip), loss
 
 
 def window_features(w: Table, rcfg) -> np.ndarray:
