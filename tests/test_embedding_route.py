@@ -217,9 +217,14 @@ def test_species_are_mapped_exactly_then_by_genus_and_the_rest_listed(perch, tax
     assert (mapped[:, 1] == -10.0).all()  # unmapped: reported, and not silently 0
 
 
-def test_the_sequence_head_scores_a_file_the_same_whatever_its_batch_mates():
+@pytest.mark.parametrize("deep", [False, True])
+def test_the_sequence_head_scores_a_file_the_same_whatever_its_batch_mates(deep):
     model = heads.sequence_model(24, 5, seq_len=12, pca_dim=8, d_model=16, num_sites=2,
-                                 fusion=True)
+                                 fusion=True, ssm_layers=3 if deep else 1,
+                                 window_heads=4 if deep else 0)
+    if deep:  # the blocks are there, and the windows attend to each other
+        names = [layer.name for layer in model.layers]
+        assert {"ssm", "ssm_1", "ssm_2", "window_attention", "positions"} <= set(names)
     rng = np.random.default_rng(0)
     inputs = [rng.standard_normal((3, 12, 24)).astype(np.float32),
               np.array([0, 1, 2], np.int32), np.array([3, 24, 7], np.int32),
@@ -587,11 +592,12 @@ def test_a_folds_sequence_head_never_hears_its_held_out_sites():
     soundscape = np.arange(len(w.files))
     for k, held_site in ((0, "S1"), (1, "S2")):
         train_rows = np.flatnonzero(w.labelled & (folds != k))
-        rows, _ = fit._sequence_training(w, train_rows, soundscape, folds, k, cfg.route, cfg)
+        rows, _ = fit._sequence_training(w, w.embeddings, train_rows, soundscape, folds, k,
+                                         cfg.route, cfg)
         assert held_site not in set(w.sites[rows])
         assert "S3" in set(w.sites[rows])  # unlabelled audio of no held-out site is used
-    rows, _ = fit._sequence_training(w, np.flatnonzero(w.labelled), soundscape, folds, None,
-                                     cfg.route, cfg)
+    rows, _ = fit._sequence_training(w, w.embeddings, np.flatnonzero(w.labelled), soundscape,
+                                     folds, None, cfg.route, cfg)
     assert set(w.sites[rows]) == {"S1", "S2", "S3"}  # the final heads hear everything
 
 
@@ -609,6 +615,14 @@ def test_heads_in_onnx_match_keras(tmp_path):
              {"embedding": rng.standard_normal((5, 24)).astype(np.float32)}),
             ("sequence", heads.sequence_model(24, 6, seq_len=12, pca_dim=8, d_model=16,
                                               num_sites=2, fusion=True),
+             {"embedding": rng.standard_normal((3, 12, 24)).astype(np.float32),
+              "site": np.array([0, 1, 2], np.int32), "hour": np.array([1, 24, 5], np.int32),
+              "mapped_logits": rng.standard_normal((3, 12, 6)).astype(np.float32)}),
+            # The 2026 notebook's sizes: d_model 320, state 32, 4 SSM layers, 8 heads
+            # of attention between the windows.
+            ("notebook", heads.sequence_model(24, 6, seq_len=12, pca_dim=8, d_model=320,
+                                              num_sites=2, state_size=32, fusion=True,
+                                              ssm_layers=4, window_heads=8),
              {"embedding": rng.standard_normal((3, 12, 24)).astype(np.float32),
               "site": np.array([0, 1, 2], np.int32), "hour": np.array([1, 24, 5], np.int32),
               "mapped_logits": rng.standard_normal((3, 12, 6)).astype(np.float32)})):
@@ -751,8 +765,10 @@ def test_an_embedding_folder_goes_to_the_notebooks_cache_and_back(embedded, perc
     np.testing.assert_array_equal(again.targets[again.labelled], table.targets[table.labelled])
     assert again.card["model"] == str(perch) and again.card["model_classes"] == classes
     # The route trains on the imported cache as on embed's folder (its logits mapped 1:1),
-    # here with temporal probe features, which predict computes from a file's windows.
-    card = fit.train(load_config(None, [*FAST, "route.probe_temporal=true"]), [str(back)],
+    # here with temporal probe features, which predict computes from a file's windows, and
+    # a deeper sequence head (2 SSM blocks, attention between windows).
+    card = fit.train(load_config(None, [*FAST, "route.probe_temporal=true", "route.ssm_layers=2",
+                                        "route.window_heads=4"]), [str(back)],
                      tmp_path / "route", synth_root / YEAR / "taxonomy.csv")
     assert set(card["oof_scores"]) >= {"probe", "sequence"} and card["embedder"] == str(perch)
     assert len(card["mapping"]["mapped"]) == len(classes)
@@ -767,6 +783,12 @@ def test_an_embedding_folder_goes_to_the_notebooks_cache_and_back(embedded, perc
     assert features.shape == (12, 3 * emb.shape[1] + 1)
     np.testing.assert_allclose(runner.score_file(clips, path.name),
                                scipy.special.expit(np.asarray(probe(features))), atol=1e-4)
+    sequence = route_runner.RouteRunner(tmp_path / "route", "onnx",
+                                        dataclasses.replace(off, route_head="sequence"))
+    keras_sequence = route_runner.RouteRunner(tmp_path / "route", "tf",
+                                              dataclasses.replace(off, route_head="sequence"))
+    np.testing.assert_allclose(sequence.score_file(clips, path.name),
+                               keras_sequence.score_file(clips, path.name), atol=1e-4)
 
 
 def test_a_notebook_cache_without_our_columns_imports_and_bad_ones_are_named(tmp_path):

@@ -729,8 +729,10 @@ class RouteConfig:
     epochs: int = 60  # probe and MLP
     seq_epochs: int = 80
     seq_len: int = 12  # windows per sequence (a 60 s soundscape)
-    d_model: int = 64
-    state_size: int = 8
+    d_model: int = 64  # the 2026 notebook's: 320
+    state_size: int = 8  # the notebook's: 32
+    ssm_layers: int = 1  # stacked SSM blocks (the notebook's: 4)
+    window_heads: int = 0  # > 0: attention between windows + positions (the notebook's: 8)
     fusion: bool = True  # gate the embedding model's own mapped logits into the sequence head
     pseudo_unlabelled: bool = True  # the sequence head also learns unlabelled files' probe scores
     # Tune the cross-window steps' strengths per taxon (Aves, Amphibia, Insecta, ...)
@@ -762,7 +764,11 @@ class RouteConfig:
             raise ConfigError(f"route.label_smoothing={self.label_smoothing} must be in [0, 1), "
                               f"route.pos_weight_max={self.pos_weight_max} and "
                               f"route.clip_norm={self.clip_norm} >= 0")
-        for name in ("epochs", "seq_epochs", "seq_len", "d_model", "state_size", "batch_size"):
+        if self.window_heads < 0 or (self.window_heads and self.d_model % self.window_heads):
+            raise ConfigError(f"route.window_heads={self.window_heads} must be >= 0 and divide "
+                              f"route.d_model={self.d_model}")
+        for name in ("epochs", "seq_epochs", "seq_len", "d_model", "state_size", "batch_size",
+                     "ssm_layers"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"route.{name}={getattr(self, name)} must be >= 1")
         if self.folds < 2 or self.pca_dim < 0 or self.mlp_hidden < 0:

@@ -175,7 +175,8 @@ def _sequence_inputs(w: Table, runs, sites: list[str], fusion: bool):
 def _sequence_head(w: Table, rows, targets, rcfg, sites, seed: int):
     fusion = rcfg.fusion and w.logits is not None
     model = heads.sequence_model(w.embeddings.shape[1], w.targets.shape[1], rcfg.seq_len, rcfg.pca_dim,
-                                 rcfg.d_model, len(sites), rcfg.state_size, fusion)
+                                 rcfg.d_model, len(sites), rcfg.state_size, fusion,
+                                 ssm_layers=rcfg.ssm_layers, window_heads=rcfg.window_heads)
     model.get_layer("projection").fit(w.embeddings[rows])
     runs, mask = sequences(w, rows, rcfg.seq_len)
     # Padding steps (repeats of a file's last window) carry no loss.

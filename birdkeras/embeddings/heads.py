@@ -4,8 +4,9 @@
                     logits, on standardised (optionally PCA-reduced) embeddings
     mlp_model       the same with one hidden layer
     sequence_model  ProtoSSM-style, over a file's `seq_len` windows at once:
-                    projection -> + site and hour embeddings -> bidirectional selective
-                    state-space layer -> cross-attention to learned class prototypes
+                    projection -> + site and hour embeddings (+ positions) ->
+                    bidirectional selective state-space layers (stacked) -> [attention
+                    between the windows] -> cross-attention to learned class prototypes
                     -> cosine head against the prototypes -> optional gated fusion with
                     the embedding model's mapped logits
 
@@ -205,9 +206,25 @@ class PrototypeHead(keras.layers.Layer):
                 "fusion": self.fusion}
 
 
+@keras.saving.register_keras_serializable(package="birdkeras")
+class PositionEmbedding(keras.layers.Layer):
+    """A learned vector per position of the sequence, added: `(batch, time, channels)`."""
+
+    def build(self, input_shape):
+        self.positions = self.add_weight(shape=tuple(input_shape[1:]), initializer="zeros",
+                                         name="positions")
+
+    def call(self, inputs):
+        return inputs + self.positions[None]
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+
 def sequence_model(dim: int, num_classes: int, seq_len: int = 12, pca_dim: int = 0,
                    d_model: int = 64, num_sites: int = 1, state_size: int = 8,
-                   fusion: bool = False, dropout: float = 0.1) -> keras.Model:
+                   fusion: bool = False, dropout: float = 0.1, ssm_layers: int = 1,
+                   window_heads: int = 0) -> keras.Model:
     """The ProtoSSM-style head over `seq_len` consecutive windows of one file.
 
     Inputs: embeddings (batch, seq_len, dim), site index (batch,) in [0, num_sites),
@@ -224,6 +241,10 @@ def sequence_model(dim: int, num_classes: int, seq_len: int = 12, pca_dim: int =
         state_size: the SSM's state per channel.
         fusion: gate in the frozen model's mapped logits.
         dropout: after the input projection.
+        ssm_layers: stacked residual SSM blocks (the 2026 notebook: 4).
+        window_heads: > 0: a position embedding at the input and, after the SSM blocks,
+            a residual multi-head self-attention between the windows with this many
+            heads (the notebook: 8); 0: neither.
 
     Returns:
         A Keras model (see above).
@@ -237,8 +258,16 @@ def sequence_model(dim: int, num_classes: int, seq_len: int = 12, pca_dim: int =
     context = (keras.layers.Embedding(num_sites + 1, d_model, name="site_embedding")(site)
                + keras.layers.Embedding(25, d_model, name="hour_embedding")(hour))
     x = x + keras.layers.Reshape((1, d_model))(context)
+    if window_heads:
+        x = PositionEmbedding(name="positions")(x)
     x = keras.layers.Dropout(dropout)(x)
-    x = x + SelectiveSSM(state_size, name="ssm")(keras.layers.LayerNormalization()(x))
+    for k in range(ssm_layers):
+        x = x + SelectiveSSM(state_size, name="ssm" if k == 0 else f"ssm_{k}")(
+            keras.layers.LayerNormalization()(x))
+    if window_heads:
+        normed = keras.layers.LayerNormalization()(x)
+        x = x + keras.layers.MultiHeadAttention(window_heads, max(d_model // window_heads, 1),
+                                                name="window_attention")(normed, normed)
     head = PrototypeHead(num_classes, fusion=fusion, name="prototypes")
     if fusion:
         mapped = keras.Input((seq_len, num_classes), name="mapped_logits")
