@@ -495,14 +495,20 @@ def test_the_cross_window_steps_are_the_hand_computed_transforms():
     np.testing.assert_array_equal(tuning.cross_window(p, {}), p)
 
 
-def test_per_taxon_cross_window_steps_are_each_taxons_own_tuning():
-    rng = np.random.default_rng(0)
-    n_files, per_file = 30, 6
+def _chorus_files(rng, n_files=30, per_file=6):
+    """(files, starts, y) of `n_files` files: two classes each on for a whole file or not
+    at all (a chorus), so that smoothing over a file's windows can help."""
     files = np.repeat([f"f{i}.ogg" for i in range(n_files)], per_file)
     starts = np.tile(np.arange(per_file) * 5.0, n_files)
-    # Two chorus classes (on for a whole file, noisy per window: smoothing helps) and
-    # two event classes already scored perfectly (nothing can help them).
-    chorus = np.repeat(rng.random((n_files, 2)) < 0.4, per_file, axis=0).astype(np.float32)
+    y = np.repeat(rng.random((n_files, 2)) < 0.4, per_file, axis=0).astype(np.float32)
+    return files, starts, y
+
+
+def test_per_taxon_cross_window_steps_are_each_taxons_own_tuning():
+    rng = np.random.default_rng(0)
+    # Two chorus classes (noisy per window: smoothing helps) and two event classes
+    # already scored perfectly (nothing can help them).
+    files, starts, chorus = _chorus_files(rng)
     events = (rng.random((len(files), 2)) < 0.3).astype(np.float32)
     y = np.concatenate([chorus, events], axis=1)
     probs = np.concatenate([(0.3 * chorus + rng.random(chorus.shape)) / 1.3,
@@ -527,11 +533,8 @@ def test_per_taxon_cross_window_steps_are_each_taxons_own_tuning():
 
 def test_cross_window_strengths_are_tuned_where_they_help_and_left_off_where_not():
     rng = np.random.default_rng(0)
-    n_files, per_file = 30, 6
-    files = np.repeat([f"f{i}.ogg" for i in range(n_files)], per_file)
-    starts = np.tile(np.arange(per_file) * 5.0, n_files)
     # A class is on for a whole file or not at all; per window, the score is noisy.
-    y = np.repeat(rng.random((n_files, 2)) < 0.4, per_file, axis=0).astype(np.float32)
+    files, starts, y = _chorus_files(rng)
     probs = (0.3 * y + rng.random(y.shape)).astype(np.float32) / 1.3
     rows = np.arange(len(files))
     steps = tuning.tune_cross_window(y, probs, files, starts, rows)

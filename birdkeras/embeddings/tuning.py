@@ -106,6 +106,11 @@ def temporal_features(emb: np.ndarray, files, starts) -> np.ndarray:
     return out
 
 
+def taxon_columns(taxa) -> dict:
+    """{taxon: the column indices of its classes}, taxa in sorted order."""
+    return {taxon: [k for k, t in enumerate(taxa) if t == taxon] for taxon in sorted(set(taxa))}
+
+
 # The cross-window steps' strengths tried out of fold (0: off), in the order they apply.
 CROSS_WINDOW = {"adaptive_smoothing": (0.0, 0.15, 0.3, 0.5),
                 "file_topk_power": (0.0, 0.25, 0.5, 1.0),
@@ -131,8 +136,7 @@ def cross_window(probs: np.ndarray, steps: dict, by_taxon: dict | None = None,
     """
     if by_taxon:
         out = np.array(probs, np.float32, copy=True)
-        for taxon in dict.fromkeys(taxa):
-            cols = [k for k, t in enumerate(taxa) if t == taxon]
+        for taxon, cols in taxon_columns(taxa).items():
             out[:, cols] = cross_window(probs[:, cols], by_taxon.get(taxon, steps))
         return out
     probs = postprocess.adaptive_smooth(probs, steps.get("adaptive_smoothing", 0.0))
@@ -191,8 +195,7 @@ def tune_cross_window_by_taxon(y, probs, files, starts, rows, taxa) -> dict:
         {taxon: {step name: strength}}.
     """
     by_taxon = {}
-    for taxon in sorted(set(taxa)):
-        cols = [k for k, t in enumerate(taxa) if t == taxon]
+    for taxon, cols in taxon_columns(taxa).items():
         if len(metrics.scored_classes(y[np.ix_(rows, cols)])):
             by_taxon[taxon] = tune_cross_window(y[:, cols], probs[:, cols], files, starts, rows)
         else:
@@ -220,8 +223,9 @@ def tune_head_blend(y, oof: dict, rows, step: float = 0.1) -> tuple[dict, np.nda
     if not len(scored) or not len(metrics.scored_classes(y[scored])):
         weights = {h: float(h == "probe") for h in names}
     else:
+        heads = {h: oof[h][scored] for h in names}
         best = max(metrics.weight_grid(len(names), step), key=lambda ws: _score(
-            y[scored], sum(wt * oof[h][scored] for wt, h in zip(ws, names)))["macro_auc"])
+            y[scored], blend_heads(heads, dict(zip(names, ws))))["macro_auc"])
         weights = {h: round(float(wt), 6) for h, wt in zip(names, best)}
     return weights, blend_heads(oof, weights)
 
@@ -261,8 +265,9 @@ def tune(w, oof: dict, folds, taxa, rcfg, cnn_probs) -> dict:
     rows = labelled[~np.isnan(logits[labelled]).any(axis=1)]
     # Per-taxon temperature: the one that minimises the cross-entropy of the taxon's classes.
     temperatures = {}
-    for taxon in sorted({t for t in taxa if t}):
-        cols = [k for k, t in enumerate(taxa) if t == taxon]
+    for taxon, cols in taxon_columns(taxa).items():
+        if not taxon:
+            continue
         best = min((0.5, 0.75, 1.0, 1.5, 2.0, 3.0), key=lambda t: _bce(
             w.targets[np.ix_(rows, cols)], logits[np.ix_(rows, cols)] / t))
         temperatures[taxon] = best
@@ -282,8 +287,7 @@ def tune(w, oof: dict, folds, taxa, rcfg, cnn_probs) -> dict:
     weights = np.full(len(taxa), prior_weight)
     if rcfg.prior_by_taxon:  # each taxon's weight on its own classes (default: the global)
         tuned["prior_weight_by_taxon"] = by_taxon = {}
-        for taxon in sorted(set(taxa)):
-            cols = [k for k, t in enumerate(taxa) if t == taxon]
+        for taxon, cols in taxon_columns(taxa).items():
             if len(metrics.scored_classes(w.targets[np.ix_(rows, cols)])):
                 by_taxon[taxon] = _prior_weight(w.targets[np.ix_(rows, cols)],
                                                 probs[np.ix_(rows, cols)],
