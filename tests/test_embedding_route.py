@@ -445,6 +445,11 @@ def test_the_heads_train_with_the_notebooks_loss_and_optimizer_when_asked():
     assert float(cosine[0]._learning_rate(100)) == pytest.approx(1e-4)  # noqa: SLF001
     assert isinstance(plain[0], keras.optimizers.Adam) and plain[0].global_clipnorm is None
     assert plain[1].pos_weight == [1.0, 1.0] and plain[1].gamma == 0.0
+    with pytest.raises(config_lib.ConfigError, match="route.window_heads=3 must be >= 0 and "
+                                                     "divide route.d_model=64"):
+        config_lib.RouteConfig(window_heads=3)
+    with pytest.raises(config_lib.ConfigError, match=r"route.label_smoothing=1.0 must be in"):
+        config_lib.RouteConfig(label_smoothing=1.0)
     # A probe trained so learns a learnable class.
     rng = np.random.default_rng(0)
     emb = rng.standard_normal((400, 8)).astype(np.float32)
