@@ -144,9 +144,13 @@ def cmd_export(args) -> int:
     backend.use("tensorflow")
     from birdkeras.export import convert  # noqa: PLC0415 - lazy stage
 
+    from birdkeras.export import int8 as int8_lib  # noqa: PLC0415 - lazy stage
+
     formats = tuple(args.formats.split(","))
+    options = int8_lib.Int8Options(args.calibration_windows, not args.int8_per_tensor,
+                                   args.int8_keep_float)
     card = convert.export(args.model, args.out, formats, args.activation, args.sed_output,
-                          args.int8, args.calibration)
+                          args.int8, args.calibration, options)
     print(f"exported {len(card['classes'])} classes ({card['activation']}) as "
           f"{', '.join(card['artifacts'])} -> {args.out}")
     if args.int8 and args.int8_check:
@@ -465,6 +469,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also an int8 CNN (ONNX/OpenVINO), calibrated on your training data")
     p.add_argument("--calibration", help="int8: a folder of audio to calibrate on (default: "
                                          "the run's TFRecords)")
+    p.add_argument("--calibration-windows", dest="calibration_windows", type=int, default=300,
+                   help="int8: windows to calibrate the activation ranges on (default 300)")
+    p.add_argument("--int8-keep-float", dest="int8_keep_float", default="none",
+                   choices=["none", "ends"],
+                   help="int8: ends = the first convolution and the classifier stay float32")
+    p.add_argument("--int8-per-tensor", dest="int8_per_tensor", action="store_true",
+                   help="int8: one weight scale per tensor (default: per output channel)")
     p.add_argument("--int8-check", dest="int8_check", nargs=2, metavar=("ROOT", "SOURCE"),
                    help="int8: score SOURCE's labelled soundscapes under ROOT in float32 and "
                         "int8 and print the macro ROC-AUC change")

@@ -166,6 +166,59 @@ def test_int8_export_is_calibrated_on_the_runs_data_and_close_to_float32(
         convert.export(run_dir / "best.keras", tmp_path / "x", ("tflite",), int8=True)
 
 
+def _weight_source(graph, node):
+    """(producer op of `node`'s weight input or "initializer", that producer's node)."""
+    producers = {o: n for n in graph.node for o in n.output}
+    source = producers.get(node.input[1])
+    return ("initializer", None) if source is None else (source.op_type, source)
+
+
+@pytest.mark.slow
+def test_int8_options_keep_the_first_and_last_layers_float_and_scale_per_tensor(
+        tone_run, tmp_path):
+    import onnx
+
+    out = tmp_path / "q"
+    assert cli.main(["export", "--model", str(tone_run / "best.keras"), "--out", str(out),
+                     "--formats", "onnx", "--int8", "--calibration", str(tone_run / "audio"),
+                     "--calibration-windows", "10", "--int8-keep-float", "ends",
+                     "--int8-per-tensor"]) == 0
+    card = card_lib.read_export_card(out)
+    assert card["int8"] == {"calibration_windows": 10, "per_channel": False,
+                            "keep_float": "ends", "calibration": str(tone_run / "audio")}
+    graph = onnx.load(str(out / "cnn_int8.onnx")).graph
+    initializers = {i.name: i for i in graph.initializer}
+    convs = [n for n in graph.node if n.op_type == "Conv"]
+    products = [n for n in graph.node if n.op_type in ("MatMul", "Gemm")]
+    # The stem and the classifier read float32 weights; the layers between read int8
+    # weights through DequantizeLinear, one scale per tensor.
+    assert _weight_source(graph, convs[0])[0] == "initializer"
+    assert _weight_source(graph, products[-1])[0] == "initializer"
+    kind, dequantize = _weight_source(graph, convs[1])
+    assert kind == "DequantizeLinear"
+    assert onnx.numpy_helper.to_array(initializers[dequantize.input[1]]).size == 1
+
+    clips = _tones(np.tile(np.geomspace(200, 6000, 8), 2), seed=2)
+    full = export_runtime.Runner(out, "onnx")(clips)
+    quantised = export_runtime.Runner(out, "onnx", int8=True)(clips)
+    assert np.corrcoef(_logit(quantised).ravel(), _logit(full).ravel())[0, 1] > 0.75
+
+    # Per channel (the default): one scale per output channel of each quantised conv.
+    int8.quantize_onnx(out / "cnn.onnx", out / "cnn_pc.onnx",
+                       NumpyLogMel(**card["front_end"])(clips[:8]))
+    graph = onnx.load(str(out / "cnn_pc.onnx")).graph
+    initializers = {i.name: i for i in graph.initializer}
+    convs = [n for n in graph.node if n.op_type == "Conv"]
+    kind, dequantize = _weight_source(graph, convs[0])
+    assert kind == "DequantizeLinear"
+    assert onnx.numpy_helper.to_array(initializers[dequantize.input[1]]).size > 1
+
+    with pytest.raises(int8.QuantizeError, match="keep_float must be one of.*'all'"):
+        int8.Int8Options(keep_float="all")
+    with pytest.raises(int8.QuantizeError, match="calibration_windows.*Received: 0"):
+        int8.Int8Options(calibration_windows=0)
+
+
 def test_the_fastest_available_runtime_is_chosen_with_a_reason(exported, monkeypatch):
     assert export_runtime.best_available(exported) == ("openvino", "openvino: the fastest available")
     real_import = __builtins__["__import__"] if isinstance(__builtins__, dict) else __import__

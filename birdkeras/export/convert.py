@@ -87,12 +87,15 @@ def _depthwise(layer: keras.layers.Conv2D) -> keras.layers.DepthwiseConv2D:
 
 
 def _export_in_tensorflow(model_path, out_dir, formats, activation, sed_output, int8,
-                          calibration) -> dict:
+                          calibration, int8_options) -> dict:
     """`birdkeras export` in a child process on the TensorFlow backend; its card."""
     args = [sys.executable, "-m", "birdkeras", "export", "--model", str(model_path), "--out",
             str(out_dir), "--formats", ",".join(formats), "--activation", activation,
             "--sed-output", sed_output, *(["--int8"] if int8 else []),
-            *(["--calibration", str(calibration)] if calibration else [])]
+            *(["--calibration", str(calibration)] if calibration else []),
+            "--calibration-windows", str(int8_options.calibration_windows),
+            "--int8-keep-float", int8_options.keep_float,
+            *([] if int8_options.per_channel else ["--int8-per-tensor"])]
     done = subprocess.run(args, env={**os.environ, "KERAS_BACKEND": "tensorflow"},
                           capture_output=True, text=True, check=False)
     if done.returncode:
@@ -181,7 +184,8 @@ def mel_model(model: keras.Model) -> keras.Model:
 
 def export(model_path: str | Path, out_dir: str | Path, formats=DEFAULT_FORMATS,
            activation: str = "sigmoid", sed_output: str = "clip", int8: bool = False,
-           calibration=None) -> dict:
+           calibration=None,
+           int8_options: int8_lib.Int8Options = int8_lib.Int8Options()) -> dict:
     """Writes the requested artifacts and the export card to `out_dir`; returns the card.
 
     ONNX and OpenVINO get two graphs each: the whole model (raw audio in) and the CNN
@@ -196,6 +200,7 @@ def export(model_path: str | Path, out_dir: str | Path, formats=DEFAULT_FORMATS,
         sed_output: SED heads: "clip" logits, or "frame_max" over the window's frames.
         int8: also an int8 CNN (`birdkeras.export.int8`), calibrated on `calibration`.
         calibration: a folder of audio, or None for the run's own training records.
+        int8_options: calibration windows, per-channel weights, layers kept float32.
 
     Returns:
         The export card (also written as `birdkeras_export.json`).
@@ -206,13 +211,13 @@ def export(model_path: str | Path, out_dir: str | Path, formats=DEFAULT_FORMATS,
     members = run_files.ensemble_members(model_path)
     if members:  # a k-fold run: each fold exported, and the same ensemble.json over them
         cards = [export(m, Path(out_dir) / Path(m).parent.name, formats, activation,
-                        sed_output, int8, calibration) for m in members]
+                        sed_output, int8, calibration, int8_options) for m in members]
         Path(out_dir).mkdir(parents=True, exist_ok=True)
         run_files.write_ensemble(out_dir, [Path(m).parent.name for m in members])
         return {**cards[0], "members": [Path(m).parent.name for m in members]}
     if keras.backend.backend() != "tensorflow":
         return _export_in_tensorflow(model_path, out_dir, formats, activation, sed_output,
-                                     int8, calibration)
+                                     int8, calibration, int8_options)
     unknown = sorted(set(formats) - set(FORMATS))
     if unknown or not formats:
         raise ExportError(f"formats must be among {sorted(FORMATS)}. Received: {list(formats)}")
@@ -239,22 +244,24 @@ def export(model_path: str | Path, out_dir: str | Path, formats=DEFAULT_FORMATS,
             "front_end": {k: front_end[k] for k in FRONT_END_KEYS},
             "config": config_lib.to_dict(cfg)}
     if int8:
-        card = _add_int8(out, card, cfg, calibration)
+        card = _add_int8(out, card, cfg, calibration, int8_options)
     write_export_card(out, card)
     return card
 
 
-def _add_int8(out: Path, card: dict, cfg: config_lib.Config, calibration) -> dict:
+def _add_int8(out: Path, card: dict, cfg: config_lib.Config, calibration,
+              options: int8_lib.Int8Options) -> dict:
     """The int8 CNN(s) beside the float32 ones, calibrated on the user's windows."""
-    waves, origin = int8_lib.calibration_windows(cfg, calibration)
+    waves, origin = int8_lib.calibration_windows(cfg, calibration, options.calibration_windows)
     front_end = NumpyLogMel(**card["front_end"])
     mels = np.concatenate([front_end(waves[i:i + 16]) for i in range(0, len(waves), 16)])
-    int8_lib.quantize_onnx(out / "cnn.onnx", out / "cnn_int8.onnx", mels)
+    int8_lib.quantize_onnx(out / "cnn.onnx", out / "cnn_int8.onnx", mels, options)
     card["artifacts"]["onnx_mel_int8"] = "cnn_int8.onnx"
     if "openvino" in card["artifacts"]:
         to_openvino(out / "cnn_int8.onnx", out / "cnn_int8.xml")
         card["artifacts"]["openvino_mel_int8"] = "cnn_int8.xml"
-    card["int8"] = {"calibration": origin, "calibration_windows": len(waves)}
+    card["int8"] = {**options.describe(), "calibration": origin,
+                    "calibration_windows": len(waves)}
     return card
 
 

@@ -10,6 +10,12 @@ QDQ graph and runs it in int8 (`cnn_int8.xml`). The front end stays float32 (num
 Quantisation changes scores; `birdkeras export --int8-check ROOT SOURCE` scores that
 source's labelled soundscapes with the float32 and the int8 CNN and prints both macro
 ROC-AUCs and their difference (`birdkeras.infer.evaluate.precision_check`).
+
+`Int8Options` holds what the quantisation can trade: the number of calibration windows,
+weights per output channel or per tensor, and `keep_float="ends"`, which leaves the
+first convolution (the stem, which sees the log-mel's full range) and the classifier's
+last matrix product in float32 (ONNX Runtime's `nodes_to_exclude`).
+`benchmarks/int8_accuracy.py` measures each against float32.
 """
 
 from __future__ import annotations
@@ -27,6 +33,34 @@ from birdkeras.records import pipeline
 from birdkeras.records.format import RecordsError, list_shards, read_dataset_card
 
 CALIBRATION_WINDOWS = 300
+KEEP_FLOAT = ("none", "ends")
+
+
+@dataclasses.dataclass(frozen=True)
+class Int8Options:
+    """How `quantize_onnx` quantises (the defaults are `birdkeras export --int8`'s).
+
+    Attributes:
+        calibration_windows: windows whose activation ranges set the int8 scales.
+        per_channel: one weight scale per output channel (else one per tensor).
+        keep_float: "none", or "ends": the first convolution and the last matrix
+            product stay float32.
+    """
+
+    calibration_windows: int = CALIBRATION_WINDOWS
+    per_channel: bool = True
+    keep_float: str = "none"
+
+    def __post_init__(self):
+        if self.keep_float not in KEEP_FLOAT:
+            raise QuantizeError(f"int8 keep_float must be one of {KEEP_FLOAT}. "
+                                f"Received: {self.keep_float!r}")
+        if self.calibration_windows < 1:
+            raise QuantizeError("int8 calibration_windows must be at least 1. "
+                                f"Received: {self.calibration_windows}")
+
+    def describe(self) -> dict:
+        return dataclasses.asdict(self)
 
 
 class QuantizeError(UserError):
@@ -68,7 +102,24 @@ def calibration_windows(cfg: config_lib.Config, folder=None,
     return np.concatenate(out)[:count], cfg.tfrecords.dir
 
 
-def quantize_onnx(source: Path, target: Path, log_mels: np.ndarray) -> None:
+def kept_float_nodes(model_path: Path, keep_float: str) -> list[str]:
+    """The names of the nodes `keep_float` leaves in float32 (none, or the graph's first
+    convolution and last matrix product)."""
+    if keep_float == "none":
+        return []
+    import onnx  # noqa: PLC0415 - only when quantising
+
+    nodes = onnx.load(str(model_path)).graph.node
+    first = next((n.name for n in nodes if n.op_type == "Conv"), None)
+    last = next((n.name for n in reversed(nodes) if n.op_type in ("MatMul", "Gemm")), None)
+    if first is None or last is None:
+        raise QuantizeError(f"{model_path}: keep_float=ends needs a convolution and a final "
+                            "matrix product in the CNN")
+    return [first, last]
+
+
+def quantize_onnx(source: Path, target: Path, log_mels: np.ndarray,
+                  options: Int8Options = Int8Options()) -> None:
     """`source` (float32, log-mel in) -> `target` (int8 QDQ), calibrated on `log_mels`."""
     import onnxruntime as ort  # noqa: PLC0415 - only when quantising
     from onnxruntime import quantization  # noqa: PLC0415
@@ -87,6 +138,7 @@ def quantize_onnx(source: Path, target: Path, log_mels: np.ndarray) -> None:
                                                    skip_symbolic_shape=True)
     quantization.quantize_static(
         str(prepared), str(target), Reader(), quant_format=quantization.QuantFormat.QDQ,
-        per_channel=True, activation_type=quantization.QuantType.QUInt8,
+        per_channel=options.per_channel,
+        nodes_to_exclude=kept_float_nodes(prepared, options.keep_float), activation_type=quantization.QuantType.QUInt8,
         weight_type=quantization.QuantType.QInt8)
     prepared.unlink()
