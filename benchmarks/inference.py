@@ -25,7 +25,10 @@ soundscapes (12 windows each):
             threads overlapping inference, its front end, batching); the peer's
             probabilities are checked against predict's (max difference printed).
 Ratios are against Keras (the training model under tf.function). The int8 rows also
-give the macro ROC-AUC change on the held-out synthetic labelled soundscapes. Targets
+give the macro ROC-AUC change on the held-out synthetic labelled soundscapes. Each row
+also gives its stage costs in CPU seconds per window (decode + resample; the numpy front
+end; the CNN, all runtime threads counted), the rate they allow on the machine's cores
+(cores / their sum), and the from-OGG figure's ratio to it (target >= 0.85). Targets
 (2 cores, 128 x 313): >= 150 windows/s from OGG in float32, >= 250 in int8 with a
 macro ROC-AUC loss <= 0.005; >= 1.3x the peer.
 `--quick`: only the numpy-front-end rows of ONNX Runtime and OpenVINO and their peers.
@@ -70,6 +73,15 @@ def _rate(fn, inputs, batch, repeats=2) -> float:
     return repeats * len(inputs) / (time.perf_counter() - start)
 
 
+def _cost(fn, inputs, batch) -> float:
+    """CPU seconds (all of this process's threads) per input item of `fn` over `inputs`."""
+    fn(inputs[:batch])
+    start = time.process_time()
+    for i in range(0, len(inputs), batch):
+        fn(inputs[i:i + batch])
+    return (time.process_time() - start) / len(inputs)
+
+
 def trained_128(work: Path, demo: Path) -> Path:
     """B0 at b0_ft.yaml's front end, fine-tuned on the demo's synthetic 2026 records."""
     from birdkeras import config as config_lib  # noqa: PLC0415
@@ -111,8 +123,10 @@ def measure(name: str, model: Path, work: Path, args, demo: Path) -> list[tuple]
     sr = card["sample_rate_hz"]
     folder = work / f"audio_{sr}"
     files = sorted(folder.glob("*.ogg")) or _soundscapes(folder, args.files, sr)
+    began = time.process_time()
     clips = np.concatenate([windows.cut(audio_io.load(p, sr), sr, np.arange(0, 60, 5.0), 5.0)
                             for p in files])
+    decode_cost = (time.process_time() - began) / len(clips)  # CPU s per window
     rows = []
     icfg = config_lib.InferConfig(batch_size=args.batch, workers=1)
     cases = [("Keras (training model)", model, "tf", "graph", False),
@@ -130,6 +144,12 @@ def measure(name: str, model: Path, work: Path, args, demo: Path) -> list[tuple]
                                  int8=int8)
         inputs = runner.front_end(clips) if runner.front_end is not None else clips
         ceiling = _rate(runner, inputs, args.batch)
+        # Stage costs in CPU seconds per window, and the rate they allow on the cores:
+        # cores / (decode + front end + CNN).
+        front_cost = (_cost(runner.front_end, clips, args.batch)
+                      if runner.front_end is not None else 0.0)
+        costs = (decode_cost, front_cost, _cost(runner, inputs, args.batch))
+        limit = (os.cpu_count() or 1) / sum(costs)
         decoded = _rate(runner, clips, args.batch)
         case_cfg = dataclasses.replace(icfg, front_end=front_end, int8=int8)
         report = infer.predict([path], folder, work / f"{name}_{len(rows)}.csv", runtime,
@@ -139,13 +159,13 @@ def measure(name: str, model: Path, work: Path, args, demo: Path) -> list[tuple]
             check = (evaluate.precision_check(out, demo / "data", YEAR, runtime, "int8")
                      if demo.is_dir() else None)
             auc = check and (check["f32_macro_auc"], check["delta"])
-        rows.append((name, label, ceiling, decoded, report["windows_per_s"], auc))
+        rows.append((name, label, ceiling, decoded, report["windows_per_s"], auc, costs, limit))
         print(rows[-1], flush=True)
         if front_end == "numpy" and not int8:
             peer, diff = _peer(runner, files, card, args.batch,
                                work / f"{name}_{len(rows) - 1}.csv")
             rows.append((name, f"peer (librosa) on {label}", None, None, peer,
-                         ("peer", report["windows_per_s"] / peer, diff)))
+                         ("peer", report["windows_per_s"] / peer, diff), None, None))
             print(rows[-1], flush=True)
     return rows
 
@@ -208,7 +228,7 @@ def main() -> None:
     for model in dict.fromkeys(r[0] for r in rows):
         mine = [r for r in rows if r[0] == model]
         base = mine[0]
-        for _, label, ceiling, decoded, end, auc in mine:
+        for _, label, ceiling, decoded, end, auc, *_ in mine:
             print(f"| {model} | {label} | {ceiling:.0f} | {ceiling / base[2]:.2f}x | "
                   f"{decoded:.0f} | {decoded / base[3]:.2f}x | {end:.0f} | {end / base[4]:.2f}x | "
                   + (f"{auc[1]:+.4f} (float32 {auc[0]:.4f})" if auc else "") + " |")
@@ -219,10 +239,20 @@ def main() -> None:
         print(f"{model}: best from OGG float32 {fp32:.0f} windows/s (target >= 150: "
               f"{'met' if fp32 >= 150 else 'NOT met'}), int8 {int8:.0f} (target >= 250: "
               f"{'met' if int8 >= 250 else 'NOT met'})")
+    print("\nStage costs (CPU ms per window) and the limit they imply on "
+          f"{os.cpu_count()} cores (cores / sum of costs), against the from-OGG figure:\n")
+    print("| model | runtime | decode | front end | CNN | limit (windows/s) | from OGG | "
+          "from OGG / limit (target >= 0.85) |")
+    print("|---|---|---|---|---|---|---|---|")
+    for model, label, _, _, end, _, costs, limit in rows:
+        ratio = end / limit
+        print(f"| {model} | {label} | " + " | ".join(f"{1000 * c:.1f}" for c in costs)
+              + f" | {limit:.0f} | {end:.0f} | {ratio:.2f} "
+              f"({'met' if ratio >= 0.85 else 'NOT met'}) |")
     print("\n| model | peer pipeline (librosa, same CNN and runtime) | peer windows/s | "
           "birdkeras from OGG / peer | max probability difference |")
     print("|---|---|---|---|---|")
-    for model, label, _, _, rate, (_, ratio, diff) in peers:
+    for model, label, _, _, rate, (_, ratio, diff), *_ in peers:
         print(f"| {model} | {label.removeprefix('peer (librosa) on ')} | {rate:.0f} | "
               f"{ratio:.2f}x (target >= 1.3: {'met' if ratio >= 1.3 else 'NOT met'}) | "
               f"{diff:.4f} |")

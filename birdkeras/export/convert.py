@@ -244,14 +244,26 @@ def export(model_path: str | Path, out_dir: str | Path, formats=DEFAULT_FORMATS,
             "front_end": {k: front_end[k] for k in FRONT_END_KEYS},
             "config": config_lib.to_dict(cfg)}
     if int8:
-        card = _add_int8(out, card, cfg, calibration, int8_options)
+        card = add_int8(out, card, cfg, calibration, int8_options)
     write_export_card(out, card)
     return card
 
 
-def _add_int8(out: Path, card: dict, cfg: config_lib.Config, calibration,
+def add_int8(out: Path, card: dict, cfg: config_lib.Config, calibration,
               options: int8_lib.Int8Options) -> dict:
-    """The int8 CNN(s) beside the float32 ones, calibrated on the user's windows."""
+    """The int8 CNN(s) beside the float32 ones of the export `out`, calibrated on the
+    user's windows; returns `card` with them added.
+
+    Args:
+        out: an export folder with `cnn.onnx` (and `cnn.xml` for OpenVINO).
+        card: its export card.
+        cfg: the exported run's config (its training records calibrate by default).
+        calibration: a folder of audio, or None for the run's own training records.
+        options: calibration windows, per-channel weights, layers kept float32.
+
+    Returns:
+        `card` with the int8 artifacts and options recorded.
+    """
     waves, origin = int8_lib.calibration_windows(cfg, calibration, options.calibration_windows)
     front_end = NumpyLogMel(**card["front_end"])
     mels = np.concatenate([front_end(waves[i:i + 16]) for i in range(0, len(waves), 16)])
