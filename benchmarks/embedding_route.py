@@ -113,6 +113,12 @@ def main() -> None:
     rows.append(("sequence head + site/hour prior, weight per taxon "
                  f"{by_taxon['prior_weight_by_taxon']}", [work / "route_by_taxon"],
                  dataclasses.replace(off, site_prior=True)))
+    logit_prior = fit.train(dataclasses.replace(cfg, route=dataclasses.replace(
+        cfg.route, prior_space="logit")), [str(emb / "clips"), str(emb / "soundscapes")],
+        work / "route_logit_prior", root / YEAR / "taxonomy.csv", cnn)
+    rows.append(("sequence head + site/hour prior in logit space (weight tuned: "
+                 f"{logit_prior['prior_weight']:.1f})", [work / "route_logit_prior"],
+                 dataclasses.replace(off, site_prior=True)))
     from birdkeras import metrics, uncertainty  # noqa: PLC0415
 
     results = {}

@@ -119,10 +119,40 @@ def thresholds(probs: np.ndarray, cut: np.ndarray, mode: str = "zero",
     return np.where(below, safe * (probs / safe) ** power, probs).astype(np.float32)
 
 
-def prior_fusion(probs: np.ndarray, prior: np.ndarray, weight) -> np.ndarray:
-    """(1 - weight) p + weight prior, the prior (classes,) of the file's site and hour;
-    `weight` one number or one per class."""
-    weight = np.asarray(weight, np.float32)
+PRIOR_SPACES = ("probability", "logit")
+PRIOR_CLIP = 1e-4  # a logit-space prior of 0 or 1 is clipped to this distance from them
+
+
+def prior_fusion(probs: np.ndarray, prior: np.ndarray, weight,
+                 space: str = "probability") -> np.ndarray:
+    """The prior (classes,) of the file's site and hour fused into the probabilities.
+
+    "probability": (1 - weight) p + weight prior. "logit" (the 2026 notebook's):
+    sigmoid(logit(p) + weight logit(prior)), the prior clipped to [1e-4, 1 - 1e-4]: a
+    class rare at the site is pushed down in proportion to its log-odds there, and the
+    order within a class at one site is kept. A NaN prior leaves that class unchanged.
+
+    Args:
+        probs: (windows, classes) probabilities.
+        prior: (classes,) the file's prior, or one row per window.
+        weight: one number or one per class.
+        space: "probability" or "logit".
+
+    Returns:
+        The fused probabilities.
+    """
+    if space not in PRIOR_SPACES:
+        raise ValueError(f"prior space must be one of {PRIOR_SPACES}. Received: {space!r}")
+    prior = np.asarray(prior, np.float64)
+    prior = prior[None] if prior.ndim == 1 else prior
+    weight = np.broadcast_to(np.asarray(weight, np.float64), prior.shape)
+    known = ~np.isnan(prior)
+    weight, prior = np.where(known, weight, 0.0), np.where(known, prior, 0.5)
     if not weight.any():
         return probs
-    return ((1 - weight) * probs + weight * prior[None]).astype(np.float32)
+    if space == "probability":
+        return ((1 - weight) * probs + weight * prior).astype(np.float32)
+    p = np.clip(np.asarray(probs, np.float64), 1e-7, 1 - 1e-7)
+    q = np.clip(prior, PRIOR_CLIP, 1 - PRIOR_CLIP)
+    logits = np.log(p / (1 - p)) + weight * np.log(q / (1 - q))
+    return (1 / (1 + np.exp(-logits))).astype(np.float32)

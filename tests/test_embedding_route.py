@@ -384,6 +384,32 @@ def test_prior_weights_per_taxon_are_each_taxons_own():
         table, oof, folds, taxa, config_lib.RouteConfig(head="probe"), None)
 
 
+def test_the_prior_in_logit_space_adds_its_log_odds_and_is_tuned_out_of_fold():
+    p = np.array([[0.5, 0.2, 0.9], [0.7, 0.2, 0.1]], np.float32)
+    prior = np.array([0.8, 0.0, np.nan], np.float32)
+    out = postprocess.prior_fusion(p, prior, 0.5, "logit")
+    # By hand: logit(0.5) + 0.5 logit(0.8) = 0.5 ln 4 -> 2/3; logit(0.2) + 0.5 logit(1e-4)
+    # = ln(1/4) + 0.5 ln(1e-4 / 0.9999); a NaN prior leaves the class alone.
+    np.testing.assert_allclose(out[0, 0], 2 / 3, rtol=1e-5)
+    expected = 1 / (1 + np.exp(-(np.log(0.25) + 0.5 * np.log(1e-4 / (1 - 1e-4)))))
+    np.testing.assert_allclose(out[:, 1], [expected] * 2, rtol=1e-4)
+    np.testing.assert_allclose(out[:, 2], p[:, 2], rtol=1e-6)
+    np.testing.assert_allclose(postprocess.prior_fusion(p, prior, 0.5)[:, 2], p[:, 2], rtol=1e-6)
+    # Within a class at one site the order is kept (a monotone map of p).
+    assert out[1, 0] > out[0, 0]
+    np.testing.assert_allclose(postprocess.prior_fusion(p, prior, 0.0, "logit"), p)
+    with pytest.raises(ValueError, match="prior space.*'log'"):
+        postprocess.prior_fusion(p, prior, 0.5, "log")
+
+    table, _, oof = _prior_windows()
+    folds = np.arange(len(table.files)) % 2  # every site in both folds: the prior helps
+    rcfg = config_lib.RouteConfig(head="probe", prior_space="logit")
+    tuned = tuning.tune(table, oof, folds, ["Aves"] * 3, rcfg, None)
+    assert tuned["prior_space"] == "logit" and tuned["prior_weight"] > 0.0
+    _, apart, _ = _prior_windows()  # sites held out: the prior from other folds is no use
+    assert tuning.tune(table, oof, apart, ["Aves"] * 3, rcfg, None)["prior_weight"] == 0.0
+
+
 def test_temporal_probe_features_are_each_windows_neighbours_and_position():
     emb = np.array([[1, 10], [3, 30], [2, 20], [7, 70]], np.float32)
     # File a: starts 0, 10, 5 (rows 0, 1, 2 out of order); file b: one window.

@@ -741,6 +741,9 @@ class RouteConfig:
     # Tune the site/hour prior's weight per taxon too (a chorus is more site-bound than
     # a passing bird); predict uses each taxon's own, the global one for the rest.
     prior_by_taxon: bool = False
+    # Where the prior is fused: "probability" ((1 - w) p + w prior) or "logit" (the 2026
+    # notebook's: logit(p) + w logit(prior)); its weight is tuned out of fold either way.
+    prior_space: Literal["probability", "logit"] = "probability"
     # The probe's and MLP's inputs with temporal context (the 2026 notebook's): each
     # window's embedding, its neighbours' mean and maximum, its position in the file.
     probe_temporal: bool = False

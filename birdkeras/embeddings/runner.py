@@ -100,7 +100,8 @@ class RouteRunner:
         probs = tuning.sigmoid(out).astype(np.float32)
         if icfg.site_prior:
             probs = postprocess.prior_fusion(probs, tuning.prior_of(card["prior"], site, hour),
-                                             self.prior_weights)
+                                             self.prior_weights,
+                                             card.get("prior_space", "probability"))
         if self.cnn is not None:
             probs = self.cnn_weight * self._cnn(windows) + (1 - self.cnn_weight) * probs
         if icfg.route_cross_window and card.get("cross_window"):

@@ -278,10 +278,12 @@ def tune(w, oof: dict, folds, taxa, rcfg, cnn_probs) -> dict:
         table = prior_table(w.targets, w.sites, w.hours, labelled[folds[labelled] != k])
         for r in rows[folds[rows] == k]:
             fold_prior[r] = prior_of(table, w.sites[r], int(w.hours[r]))
-    prior_weight = _prior_weight(w.targets[rows], probs[rows], fold_prior[rows])
+    space = rcfg.prior_space
+    prior_weight = _prior_weight(w.targets[rows], probs[rows], fold_prior[rows], space)
     # Per-class thresholds: the cut that maximises each class's F1 out of fold.
     cut = np.array([_best_cut(w.targets[rows, k], probs[rows, k]) for k in range(w.targets.shape[1])])
     tuned = {"oof_scores": scores, "temperatures": temperatures, "prior_weight": prior_weight,
+             "prior_space": space,
              "prior": prior_table(w.targets, w.sites, w.hours, labelled), "thresholds": cut.tolist(),
              "cnn_weight": 0.0}
     weights = np.full(len(taxa), prior_weight)
@@ -291,9 +293,9 @@ def tune(w, oof: dict, folds, taxa, rcfg, cnn_probs) -> dict:
             if len(metrics.scored_classes(w.targets[np.ix_(rows, cols)])):
                 by_taxon[taxon] = _prior_weight(w.targets[np.ix_(rows, cols)],
                                                 probs[np.ix_(rows, cols)],
-                                                fold_prior[np.ix_(rows, cols)])
+                                                fold_prior[np.ix_(rows, cols)], space)
         weights = prior_weights(taxa, prior_weight, by_taxon)
-    fused = (1 - weights) * probs + weights * np.nan_to_num(fold_prior)
+    fused = postprocess.prior_fusion(probs, fold_prior, weights, space)
     if cnn_probs is not None:
         tuned["cnn_weight"] = max([k / 10 for k in range(11)], key=lambda a: _score(
             w.targets[rows], a * cnn_probs[rows] + (1 - a) * fused[rows])["macro_auc"])
@@ -309,9 +311,11 @@ def tune(w, oof: dict, folds, taxa, rcfg, cnn_probs) -> dict:
 PRIOR_WEIGHTS = (0.0, 0.1, 0.2, 0.3, 0.5)  # the prior weights tried out of fold
 
 
-def _prior_weight(y, probs, prior) -> float:
-    """The prior weight with the best macro ROC-AUC of (1 - a) p + a prior."""
-    return max(PRIOR_WEIGHTS, key=lambda a: _score(y, (1 - a) * probs + a * prior)["macro_auc"])
+def _prior_weight(y, probs, prior, space: str) -> float:
+    """The prior weight with the best macro ROC-AUC of the prior fused in `space`
+    (`postprocess.prior_fusion`); `prior` one row per window."""
+    return max(PRIOR_WEIGHTS, key=lambda a: _score(
+        y, postprocess.prior_fusion(probs, prior, a, space))["macro_auc"])
 
 
 def prior_weights(taxa, weight: float, by_taxon: dict | None) -> np.ndarray:
