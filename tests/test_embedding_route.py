@@ -905,3 +905,27 @@ def test_the_blended_heads_predict_the_weighted_sum_of_each_heads_logits(trained
     assert exact.mean() > 0.8
     np.testing.assert_allclose(blend.score_file(clips, path.name)[exact], expected[exact],
                                atol=1e-4)
+
+
+@pytest.mark.slow
+def test_predict_fuses_the_prior_in_the_space_the_route_was_tuned_in(trained_route, synth_root,
+                                                                     tmp_path):
+    import shutil
+
+    route = tmp_path / "route"
+    shutil.copytree(trained_route[0], route)
+    card = json.loads((route / route_runner.CARD).read_text())
+    card.update(prior_space="logit", prior_weight=0.5)
+    card.pop("prior_weight_by_taxon", None)
+    (route / route_runner.CARD).write_text(json.dumps(card))
+    off = config_lib.InferConfig(taxon_temperature=False, site_prior=False, cnn_fusion=False,
+                                 route_cross_window=False)
+    path = audio_io.list_audio(synth_root / YEAR / "train_soundscapes")[0]
+    clips = windows.cut(audio_io.load(path, 32000), 32000, np.arange(0, 60, 5.0), 5.0)
+    plain = route_runner.RouteRunner(route, "onnx", off).score_file(clips, path.name)
+    fused = route_runner.RouteRunner(route, "onnx", dataclasses.replace(
+        off, site_prior=True)).score_file(clips, path.name)
+    prior = tuning.prior_of(card["prior"], *tuning.file_context(path.name))
+    np.testing.assert_allclose(fused, postprocess.prior_fusion(plain, prior, 0.5, "logit"),
+                               atol=1e-5)
+    assert np.abs(fused - postprocess.prior_fusion(plain, prior, 0.5)).max() > 1e-3
