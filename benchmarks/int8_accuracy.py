@@ -6,13 +6,16 @@
 Models: the two of `benchmarks/inference.py` (a B0 at 128 mels x 313 frames fine-tuned
 briefly, cached under --work, and the demo's 64 x 157 model). Each is exported once in
 float32 (ONNX + OpenVINO); each int8 variant is quantised from the same `cnn.onnx`
-(`birdkeras.export.int8.Int8Options`), calibrated on the model's own training records:
+(`birdkeras.export.int8.Int8Options`):
 
-  default            300 calibration windows, weights per output channel (`--int8`)
-  1000 windows       more calibration windows
+  default            `--int8`: up to 300 windows of the run's own training records
+                     (the demo's hold fewer: all of them), weights per output channel
+  30 windows         fewer calibration windows
   per tensor         one weight scale per tensor
   ends float32       the first convolution and the classifier kept float32
-  ends + 1000        both
+  older years        calibrated on up to 1000 windows of the 2021-2025 training audio
+                     (the pretraining data: more and more varied windows)
+  ends + older       both
 
 OpenVINO bf16 (where the CPU has avx512_bf16/AMX; else OpenVINO runs float32 and the row
 says so) is measured beside them. For each: the CNN ceiling (log-mel frames in, batch
@@ -53,15 +56,19 @@ def cpu_flags() -> list[str]:
     return [f for f in FLAGS if f in have]
 
 
-def variants():
+def variants(demo: Path):
+    """(label, options, calibration source: None = the run's records, else audio)."""
     from birdkeras.export.int8 import Int8Options  # noqa: PLC0415
 
-    return [("default (300 windows, per channel)", Int8Options()),
-            ("1000 calibration windows", Int8Options(calibration_windows=1000)),
-            ("per-tensor weights", Int8Options(per_channel=False)),
-            ("first conv + classifier float32", Int8Options(keep_float="ends")),
-            ("ends float32 + 1000 windows", Int8Options(calibration_windows=1000,
-                                                       keep_float="ends"))]
+    older = [demo / "data" / f"birdclef-{y}" / "train_audio" for y in range(2021, 2026)]
+    return [("default: the run's records, per channel", Int8Options(), None),
+            ("30 calibration windows", Int8Options(calibration_windows=30), None),
+            ("per-tensor weights", Int8Options(per_channel=False), None),
+            ("first conv + classifier float32", Int8Options(keep_float="ends"), None),
+            ("older years' audio, up to 1000 windows", Int8Options(calibration_windows=1000),
+             older),
+            ("ends float32 + older years' audio", Int8Options(calibration_windows=1000,
+                                                              keep_float="ends"), older)]
 
 
 def measure(name: str, model: Path, work: Path, args, demo: Path) -> list[dict]:
@@ -94,14 +101,16 @@ def measure(name: str, model: Path, work: Path, args, demo: Path) -> list[dict]:
     f32 = ceilings(base)
     rows = [{"model": name, "precision": "float32", **f32, "delta": 0.0, "auc": None}]
     cfg, _ = run_files.read(model)
-    for label, options in variants():
+    for label, options, calibration in variants(demo):
         out = base.parent / f"v{len(rows)}"
         if not (out / card_lib.CARD).is_file():
             shutil.copytree(base, out, dirs_exist_ok=True)
             convert.write_export_card(out, convert.add_int8(
-                out, card_lib.read_export_card(out), cfg, None, options))
+                out, card_lib.read_export_card(out), cfg, calibration, options))
+        found = card_lib.read_export_card(out)["int8"]["calibration_windows"]
         check = evaluate.precision_check(out, demo / "data", YEAR, "openvino", "int8")
-        rows.append({"model": name, "precision": f"int8: {label}", **ceilings(out, int8=True),
+        rows.append({"model": name, "precision": f"int8: {label} ({found} windows)",
+                     **ceilings(out, int8=True),
                      "delta": check["delta"], "auc": check["f32_macro_auc"]})
         print(rows[-1], flush=True)
     check = evaluate.precision_check(base, demo / "data", YEAR, "openvino", "bf16")

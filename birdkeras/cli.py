@@ -153,6 +153,11 @@ def cmd_export(args) -> int:
                           args.int8, args.calibration, options)
     print(f"exported {len(card['classes'])} classes ({card['activation']}) as "
           f"{', '.join(card['artifacts'])} -> {args.out}")
+    if args.int8:
+        found = card["int8"]["calibration_windows"]
+        print(f"  int8 calibrated on {found} windows of {card['int8']['calibration']}"
+              + (f" (asked {args.calibration_windows}: all the data hold)"
+                 if found < args.calibration_windows else ""))
     if args.int8 and args.int8_check:
         # The check is a workflow: the export, predicted in both precisions, evaluated.
         from birdkeras.infer import evaluate  # noqa: PLC0415 - lazy stage

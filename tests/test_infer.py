@@ -219,6 +219,23 @@ def test_int8_options_keep_the_first_and_last_layers_float_and_scale_per_tensor(
         int8.Int8Options(calibration_windows=0)
 
 
+def test_int8_calibration_reads_every_window_the_runs_records_hold_up_to_the_count(
+        demo_records):
+    from conftest import REPO, read_records
+    from birdkeras.records import format as record_format
+
+    overrides, _, shards = demo_records
+    cfg = config_lib.load_config(REPO / "configs" / "demo_pre.yaml", overrides)
+    width = cfg.audio.window_samples
+    # Each recording gives as many consecutive windows as it holds (at least one).
+    held = sum(max(len(r[record_format.AUDIO]) // width, 1)
+               for r in read_records(shards).values())
+    assert held > len(read_records(shards))  # some hold several
+    found, origin = int8.calibration_windows(cfg, count=10 ** 6)
+    assert origin == str(shards) and found.shape == (held, width)
+    assert int8.calibration_windows(cfg, count=20)[0].shape == (20, width)
+
+
 def test_the_fastest_available_runtime_is_chosen_with_a_reason(exported, monkeypatch):
     assert export_runtime.best_available(exported) == ("openvino", "openvino: the fastest available")
     real_import = __builtins__["__import__"] if isinstance(__builtins__, dict) else __import__

@@ -69,7 +69,16 @@ class QuantizeError(UserError):
 
 def calibration_windows(cfg: config_lib.Config, folder=None,
                         count: int = CALIBRATION_WINDOWS) -> tuple[np.ndarray, str]:
-    """Up to `count` windows (count, samples) of the user's data, and where they came from."""
+    """Up to `count` windows (count, samples) of the user's data, and where they came from.
+
+    Args:
+        cfg: the exported run's config (its `tfrecords.dir` is the default source).
+        folder: a folder of audio (or a list of folders and files) instead.
+        count: the windows wanted; fewer come back when the data hold fewer.
+
+    Returns:
+        (windows, a description of where they came from).
+    """
     rate, width = cfg.audio.sample_rate_hz, cfg.audio.window_samples
     if folder is not None:
         clips = []
@@ -91,7 +100,10 @@ def calibration_windows(cfg: config_lib.Config, folder=None,
         raise QuantizeError(f"int8 calibration reads the run's training records "
                             f"({cfg.tfrecords.dir}), which are not here: give --calibration "
                             "FOLDER (a few minutes of your training audio)") from err
-    cfg = dataclasses.replace(cfg, input=dataclasses.replace(cfg.input, eval_windows=8))
+    # Enough consecutive windows per recording to reach `count` (a recording gives at most
+    # as many as it holds).
+    per_record = max(8, -(-count // max(int(card.get("records", 1)), 1)))
+    cfg = dataclasses.replace(cfg, input=dataclasses.replace(cfg.input, eval_windows=per_record))
     batches = pipeline.make_dataset(cfg, len(card["name2label"]), training=False,
                                     files=list_shards(cfg.tfrecords.dir), global_batch_size=64)
     out = []
