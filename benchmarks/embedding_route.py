@@ -119,6 +119,11 @@ def main() -> None:
     rows.append(("sequence head + site/hour prior in logit space (weight tuned: "
                  f"{logit_prior['prior_weight']:.1f})", [work / "route_logit_prior"],
                  dataclasses.replace(off, site_prior=True)))
+    fit.train(dataclasses.replace(cfg, route=dataclasses.replace(
+        cfg.route, prototype_init="class_mean")), [str(emb / "clips"), str(emb / "soundscapes")],
+        work / "route_class_mean", root / YEAR / "taxonomy.csv", cnn)
+    rows.append(("sequence head with prototypes started at class means",
+                 [work / "route_class_mean"], dataclasses.replace(off, route_head="sequence")))
     from birdkeras import metrics, uncertainty  # noqa: PLC0415
 
     results = {}

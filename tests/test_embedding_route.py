@@ -617,6 +617,44 @@ def test_padding_steps_of_a_short_file_carry_no_loss(monkeypatch):
         np.testing.assert_allclose(a, b, atol=1e-6)
 
 
+@pytest.mark.parametrize("fusion", [False, True])
+def test_prototypes_start_at_the_class_means_of_the_heads_input_features(fusion):
+    keras.utils.set_random_seed(0)
+    model = heads.sequence_model(6, 3, 4, 0, 8, 1, 4, fusion)
+    rng = np.random.default_rng(0)
+    inputs = [rng.standard_normal((5, 4, 6)).astype(np.float32), np.zeros(5, np.int32),
+              np.full(5, 6, np.int32)] + ([rng.standard_normal((5, 4, 3)).astype(np.float32)]
+                                          if fusion else [])
+    model.get_layer("projection").fit(inputs[0].reshape(-1, 6))
+    targets = np.zeros((5, 4, 3), np.float32)
+    targets[0, :2, 0] = 1.0  # class 0: two real windows ...
+    targets[1, 3, 0] = 1.0   # ... and a padding step, which does not count
+    targets[2, 1, 1] = 0.7   # class 1: one soft positive; class 2: none
+    mask = np.ones((5, 4), bool)
+    mask[1, 3] = False
+    before = np.array(model.get_layer("prototypes").prototypes)
+    assert heads.init_prototypes(model, inputs, targets, mask) == 2
+    head = model.get_layer("prototypes")
+    features = np.asarray(keras.Model(model.inputs, head.input[0] if fusion else head.input)(
+        inputs))
+    after = np.array(head.prototypes)
+    np.testing.assert_allclose(after[0], features[0, :2].mean(axis=0), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(after[1], features[2, 1], rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(after[2], before[2])
+
+
+def test_the_route_setting_starts_the_sequence_heads_prototypes_at_class_means(monkeypatch):
+    w = _sequence_table([3], ["S1"], [True])
+    calls = []
+    monkeypatch.setattr(heads, "init_prototypes", lambda *a: calls.append(a) or 0)
+    for init in ("random", "class_mean"):
+        rcfg = config_lib.RouteConfig(seq_len=6, pca_dim=0, d_model=8, seq_epochs=1,
+                                      batch_size=4, fusion=False, prototype_init=init)
+        fit._sequence_head(w, np.arange(3), w.targets, rcfg, ["S1"], seed=0)
+    assert len(calls) == 1  # class_mean only, with the padding mask
+    np.testing.assert_array_equal(calls[0][3], [[True] * 3 + [False] * 3])
+
+
 def test_a_folds_sequence_head_never_hears_its_held_out_sites():
     # S1 and S2 labelled (folds 0 and 1), each with an unlabelled file too; S3 never labelled.
     w = _sequence_table([4, 4, 4, 4, 4], ["S1", "S2", "S1", "S2", "S3"],

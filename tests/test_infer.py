@@ -130,6 +130,9 @@ def test_int8_export_is_calibrated_on_the_runs_data_and_close_to_float32(
     assert {"onnx_mel_int8", "openvino_mel_int8"} <= set(card["artifacts"])
     assert card["int8"]["calibration_windows"] == 24
     assert card["int8"]["calibration"] == str(tone_run / "audio")
+    printed = capsys.readouterr()
+    assert "(asked 300: all the data hold)" in printed.out
+    assert "int8 changes the scores" not in printed.err  # measured with --int8-check
 
     # The check scores the labelled soundscapes with both CNNs; its float32 figure is
     # what a plain float32 predict + evaluate gives, and the command prints the change.
@@ -140,7 +143,7 @@ def test_int8_export_is_calibrated_on_the_runs_data_and_close_to_float32(
     expected = evaluate.evaluate(tmp_path / "f.csv", synth_root, "birdclef-2026")["macro_auc"]
     assert check["f32_macro_auc"] == pytest.approx(expected, abs=1e-9)
     assert check["delta"] == pytest.approx(check["int8_macro_auc"] - expected)
-    assert f"{check['delta']:+.4f}" in capsys.readouterr().out
+    assert f"{check['delta']:+.4f}" in printed.out
 
     # Fresh tones: int8 follows float32 (close, not equal), in both runtimes.
     clips = _tones(np.tile(np.geomspace(200, 6000, 8), 2), seed=2)
@@ -175,7 +178,7 @@ def _weight_source(graph, node):
 
 @pytest.mark.slow
 def test_int8_options_keep_the_first_and_last_layers_float_and_scale_per_tensor(
-        tone_run, tmp_path):
+        tone_run, tmp_path, capsys):
     import onnx
 
     out = tmp_path / "q"
@@ -183,6 +186,9 @@ def test_int8_options_keep_the_first_and_last_layers_float_and_scale_per_tensor(
                      "--formats", "onnx", "--int8", "--calibration", str(tone_run / "audio"),
                      "--calibration-windows", "10", "--int8-keep-float", "ends",
                      "--int8-per-tensor"]) == 0
+    printed = capsys.readouterr()
+    assert f"int8 calibrated on 10 windows of {tone_run / 'audio'}" in printed.out
+    assert "warning: int8 changes the scores" in printed.err  # no --int8-check given
     card = card_lib.read_export_card(out)
     assert card["int8"] == {"calibration_windows": 10, "per_channel": False,
                             "keep_float": "ends", "calibration": str(tone_run / "audio")}

@@ -733,6 +733,9 @@ class RouteConfig:
     state_size: int = 8  # the notebook's: 32
     ssm_layers: int = 1  # stacked SSM blocks (the notebook's: 4)
     window_heads: int = 0  # > 0: attention between windows + positions (the notebook's: 8)
+    # The class prototypes' start: random, or each class's mean of the features reaching
+    # the prototype head over its positive training windows (the notebook's).
+    prototype_init: Literal["random", "class_mean"] = "random"
     fusion: bool = True  # gate the embedding model's own mapped logits into the sequence head
     pseudo_unlabelled: bool = True  # the sequence head also learns unlabelled files' probe scores
     # Tune the cross-window steps' strengths per taxon (Aves, Amphibia, Insecta, ...)

@@ -179,9 +179,12 @@ def _sequence_head(w: Table, rows, targets, rcfg, sites, seed: int):
                                  ssm_layers=rcfg.ssm_layers, window_heads=rcfg.window_heads)
     model.get_layer("projection").fit(w.embeddings[rows])
     runs, mask = sequences(w, rows, rcfg.seq_len)
+    inputs = _sequence_inputs(w, runs, sites, fusion)
+    if rcfg.prototype_init == "class_mean" and len(runs):
+        heads.init_prototypes(model, inputs, targets[runs], mask)
     # Padding steps (repeats of a file's last window) carry no loss.
-    return _fit(model, _sequence_inputs(w, runs, sites, fusion), targets[runs], rcfg,
-                rcfg.seq_epochs, seed, weights=mask.astype(np.float32))
+    return _fit(model, inputs, targets[runs], rcfg, rcfg.seq_epochs, seed,
+                weights=mask.astype(np.float32))
 
 
 def predict_sequences(model, w: Table, rows, sites, seq_len: int) -> np.ndarray:

@@ -206,6 +206,33 @@ class PrototypeHead(keras.layers.Layer):
                 "fusion": self.fusion}
 
 
+def init_prototypes(model: keras.Model, inputs, targets: np.ndarray, mask: np.ndarray) -> int:
+    """Sets each class's prototype of a `sequence_model` to the mean of the features that
+    reach the prototype head for the windows of that class (the 2026 notebook's
+    initialisation from class means, instead of random vectors); a class without a
+    positive window keeps its random prototype.
+
+    Args:
+        model: a `sequence_model` (its projection already fitted).
+        inputs: its inputs for the training sequences.
+        targets: (sequences, seq_len, classes) targets; >= 0.5 counts as positive.
+        mask: (sequences, seq_len) true for real windows (padding is left out).
+
+    Returns:
+        How many classes got a prototype from their mean.
+    """
+    head = model.get_layer("prototypes")
+    features_in = head.input[0] if head.fusion else head.input
+    features = np.asarray(keras.Model(model.inputs, features_in).predict(inputs, verbose=0))
+    features, positive = features[mask], np.asarray(targets)[mask] >= 0.5
+    counts = positive.sum(axis=0)
+    means = (positive.T.astype(np.float32) @ features) / np.maximum(counts, 1)[:, None]
+    prototypes = np.asarray(head.prototypes)
+    prototypes[counts > 0] = means[counts > 0]
+    head.prototypes.assign(prototypes)
+    return int((counts > 0).sum())
+
+
 @keras.saving.register_keras_serializable(package="birdkeras")
 class PositionEmbedding(keras.layers.Layer):
     """A learned vector per position of the sequence, added: `(batch, time, channels)`."""
