@@ -655,6 +655,31 @@ def test_the_route_setting_starts_the_sequence_heads_prototypes_at_class_means(m
     np.testing.assert_array_equal(calls[0][3], [[True] * 3 + [False] * 3])
 
 
+def test_a_heads_swa_ends_at_the_mean_of_its_last_epochs_weights(monkeypatch):
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((40, 6)).astype(np.float32)
+    y = (x[:, :3] > 0).astype(np.float32)
+    seen = []
+
+    class Record(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            seen.append(self.model.get_weights())
+
+    real_fit = keras.Model.fit
+    monkeypatch.setattr(keras.Model, "fit", lambda self, *a, **k: real_fit(
+        self, *a, **{**k, "callbacks": [*k.get("callbacks", []), Record()]}))
+    rcfg = config_lib.RouteConfig(pca_dim=0, batch_size=8, swa_epochs=2)
+    model = heads.probe_model(6, 3, 0, 0)
+    model.get_layer("projection").fit(x)
+    fit._fit(model, x, y, rcfg, 4, 0)
+    assert len(seen) == 4
+    for got, last, before in zip(model.get_weights(), seen[-1], seen[-2]):
+        np.testing.assert_allclose(got, (last + before) / 2, rtol=1e-5, atol=1e-6)
+    assert any(np.abs(a - b).max() > 1e-6 for a, b in zip(seen[-1], seen[-2]))
+    with pytest.raises(config_lib.ConfigError, match="swa_epochs >= 0.*-1"):
+        config_lib.RouteConfig(swa_epochs=-1)
+
+
 def test_a_folds_sequence_head_never_hears_its_held_out_sites():
     # S1 and S2 labelled (folds 0 and 1), each with an unlabelled file too; S3 never labelled.
     w = _sequence_table([4, 4, 4, 4, 4], ["S1", "S2", "S1", "S2", "S3"],

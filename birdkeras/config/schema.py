@@ -764,6 +764,7 @@ class RouteConfig:
     weight_decay: float = 1e-4
     schedule: Literal["constant", "cosine", "one_cycle"] = "constant"
     clip_norm: float = 0.0
+    swa_epochs: int = 0  # > 1: each head ends at the mean of its last N epochs' weights
 
     def __post_init__(self):
         if not 0 <= self.label_smoothing < 1 or self.pos_weight_max < 0 or self.clip_norm < 0:
@@ -777,9 +778,10 @@ class RouteConfig:
                      "ssm_layers"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"route.{name}={getattr(self, name)} must be >= 1")
-        if self.folds < 2 or self.pca_dim < 0 or self.mlp_hidden < 0:
-            raise ConfigError(f"need route.folds >= 2, route.pca_dim and route.mlp_hidden >= 0; "
-                              f"got {self.folds}, {self.pca_dim}, {self.mlp_hidden}")
+        if self.folds < 2 or self.pca_dim < 0 or self.mlp_hidden < 0 or self.swa_epochs < 0:
+            raise ConfigError(f"need route.folds >= 2, route.pca_dim, route.mlp_hidden and "
+                              f"route.swa_epochs >= 0; got {self.folds}, {self.pca_dim}, "
+                              f"{self.mlp_hidden}, {self.swa_epochs}")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -21,6 +21,7 @@ values, out-of-fold scores) and `oof.npz`; `birdkeras.embeddings.runner` runs it
 from __future__ import annotations
 
 import json
+import tempfile
 from pathlib import Path
 
 import keras
@@ -39,7 +40,7 @@ from birdkeras.embeddings.tuning import sigmoid
 from birdkeras.errors import UserError
 from birdkeras.export import convert
 from birdkeras.export.runtime import Runner
-from birdkeras.train import optimization
+from birdkeras.train import callbacks, optimization
 
 HEADS = ("probe", "mlp", "sequence")
 
@@ -103,8 +104,14 @@ def _fit(model, inputs, targets, rcfg, epochs: int, seed: int, weights=None):
     keras.utils.set_random_seed(seed)
     steps = -(-len(targets) // rcfg.batch_size) * epochs
     model.compile(*training_setup(rcfg, targets, steps, weights))
-    model.fit(inputs, targets, sample_weight=weights, batch_size=rcfg.batch_size,
-              epochs=epochs, verbose=0)
+    with tempfile.TemporaryDirectory() as tmp:
+        # SWA: the mean of the weights at the last `swa_epochs` epoch ends (the trainer's
+        # own callback); 0: the last epoch's weights.
+        swa = [callbacks.SWA(Path(tmp), rcfg.swa_epochs)] if rcfg.swa_epochs > 1 else []
+        model.fit(inputs, targets, sample_weight=weights, batch_size=rcfg.batch_size,
+                  epochs=epochs, verbose=0, callbacks=swa)
+        for averaging in swa:
+            averaging.average(model)
     return model
 
 
