@@ -113,17 +113,17 @@ def main() -> None:
     rows.append(("sequence head + site/hour prior, weight per taxon "
                  f"{by_taxon['prior_weight_by_taxon']}", [work / "route_by_taxon"],
                  dataclasses.replace(off, site_prior=True)))
-    logit_prior = fit.train(dataclasses.replace(cfg, route=dataclasses.replace(
-        cfg.route, prior_space="logit")), [str(emb / "clips"), str(emb / "soundscapes")],
-        work / "route_logit_prior", root / YEAR / "taxonomy.csv", cnn)
-    rows.append(("sequence head + site/hour prior in logit space (weight tuned: "
-                 f"{logit_prior['prior_weight']:.1f})", [work / "route_logit_prior"],
-                 dataclasses.replace(off, site_prior=True)))
-    fit.train(dataclasses.replace(cfg, route=dataclasses.replace(
-        cfg.route, prototype_init="class_mean")), [str(emb / "clips"), str(emb / "soundscapes")],
-        work / "route_class_mean", root / YEAR / "taxonomy.csv", cnn)
-    rows.append(("sequence head with prototypes started at class means",
-                 [work / "route_class_mean"], dataclasses.replace(off, route_head="sequence")))
+    # One route per switch that changes what is trained or tuned, each beside the default.
+    variants = [("sequence head + site/hour prior in logit space", {"prior_space": "logit"},
+                 {"site_prior": True}),
+                ("sequence head with prototypes started at class means",
+                 {"prototype_init": "class_mean"}, {}),
+                ("sequence head, SWA over the last 10 epochs", {"swa_epochs": 10}, {})]
+    for k, (name, route_knobs, infer_knobs) in enumerate(variants):
+        fit.train(dataclasses.replace(cfg, route=dataclasses.replace(cfg.route, **route_knobs)),
+                  [str(emb / "clips"), str(emb / "soundscapes")], work / f"route_variant{k}",
+                  root / YEAR / "taxonomy.csv", cnn)
+        rows.append((name, [work / f"route_variant{k}"], dataclasses.replace(off, **infer_knobs)))
     from birdkeras import metrics, uncertainty  # noqa: PLC0415
 
     results = {}
