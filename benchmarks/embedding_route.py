@@ -50,8 +50,15 @@ def main() -> None:
                         help="the synthetic world (benchmarks/soundscape_training.py)")
     args = parser.parse_args()
     work = Path(args.work or tempfile.mkdtemp(prefix="bk_route_"))
-    if not (work / "(a)" / "best.keras").is_file():
-        base.run_seed(args.seed, work, args.profile)  # data, pretraining, CNN fine-tuning (and the rest)
+    # What the route needs of the soundscape benchmark's seed: its world, the pretrained
+    # B0 (the frozen model) and condition (a), the CNN fine-tuned on the clips (to fuse).
+    _, records = base.world(args.seed, work, args.profile)
+    pre = base.trained(records("demo_pre.yaml", "pre"), work / "pre" / "train")
+    clips = records("demo_selftrain.yaml", "clips", "data.sources=[birdclef-2026]",
+                    "train.stages=[]", "train.val_soundscapes=null")
+    base.trained(dataclasses.replace(clips, train=dataclasses.replace(clips.train,
+                                                                       init_from=pre)),
+                 work / "(a)")
 
     from birdkeras import config as config_lib  # noqa: PLC0415
     from birdkeras.embeddings import extract  # noqa: PLC0415
