@@ -125,7 +125,9 @@ def main() -> None:
                  {"site_prior": True}),
                 ("sequence head with prototypes started at class means",
                  {"prototype_init": "class_mean"}, {}),
-                ("sequence head, SWA over the last 10 epochs", {"swa_epochs": 10}, {})]
+                ("sequence head, SWA over the last 10 epochs", {"swa_epochs": 10}, {}),
+                ("sequence head, distilled to the frozen model (weight 0.3)",
+                 {"distill_weight": 0.3}, {})]
     for k, (name, route_knobs, infer_knobs) in enumerate(variants):
         fit.train(dataclasses.replace(cfg, route=dataclasses.replace(cfg.route, **route_knobs)),
                   [str(emb / "clips"), str(emb / "soundscapes")], work / f"route_variant{k}",

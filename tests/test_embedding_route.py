@@ -680,6 +680,29 @@ def test_a_heads_swa_ends_at_the_mean_of_its_last_epochs_weights(monkeypatch):
         config_lib.RouteConfig(swa_epochs=-1)
 
 
+def test_distillation_mixes_the_frozen_models_probabilities_into_mapped_classes_only():
+    w = _sequence_table([2, 2], ["S1", "S2"], [True, False])
+    logits = np.array([[0.0, 5.0, np.log(3.0)]] * 4, np.float32)
+    w = dataclasses.replace(w, logits=logits)
+    mapping = {"index": [4, -1, -1], "proxies": {"2": [7, 8]}}  # class 1 unmapped
+    soft = fit.distilled_targets(w, mapping, 0.25)
+    # By hand: class 0: 0.75 y + 0.25 * 0.5; class 2: 0.75 y + 0.25 * 0.75; class 1: y.
+    np.testing.assert_allclose(soft[:2, 0], 0.75 * w.targets[:2, 0] + 0.125, rtol=1e-6)
+    np.testing.assert_allclose(soft[:2, 2], 0.75 * w.targets[:2, 2] + 0.1875, rtol=1e-6)
+    np.testing.assert_array_equal(soft[:, 1], w.targets[:, 1])
+    assert np.isnan(soft[2:]).all()  # unlabelled windows stay unlabelled
+    assert fit.distilled_targets(w, mapping, 0.0) is w.targets
+    assert fit.distilled_targets(dataclasses.replace(w, logits=None), mapping, 0.25) is w.targets
+    # The sequence head's training targets start from them.
+    rcfg = config_lib.RouteConfig(pseudo_unlabelled=False, distill_weight=0.25)
+    rows, targets = fit._sequence_training(w, w.embeddings, np.arange(2), np.arange(4),
+                                           np.zeros(4, int), None, rcfg, None, soft)
+    np.testing.assert_array_equal(rows, [0, 1])
+    np.testing.assert_allclose(targets[:2], soft[:2])
+    with pytest.raises(config_lib.ConfigError, match="route.distill_weight=1.0"):
+        config_lib.RouteConfig(distill_weight=1.0)
+
+
 def test_a_folds_sequence_head_never_hears_its_held_out_sites():
     # S1 and S2 labelled (folds 0 and 1), each with an unlabelled file too; S3 never labelled.
     w = _sequence_table([4, 4, 4, 4, 4], ["S1", "S2", "S1", "S2", "S3"],

@@ -765,8 +765,13 @@ class RouteConfig:
     schedule: Literal["constant", "cosine", "one_cycle"] = "constant"
     clip_norm: float = 0.0
     swa_epochs: int = 0  # > 1: each head ends at the mean of its last N epochs' weights
+    # > 0: the heads learn (1 - w) labels + w the frozen model's own probabilities, for
+    # the classes it maps (distillation to the teacher as soft targets).
+    distill_weight: float = 0.0
 
     def __post_init__(self):
+        if not 0 <= self.distill_weight < 1:
+            raise ConfigError(f"route.distill_weight={self.distill_weight} must be in [0, 1)")
         if not 0 <= self.label_smoothing < 1 or self.pos_weight_max < 0 or self.clip_norm < 0:
             raise ConfigError(f"route.label_smoothing={self.label_smoothing} must be in [0, 1), "
                               f"route.pos_weight_max={self.pos_weight_max} and "

@@ -165,10 +165,33 @@ def window_features(w: Table, rcfg) -> np.ndarray:
     return tuning.temporal_features(w.embeddings, w.files, w.starts)
 
 
-def _window_head(w: Table, features, rows, rcfg, hidden: int, seed: int):
+def distilled_targets(w: Table, mapping: dict | None, weight: float) -> np.ndarray:
+    """The heads' training targets: the labels, or with `weight` > 0 (`route.distill_weight`)
+    the labels mixed with the frozen model's own probabilities for the classes it maps
+    ((1 - weight) y + weight sigmoid(mapped logit)): distillation to the teacher as soft
+    targets. Classes the model does not map, and unlabelled windows, keep their labels.
+
+    Args:
+        w: the windows (their `logits` mapped to the route's classes, or None).
+        mapping: the route card's class mapping ("index", "proxies"), or None.
+        weight: the teacher's share of each target.
+
+    Returns:
+        (windows, classes) targets.
+    """
+    if weight <= 0 or w.logits is None or mapping is None:
+        return w.targets
+    known = np.asarray(mapping["index"]) >= 0
+    known[[int(k) for k in mapping["proxies"]]] = True
+    mixed = (1 - weight) * w.targets + weight * sigmoid(w.logits)
+    return np.where(known[None], mixed, w.targets).astype(np.float32)
+
+
+def _window_head(w: Table, features, rows, rcfg, hidden: int, seed: int, targets=None):
     model = heads.probe_model(features.shape[1], w.targets.shape[1], rcfg.pca_dim, hidden)
     model.get_layer("projection").fit(features[rows])
-    return _fit(model, features[rows], w.targets[rows], rcfg, rcfg.epochs, seed)
+    targets = w.targets if targets is None else targets
+    return _fit(model, features[rows], targets[rows], rcfg, rcfg.epochs, seed)
 
 
 def _sequence_inputs(w: Table, runs, sites: list[str], fusion: bool):
@@ -252,13 +275,14 @@ def train(cfg: config_lib.Config, embedding_dirs, out, taxonomy_csv=None, cnn_mo
     # Out-of-fold logits of each head: fold k's windows scored by heads trained without k.
     oof = {name: np.full(w.targets.shape, np.nan, np.float32) for name in HEADS}
     features = window_features(w, rcfg)
+    soft = distilled_targets(w, card["mapping"], rcfg.distill_weight)  # what the heads learn
     for k in range(rcfg.folds):
         train_rows, held = labelled[folds[labelled] != k], labelled[folds[labelled] == k]
         for name, hidden in (("probe", 0), ("mlp", rcfg.mlp_hidden)):
-            oof[name][held] = _window_head(w, features, train_rows, rcfg, hidden,
-                                           cfg.seed).predict(features[held], verbose=0)
+            oof[name][held] = _window_head(w, features, train_rows, rcfg, hidden, cfg.seed,
+                                           soft).predict(features[held], verbose=0)
         seq_rows, targets = _sequence_training(w, features, train_rows, soundscape, folds, k,
-                                               rcfg, cfg)
+                                               rcfg, cfg, soft)
         if len(seq_rows):
             model = _sequence_head(w, seq_rows, targets, rcfg, sites, cfg.seed)
             held_sc = np.intersect1d(held, soundscape)
@@ -268,10 +292,10 @@ def train(cfg: config_lib.Config, embedding_dirs, out, taxonomy_csv=None, cnn_mo
     # The final heads, on every labelled window.
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    final = {"probe": _window_head(w, features, labelled, rcfg, 0, cfg.seed),
-             "mlp": _window_head(w, features, labelled, rcfg, rcfg.mlp_hidden, cfg.seed)}
+    final = {"probe": _window_head(w, features, labelled, rcfg, 0, cfg.seed, soft),
+             "mlp": _window_head(w, features, labelled, rcfg, rcfg.mlp_hidden, cfg.seed, soft)}
     seq_rows, targets = _sequence_training(w, features, labelled, soundscape, folds, None,
-                                           rcfg, cfg)
+                                           rcfg, cfg, soft)
     if len(seq_rows):
         final["sequence"] = _sequence_head(w, seq_rows, targets, rcfg, sites, cfg.seed)
     for name, model in final.items():
@@ -295,7 +319,8 @@ def train(cfg: config_lib.Config, embedding_dirs, out, taxonomy_csv=None, cnn_mo
     return card
 
 
-def _sequence_training(w: Table, features, train_rows, soundscape, folds, k, rcfg, cfg):
+def _sequence_training(w: Table, features, train_rows, soundscape, folds, k, rcfg, cfg,
+                       soft=None):
     """(rows, targets) of the sequence head's training: the labelled soundscape windows of
     the training folds and, with pseudo_unlabelled, the unlabelled soundscape windows
     with a probe's predictions (trained on those folds) as soft targets.
@@ -305,14 +330,14 @@ def _sequence_training(w: Table, features, train_rows, soundscape, folds, k, rcf
     site the route has never heard, as Kaggle's hidden soundscapes are to the final heads.
     """
     rows = np.intersect1d(train_rows, soundscape)
-    targets = w.targets.copy()
+    targets = (w.targets if soft is None else soft).copy()
     if rcfg.pseudo_unlabelled:
         unlabelled = np.setdiff1d(soundscape, np.flatnonzero(w.labelled))
         if k is not None:
             held_groups = np.unique(w.groups[folds == k])
             unlabelled = unlabelled[~np.isin(w.groups[unlabelled], held_groups)]
         if len(unlabelled):
-            probe = _window_head(w, features, train_rows, rcfg, 0, cfg.seed)
+            probe = _window_head(w, features, train_rows, rcfg, 0, cfg.seed, soft)
             targets[unlabelled] = sigmoid(probe.predict(features[unlabelled], verbose=0))
             rows = np.union1d(rows, unlabelled)
     return rows, targets
