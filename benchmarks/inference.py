@@ -26,8 +26,8 @@ soundscapes (12 windows each):
             probabilities are checked against predict's (max difference printed).
 Ratios are against Keras (the training model under tf.function). The int8 rows also
 give the macro ROC-AUC change on the held-out synthetic labelled soundscapes. Each row
-also gives its stage costs in CPU seconds per window (decode + resample; the numpy front
-end; the CNN, all runtime threads counted), the rate they allow on the machine's cores
+also gives its stage costs in CPU seconds per window, each on one thread (decode +
+resample; the numpy front end; the CNN on a one-thread runtime), the rate they allow on the machine's cores
 (cores / their sum), and the from-OGG figure's ratio to it (target >= 0.85). Targets
 (2 cores, 128 x 313): >= 150 windows/s from OGG in float32, >= 250 in int8 with a
 macro ROC-AUC loss <= 0.005; >= 1.3x the peer.
@@ -144,11 +144,14 @@ def measure(name: str, model: Path, work: Path, args, demo: Path) -> list[tuple]
                                  int8=int8)
         inputs = runner.front_end(clips) if runner.front_end is not None else clips
         ceiling = _rate(runner, inputs, args.batch)
-        # Stage costs in CPU seconds per window, and the rate they allow on the cores:
+        # Stage costs in CPU seconds per window, each on one thread (a runtime's idle
+        # threads spinning would count as cost), and the rate they allow on the cores:
         # cores / (decode + front end + CNN).
         front_cost = (_cost(runner.front_end, clips, args.batch)
                       if runner.front_end is not None else 0.0)
-        costs = (decode_cost, front_cost, _cost(runner, inputs, args.batch))
+        single = export_runtime.Runner(path, runtime, threads=1, front_end=front_end,
+                                       int8=int8)
+        costs = (decode_cost, front_cost, _cost(single, inputs, args.batch))
         limit = (os.cpu_count() or 1) / sum(costs)
         decoded = _rate(runner, clips, args.batch)
         case_cfg = dataclasses.replace(icfg, front_end=front_end, int8=int8)

@@ -60,7 +60,8 @@ def variants(demo: Path):
     """(label, options, calibration source: None = the run's records, else audio)."""
     from birdkeras.export.int8 import Int8Options  # noqa: PLC0415
 
-    older = [demo / "data" / f"birdclef-{y}" / "train_audio" for y in range(2021, 2026)]
+    older = [d for y in range(2021, 2026) for d in (demo / "data" / f"birdclef-{y}").glob(
+        "train*audio") if d.is_dir()]  # train_short_audio (2021), train_audio
     return [("default: the run's records, per channel", Int8Options(), None),
             ("30 calibration windows", Int8Options(calibration_windows=30), None),
             ("per-tensor weights", Int8Options(per_channel=False), None),
@@ -90,9 +91,9 @@ def measure(name: str, model: Path, work: Path, args, demo: Path) -> list[dict]:
     clips = np.concatenate([windows.cut(audio_io.load(p, sr), sr, np.arange(0, 60, 5.0), 5.0)
                             for p in files])
 
-    def ceilings(out, **kw):
+    def ceilings(out, runtimes=("onnx", "openvino"), **kw):
         found = {}
-        for runtime in ("onnx", "openvino"):
+        for runtime in runtimes:
             runner = export_runtime.Runner(out, runtime, front_end="numpy", **kw)
             found[runtime] = inference._rate(runner, runner.front_end(clips), args.batch)
             found[f"{runtime}_used"] = runner.precision_used
@@ -103,7 +104,7 @@ def measure(name: str, model: Path, work: Path, args, demo: Path) -> list[dict]:
     cfg, _ = run_files.read(model)
     for label, options, calibration in variants(demo):
         out = base.parent / f"v{len(rows)}"
-        if not (out / card_lib.CARD).is_file():
+        if not (out / card_lib.CARD).is_file() or "int8" not in card_lib.read_export_card(out):
             shutil.copytree(base, out, dirs_exist_ok=True)
             convert.write_export_card(out, convert.add_int8(
                 out, card_lib.read_export_card(out), cfg, calibration, options))
@@ -114,7 +115,7 @@ def measure(name: str, model: Path, work: Path, args, demo: Path) -> list[dict]:
                      "delta": check["delta"], "auc": check["f32_macro_auc"]})
         print(rows[-1], flush=True)
     check = evaluate.precision_check(base, demo / "data", YEAR, "openvino", "bf16")
-    found = ceilings(base, precision="bf16")
+    found = ceilings(base, ("openvino",), precision="bf16")
     found["onnx"] = np.nan  # ONNX Runtime's CPU provider has no bf16 execution
     rows.append({"model": name, "precision": f"bf16 (OpenVINO ran {found['openvino_used']})",
                  **found, "delta": check["delta"], "auc": check["f32_macro_auc"]})
