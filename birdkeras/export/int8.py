@@ -132,7 +132,17 @@ def kept_float_nodes(model_path: Path, keep_float: str) -> list[str]:
 
 def quantize_onnx(source: Path, target: Path, log_mels: np.ndarray,
                   options: Int8Options = Int8Options()) -> None:
-    """`source` (float32, log-mel in) -> `target` (int8 QDQ), calibrated on `log_mels`."""
+    """`source` (float32, log-mel in) -> `target` (int8 QDQ), calibrated on `log_mels`.
+
+    Args:
+        source: the float32 CNN (`cnn.onnx`).
+        target: where the int8 CNN goes.
+        log_mels: calibration inputs (windows, mels, frames) from the numpy front end.
+        options: calibration, per-channel weights, layers kept float32.
+
+    Returns:
+        None; `target` is written.
+    """
     import onnxruntime as ort  # noqa: PLC0415 - only when quantising
     from onnxruntime import quantization  # noqa: PLC0415
 
