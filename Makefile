@@ -6,7 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip -q --disable-pip-version-check
 
-.PHONY: demo test test-fast test-avx2 install dev bench clean
+.PHONY: demo test test-fast install dev bench clean
 
 $(VENV)/.installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -34,15 +34,6 @@ test: dev
 test-fast: dev
 	$(VENV)/bin/lint-imports
 	TF_CPP_MIN_LOG_LEVEL=2 $(PY) -m pytest -q -n 2 --dist loadfile -m "not slow"
-
-# The inference tests with TensorFlow's oneDNN and numpy held to AVX2 (what an AVX2-only
-# CPU gives them) on a CPU with AVX-512. ONNX Runtime and OpenVINO pick their kernels
-# from the CPU itself and cannot be held back this way: their precision is set
-# explicitly instead (README, "Precision is explicit").
-AVX2_ONLY := ONEDNN_MAX_CPU_ISA=AVX2 NPY_DISABLE_CPU_FEATURES="X86_V4 AVX512_ICL AVX512_SPR"
-test-avx2: dev
-	$(AVX2_ONLY) TF_CPP_MIN_LOG_LEVEL=2 $(PY) -m pytest -q -n 2 --dist loadfile \
-		tests/test_infer.py tests/test_precision_policy.py tests/test_features.py
 
 # benchmarks/postprocessing.py scores the demo's trained models: `make demo` first
 # (skipped when its outputs are there).
