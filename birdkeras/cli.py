@@ -143,7 +143,6 @@ def cmd_export(args) -> int:
     # Exports are TensorFlow graphs: a model trained on JAX is loaded under TensorFlow.
     backend.use("tensorflow")
     from birdkeras.export import convert  # noqa: PLC0415 - lazy stage
-
     from birdkeras.export import int8 as int8_lib  # noqa: PLC0415 - lazy stage
 
     formats = tuple(args.formats.split(","))
@@ -159,9 +158,9 @@ def cmd_export(args) -> int:
               + (f" (asked {args.calibration_windows}: all the data hold)"
                  if found < args.calibration_windows else ""))
         if not args.int8_check:
-            print("  warning: int8 changes the scores (macro ROC-AUC moved by -0.027 to "
-                  "+0.004 on our benchmarks' models): measure yours with --int8-check ROOT "
-                  "SOURCE before you use it", file=sys.stderr)
+            print("  warning: int8 changes the scores (macro ROC-AUC moved by up to 0.027 "
+                  "on our benchmarks' models): measure yours with --int8-check ROOT SOURCE "
+                  "before you use it", file=sys.stderr)
     if args.int8 and args.int8_check:
         # The check is a workflow: the export, predicted in both precisions, evaluated.
         from birdkeras.infer import evaluate  # noqa: PLC0415 - lazy stage

@@ -104,14 +104,16 @@ def _fit(model, inputs, targets, rcfg, epochs: int, seed: int, weights=None):
     keras.utils.set_random_seed(seed)
     steps = -(-len(targets) // rcfg.batch_size) * epochs
     model.compile(*training_setup(rcfg, targets, steps, weights))
+    fit = dict(sample_weight=weights, batch_size=rcfg.batch_size, epochs=epochs, verbose=0)
+    if rcfg.swa_epochs <= 1:
+        model.fit(inputs, targets, **fit)
+        return model
+    # SWA: the mean of the weights at the last `swa_epochs` epoch ends (the trainer's own
+    # callback, its files in a folder of their own).
     with tempfile.TemporaryDirectory() as tmp:
-        # SWA: the mean of the weights at the last `swa_epochs` epoch ends (the trainer's
-        # own callback); 0: the last epoch's weights.
-        swa = [callbacks.SWA(Path(tmp), rcfg.swa_epochs)] if rcfg.swa_epochs > 1 else []
-        model.fit(inputs, targets, sample_weight=weights, batch_size=rcfg.batch_size,
-                  epochs=epochs, verbose=0, callbacks=swa)
-        for averaging in swa:
-            averaging.average(model)
+        swa = callbacks.SWA(Path(tmp), rcfg.swa_epochs)
+        model.fit(inputs, targets, callbacks=[swa], **fit)
+        swa.average(model)
     return model
 
 
